@@ -1,0 +1,215 @@
+/**
+ * Loading a model directory (docs/model-format.md): manifest → every listed file (size + sha256
+ * checked) → graph parts concatenated in order → onnxruntime-web session whose I/O names must
+ * equal the manifest's lists → tokenizer.
+ *
+ * This module runs in browsers (Web Worker) and Node: files come through a ModelSource. The
+ * browser source (`fetchSource`) is here; the Node directory source lives in load-node.ts so that
+ * no Node-only import reaches the browser bundle.
+ */
+import * as ort from 'onnxruntime-web';
+import { ModelError } from '../errors.ts';
+import { validateManifest, type Manifest } from './manifest.ts';
+import { sha256Hex } from './sha256.ts';
+import { KvTokenizer } from './tokenizer.ts';
+import { ForwardRunner } from '../runtime/forward.ts';
+
+export type LoadPhase = 'download' | 'verify' | 'session';
+
+export interface LoadProgress {
+  phase: LoadPhase;
+  /** bytes (download, verify) or 0/1 (session) done so far */
+  loaded: number;
+  /** total bytes of the file (download, verify; 0 when the server does not say) or 1 (session) */
+  total: number;
+  file: string;
+}
+
+/** Where model files come from. `read` throws ModelError `<path>: file is missing (...)` when absent. */
+export interface ModelSource {
+  /** directory or URL, for messages */
+  readonly location: string;
+  read(path: string, onBytes?: (loaded: number, total: number) => void): Promise<Uint8Array>;
+}
+
+export interface LoadOptions {
+  onProgress?: (progress: LoadProgress) => void;
+  /** wasm threads for onnxruntime-web; set before the first session is created (Node default: 1) */
+  numThreads?: number;
+  sessionOptions?: ort.InferenceSession.SessionOptions;
+}
+
+export interface LoadedModel {
+  manifest: Manifest;
+  session: ort.InferenceSession;
+  tokenizer: KvTokenizer;
+  /** runs the graph; shared by every Session (and fork) of this model */
+  forward: ForwardRunner;
+  /** bytes of the ONNX graph after concatenating the parts */
+  graphBytes: number;
+  release(): Promise<void>;
+}
+
+/** Browser (and Node) source over HTTP: `${baseUrl}/${path}`, streaming so progress is reported. */
+export function fetchSource(baseUrl: string, fetchImpl: typeof fetch = globalThis.fetch.bind(globalThis)): ModelSource {
+  const base = baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`;
+  return {
+    location: base,
+    async read(path, onBytes) {
+      const url = base + path;
+      let response: Response;
+      try {
+        response = await fetchImpl(url);
+      } catch (error) {
+        throw new ModelError(`${path}: cannot fetch ${url} (${(error as Error).message})`);
+      }
+      if (response.status === 404) throw new ModelError(`${path}: file is missing (${url} answered 404)`);
+      if (!response.ok) throw new ModelError(`${path}: cannot fetch ${url} (HTTP ${response.status})`);
+      const total = Number(response.headers.get('content-length') ?? 0) || 0;
+      if (!response.body) {
+        const bytes = new Uint8Array(await response.arrayBuffer());
+        onBytes?.(bytes.length, total || bytes.length);
+        return bytes;
+      }
+      const reader = response.body.getReader();
+      const chunks: Uint8Array[] = [];
+      let loaded = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        chunks.push(value);
+        loaded += value.length;
+        onBytes?.(loaded, total);
+      }
+      return concatBytes(chunks);
+    },
+  };
+}
+
+export function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  let size = 0;
+  for (const c of chunks) size += c.length;
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.length;
+  }
+  return out;
+}
+
+/** Names present in `expected` but not `actual` and vice versa, as one readable clause or null. */
+function nameDifference(actual: readonly string[], expected: readonly string[]): string | null {
+  const actualSet = new Set(actual);
+  const expectedSet = new Set(expected);
+  const missing = expected.filter((n) => !actualSet.has(n));
+  const extra = actual.filter((n) => !expectedSet.has(n));
+  if (missing.length === 0 && extra.length === 0) return null;
+  const parts: string[] = [];
+  if (missing.length > 0) parts.push(`missing ${missing.join(', ')}`);
+  if (extra.length > 0) parts.push(`extra ${extra.join(', ')}`);
+  return parts.join('; ');
+}
+
+/** Fails unless the session's input/output names are exactly the manifest's lists (order free: feeds are by name). */
+export function checkSessionIO(manifest: Manifest, inputNames: readonly string[], outputNames: readonly string[]): void {
+  const graphFile = manifest.graph.parts.length === 1 ? manifest.graph.parts[0] : 'model.onnx';
+  const inputs = nameDifference(inputNames, manifest.graph.inputs);
+  if (inputs) throw new ModelError(`${graphFile}: graph inputs do not match manifest.json graph.inputs (${inputs})`);
+  const outputs = nameDifference(outputNames, manifest.graph.outputs);
+  if (outputs) throw new ModelError(`${graphFile}: graph outputs do not match manifest.json graph.outputs (${outputs})`);
+}
+
+async function readManifest(source: ModelSource): Promise<Manifest> {
+  const bytes = await source.read('manifest.json');
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (error) {
+    throw new ModelError(`manifest.json: not valid JSON (${(error as Error).message})`);
+  }
+  return validateManifest(json);
+}
+
+/** Reads every file the manifest lists, checking byte size and sha256 of each. */
+async function readVerifiedFiles(
+  source: ModelSource,
+  manifest: Manifest,
+  onProgress: ((p: LoadProgress) => void) | undefined,
+): Promise<Map<string, Uint8Array>> {
+  const files = new Map<string, Uint8Array>();
+  for (const entry of manifest.files) {
+    const bytes = await source.read(entry.path, (loaded, total) =>
+      onProgress?.({ phase: 'download', loaded, total: total || entry.bytes, file: entry.path }),
+    );
+    onProgress?.({ phase: 'download', loaded: bytes.length, total: entry.bytes, file: entry.path });
+    if (bytes.length !== entry.bytes) {
+      throw new ModelError(`${entry.path}: size mismatch (expected ${entry.bytes} bytes, got ${bytes.length})`);
+    }
+    onProgress?.({ phase: 'verify', loaded: 0, total: entry.bytes, file: entry.path });
+    const digest = await sha256Hex(bytes);
+    if (digest !== entry.sha256) {
+      throw new ModelError(`${entry.path}: sha256 mismatch (expected ${entry.sha256}, got ${digest})`);
+    }
+    onProgress?.({ phase: 'verify', loaded: entry.bytes, total: entry.bytes, file: entry.path });
+    files.set(entry.path, bytes);
+  }
+  return files;
+}
+
+/**
+ * Loads and checks a model. Throws ModelError naming the file and the problem: missing file,
+ * size or sha256 mismatch, invalid manifest, graph I/O that differs from the manifest.
+ */
+export async function loadModel(source: ModelSource, options: LoadOptions = {}): Promise<LoadedModel> {
+  const { onProgress } = options;
+  if (options.numThreads !== undefined) ort.env.wasm.numThreads = options.numThreads;
+
+  const manifest = await readManifest(source);
+  const files = await readVerifiedFiles(source, manifest, onProgress);
+  const take = (path: string): Uint8Array => {
+    const bytes = files.get(path);
+    if (!bytes) throw new ModelError(`${path}: file is missing (not listed in manifest.json files)`);
+    return bytes;
+  };
+
+  let tokenizerJson: unknown;
+  try {
+    tokenizerJson = JSON.parse(new TextDecoder().decode(take(manifest.tokenizer.file)));
+  } catch (error) {
+    if (error instanceof ModelError) throw error;
+    throw new ModelError(`${manifest.tokenizer.file}: not valid JSON (${(error as Error).message})`);
+  }
+  const tokenizer = new KvTokenizer(tokenizerJson, manifest.tokenizer);
+
+  const graph = concatBytes(manifest.graph.parts.map(take));
+  const graphFile = manifest.graph.parts.length === 1 ? manifest.graph.parts[0] : manifest.graph.parts.join(' + ');
+  onProgress?.({ phase: 'session', loaded: 0, total: 1, file: graphFile });
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(graph, {
+      executionProviders: ['wasm'],
+      graphOptimizationLevel: 'all',
+      ...options.sessionOptions,
+    });
+  } catch (error) {
+    throw new ModelError(`${graphFile}: onnxruntime cannot load the graph (${(error as Error).message})`);
+  }
+  try {
+    checkSessionIO(manifest, session.inputNames, session.outputNames);
+  } catch (error) {
+    await session.release();
+    throw error;
+  }
+  onProgress?.({ phase: 'session', loaded: 1, total: 1, file: graphFile });
+
+  return {
+    manifest,
+    session,
+    tokenizer,
+    forward: new ForwardRunner(session, manifest),
+    graphBytes: graph.length,
+    release: () => session.release(),
+  };
+}

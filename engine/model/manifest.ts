@@ -1,0 +1,312 @@
+/**
+ * manifest.json, format_version 1 (docs/model-format.md is the contract; this file mirrors it).
+ *
+ * `validateManifest` turns untrusted JSON into a typed Manifest or throws a ModelError whose
+ * message names the exact field, e.g. `manifest.json: architecture.n_kv_heads is missing`.
+ */
+import { ModelError } from '../errors.ts';
+
+export const MANIFEST_FORMAT = 'kvscope-explorer-graph';
+export const MANIFEST_FORMAT_VERSION = 1;
+
+export interface Architecture {
+  family: string;
+  n_layers: number;
+  n_heads: number;
+  n_kv_heads: number;
+  head_dim: number;
+  hidden_size: number;
+  intermediate_size: number;
+  vocab_size: number;
+  context_length: number;
+  rms_norm_eps: number;
+  tie_word_embeddings: boolean;
+  parameters?: number;
+  /** multiply-accumulates per token, as the exporter measured them (informational) */
+  macs_per_token?: number;
+}
+
+export interface RopeConfig {
+  theta: number;
+  /** number of rotated channels (≤ head_dim); channel i pairs with i + dim/2 */
+  dim: number;
+  style: 'half';
+  scaling: null;
+}
+
+export interface TokenizerConfig {
+  file: string;
+  bos_id: number;
+  eos_id: number;
+  pad_id: number | null;
+  add_bos: boolean;
+}
+
+export interface GraphConfig {
+  parts: string[];
+  opset: number;
+  inputs: string[];
+  outputs: string[];
+}
+
+export interface ManifestFile {
+  path: string;
+  sha256: string;
+  bytes: number;
+}
+
+export interface Manifest {
+  format: typeof MANIFEST_FORMAT;
+  format_version: typeof MANIFEST_FORMAT_VERSION;
+  id: string;
+  name: string;
+  role: 'target' | 'draft';
+  architecture: Architecture;
+  rope: RopeConfig;
+  tokenizer: TokenizerConfig;
+  graph: GraphConfig;
+  files: ManifestFile[];
+  draft?: string;
+  /** reference logits file (test fixtures), listed in files */
+  reference?: string;
+  provenance?: Record<string, unknown>;
+}
+
+/** Graph inputs in manifest order: ids, positions, then per layer past_key, past_value, attn_bias. */
+export function expectedGraphInputs(nLayers: number): string[] {
+  const names = ['input_ids', 'position_ids'];
+  for (let l = 0; l < nLayers; l++) names.push(`past_key_${l}`, `past_value_${l}`, `attn_bias_${l}`);
+  return names;
+}
+
+/** Graph outputs in manifest order: logits, then per layer key, value, attn, query. */
+export function expectedGraphOutputs(nLayers: number): string[] {
+  const names = ['logits'];
+  for (let l = 0; l < nLayers; l++) names.push(`key_${l}`, `value_${l}`, `attn_${l}`, `query_${l}`);
+  return names;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation helpers: each reads one field at a dotted path and throws with that path.
+
+type JsonObject = Record<string, unknown>;
+
+function fail(path: string, problem: string): never {
+  throw new ModelError(`manifest.json: ${path} ${problem}`);
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'object') return 'an object';
+  return String(value);
+}
+
+function isObject(value: unknown): value is JsonObject {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function field(obj: JsonObject, key: string, path: string): unknown {
+  if (!(key in obj) || obj[key] === undefined) fail(path, 'is missing');
+  return obj[key];
+}
+
+function objectAt(obj: JsonObject, key: string, path: string): JsonObject {
+  const value = field(obj, key, path);
+  if (!isObject(value)) fail(path, `must be an object, got ${describe(value)}`);
+  return value;
+}
+
+function stringAt(obj: JsonObject, key: string, path: string): string {
+  const value = field(obj, key, path);
+  if (typeof value !== 'string' || value.length === 0) fail(path, `must be a non-empty string, got ${describe(value)}`);
+  return value;
+}
+
+function intAt(obj: JsonObject, key: string, path: string, min: number): number {
+  const value = field(obj, key, path);
+  if (typeof value !== 'number' || !Number.isInteger(value)) fail(path, `must be an integer, got ${describe(value)}`);
+  if (value < min) fail(path, `must be ≥ ${min}, got ${value}`);
+  return value;
+}
+
+function positiveNumberAt(obj: JsonObject, key: string, path: string): number {
+  const value = field(obj, key, path);
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    fail(path, `must be a positive number, got ${describe(value)}`);
+  }
+  return value;
+}
+
+function boolAt(obj: JsonObject, key: string, path: string): boolean {
+  const value = field(obj, key, path);
+  if (typeof value !== 'boolean') fail(path, `must be true or false, got ${describe(value)}`);
+  return value;
+}
+
+function stringListAt(obj: JsonObject, key: string, path: string): string[] {
+  const value = field(obj, key, path);
+  if (!Array.isArray(value) || value.length === 0) fail(path, `must be a non-empty array of strings, got ${describe(value)}`);
+  value.forEach((item, i) => {
+    if (typeof item !== 'string' || item.length === 0) fail(`${path}[${i}]`, `must be a non-empty string, got ${describe(item)}`);
+  });
+  return value as string[];
+}
+
+/**
+ * File paths are relative to the model directory; they must not escape it (a manifest from an
+ * uploaded model must not make the Node loader read /etc/passwd or the browser fetch elsewhere).
+ */
+function checkRelativePath(path: string, where: string): void {
+  if (path.startsWith('/') || path.includes('\\') || path.split('/').some((part) => part === '..' || part === '')) {
+    fail(where, `must be a plain relative path inside the model directory, got ${JSON.stringify(path)}`);
+  }
+}
+
+/** Compares a listed I/O name list with the one the contract requires, naming the first problem. */
+function checkNameList(actual: string[], expected: string[], path: string): void {
+  const actualSet = new Set(actual);
+  const expectedSet = new Set(expected);
+  const missing = expected.filter((name) => !actualSet.has(name));
+  if (missing.length > 0) fail(path, `must list ${missing.slice(0, 4).join(', ')}${missing.length > 4 ? ` (and ${missing.length - 4} more)` : ''}`);
+  const extra = actual.filter((name) => !expectedSet.has(name));
+  if (extra.length > 0) fail(path, `lists unexpected name(s) ${extra.slice(0, 4).join(', ')}`);
+  if (actual.length !== expected.length) fail(path, 'lists a name twice');
+  const firstOutOfOrder = expected.findIndex((name, i) => actual[i] !== name);
+  if (firstOutOfOrder >= 0) {
+    fail(path, `must be in contract order: position ${firstOutOfOrder} is ${actual[firstOutOfOrder]}, expected ${expected[firstOutOfOrder]}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function validateArchitecture(root: JsonObject): Architecture {
+  const a = objectAt(root, 'architecture', 'architecture');
+  const p = (key: string) => `architecture.${key}`;
+  const arch: Architecture = {
+    family: stringAt(a, 'family', p('family')),
+    n_layers: intAt(a, 'n_layers', p('n_layers'), 1),
+    n_heads: intAt(a, 'n_heads', p('n_heads'), 1),
+    n_kv_heads: intAt(a, 'n_kv_heads', p('n_kv_heads'), 1),
+    head_dim: intAt(a, 'head_dim', p('head_dim'), 1),
+    hidden_size: intAt(a, 'hidden_size', p('hidden_size'), 1),
+    intermediate_size: intAt(a, 'intermediate_size', p('intermediate_size'), 1),
+    vocab_size: intAt(a, 'vocab_size', p('vocab_size'), 1),
+    context_length: intAt(a, 'context_length', p('context_length'), 1),
+    rms_norm_eps: positiveNumberAt(a, 'rms_norm_eps', p('rms_norm_eps')),
+    tie_word_embeddings: boolAt(a, 'tie_word_embeddings', p('tie_word_embeddings')),
+  };
+  if ('parameters' in a && a.parameters !== undefined) arch.parameters = intAt(a, 'parameters', p('parameters'), 0);
+  if ('macs_per_token' in a && a.macs_per_token !== undefined) arch.macs_per_token = intAt(a, 'macs_per_token', p('macs_per_token'), 0);
+  if (arch.n_heads % arch.n_kv_heads !== 0) {
+    fail(p('n_kv_heads'), `(${arch.n_kv_heads}) must divide n_heads (${arch.n_heads})`);
+  }
+  return arch;
+}
+
+function validateRope(root: JsonObject, arch: Architecture): RopeConfig {
+  const r = objectAt(root, 'rope', 'rope');
+  const theta = positiveNumberAt(r, 'theta', 'rope.theta');
+  const dim = intAt(r, 'dim', 'rope.dim', 2);
+  if (dim % 2 !== 0) fail('rope.dim', `must be even, got ${dim}`);
+  if (dim > arch.head_dim) fail('rope.dim', `(${dim}) must not exceed architecture.head_dim (${arch.head_dim})`);
+  const style = field(r, 'style', 'rope.style');
+  if (style !== 'half') fail('rope.style', `must be "half" (rotate-half RoPE), got ${describe(style)}`);
+  if ('scaling' in r && r.scaling !== null && r.scaling !== undefined) {
+    fail('rope.scaling', `must be null (RoPE scaling is not supported yet), got ${describe(r.scaling)}`);
+  }
+  return { theta, dim, style: 'half', scaling: null };
+}
+
+function validateTokenizer(root: JsonObject, arch: Architecture): TokenizerConfig {
+  const t = objectAt(root, 'tokenizer', 'tokenizer');
+  const file = stringAt(t, 'file', 'tokenizer.file');
+  checkRelativePath(file, 'tokenizer.file');
+  const tokenId = (key: string): number => {
+    const id = intAt(t, key, `tokenizer.${key}`, 0);
+    if (id >= arch.vocab_size) fail(`tokenizer.${key}`, `(${id}) must be < architecture.vocab_size (${arch.vocab_size})`);
+    return id;
+  };
+  const bos_id = tokenId('bos_id');
+  const eos_id = tokenId('eos_id');
+  const pad_id = 'pad_id' in t && t.pad_id !== null && t.pad_id !== undefined ? tokenId('pad_id') : null;
+  const add_bos = boolAt(t, 'add_bos', 'tokenizer.add_bos');
+  return { file, bos_id, eos_id, pad_id, add_bos };
+}
+
+function validateGraph(root: JsonObject, arch: Architecture): GraphConfig {
+  const g = objectAt(root, 'graph', 'graph');
+  const parts = stringListAt(g, 'parts', 'graph.parts');
+  parts.forEach((part, i) => checkRelativePath(part, `graph.parts[${i}]`));
+  const opset = intAt(g, 'opset', 'graph.opset', 1);
+  const inputs = stringListAt(g, 'inputs', 'graph.inputs');
+  checkNameList(inputs, expectedGraphInputs(arch.n_layers), 'graph.inputs');
+  const outputs = stringListAt(g, 'outputs', 'graph.outputs');
+  checkNameList(outputs, expectedGraphOutputs(arch.n_layers), 'graph.outputs');
+  return { parts, opset, inputs, outputs };
+}
+
+function validateFiles(root: JsonObject): ManifestFile[] {
+  const value = field(root, 'files', 'files');
+  if (!Array.isArray(value) || value.length === 0) fail('files', `must be a non-empty array, got ${describe(value)}`);
+  const seen = new Set<string>();
+  return value.map((item, i): ManifestFile => {
+    const where = `files[${i}]`;
+    if (!isObject(item)) fail(where, `must be an object, got ${describe(item)}`);
+    const path = stringAt(item, 'path', `${where}.path`);
+    checkRelativePath(path, `${where}.path`);
+    if (seen.has(path)) fail(`${where}.path`, `lists ${path} a second time`);
+    seen.add(path);
+    const sha256 = stringAt(item, 'sha256', `${where}.sha256`).toLowerCase();
+    if (!/^[0-9a-f]{64}$/.test(sha256)) fail(`${where}.sha256`, `must be 64 hex digits, got ${describe(item.sha256)}`);
+    const bytes = intAt(item, 'bytes', `${where}.bytes`, 0);
+    return { path, sha256, bytes };
+  });
+}
+
+/** Parses and checks a manifest.json value; throws ModelError naming the first problem found. */
+export function validateManifest(json: unknown): Manifest {
+  if (!isObject(json)) throw new ModelError(`manifest.json: must be a JSON object, got ${describe(json)}`);
+  const format = field(json, 'format', 'format');
+  if (format !== MANIFEST_FORMAT) fail('format', `must be "${MANIFEST_FORMAT}", got ${describe(format)}`);
+  const version = field(json, 'format_version', 'format_version');
+  if (version !== MANIFEST_FORMAT_VERSION) {
+    fail('format_version', `must be ${MANIFEST_FORMAT_VERSION} (the version this kvscope reads), got ${describe(version)}`);
+  }
+  const id = stringAt(json, 'id', 'id');
+  const name = stringAt(json, 'name', 'name');
+  const role = field(json, 'role', 'role');
+  if (role !== 'target' && role !== 'draft') fail('role', `must be "target" or "draft", got ${describe(role)}`);
+
+  const architecture = validateArchitecture(json);
+  const rope = validateRope(json, architecture);
+  const tokenizer = validateTokenizer(json, architecture);
+  const graph = validateGraph(json, architecture);
+  const files = validateFiles(json);
+
+  const listed = new Set(files.map((f) => f.path));
+  for (const needed of [...graph.parts, tokenizer.file]) {
+    if (!listed.has(needed)) fail('files', `must list ${needed} (with its sha256 and bytes)`);
+  }
+
+  const manifest: Manifest = {
+    format: MANIFEST_FORMAT,
+    format_version: MANIFEST_FORMAT_VERSION,
+    id,
+    name,
+    role,
+    architecture,
+    rope,
+    tokenizer,
+    graph,
+    files,
+  };
+  if ('draft' in json && json.draft !== undefined && json.draft !== null) manifest.draft = stringAt(json, 'draft', 'draft');
+  if ('reference' in json && json.reference !== undefined && json.reference !== null) {
+    manifest.reference = stringAt(json, 'reference', 'reference');
+    checkRelativePath(manifest.reference, 'reference');
+  }
+  if ('provenance' in json && json.provenance !== undefined) manifest.provenance = objectAt(json, 'provenance', 'provenance');
+  return manifest;
+}

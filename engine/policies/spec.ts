@@ -1,0 +1,165 @@
+/**
+ * Policy spec strings — `full`, `window:size=128`, `h2o:heavy=64,recent=32` — shared by the CLI,
+ * share links and tests. Parsing checks every parameter against the policy's schema, fills in
+ * defaults, and fails with a message that says what to write instead.
+ */
+import { PolicySpecError } from '../errors.ts';
+import { findPolicy, POLICIES } from './index.ts';
+import type { ParamSpec, ParamValue, Policy, PolicyContext, PolicyDefinition, PolicyParams } from './types.ts';
+
+export interface PolicySpec {
+  id: string;
+  /** every parameter of the schema, defaults filled in */
+  params: PolicyParams;
+}
+
+/** Levenshtein distance, for "did you mean" suggestions. */
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diagonal = row[0];
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const above = row[j];
+      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diagonal = above;
+    }
+  }
+  return row[b.length];
+}
+
+function closest(name: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of candidates) {
+    const distance = editDistance(name.toLowerCase(), candidate.toLowerCase());
+    if (distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  return best !== undefined && bestDistance <= Math.max(1, Math.floor(best.length / 3)) ? best : undefined;
+}
+
+function rangeText(spec: { min?: number; max?: number }): string {
+  if (spec.min !== undefined && spec.max !== undefined) return ` in [${spec.min}, ${spec.max}]`;
+  if (spec.min !== undefined) return ` ≥ ${spec.min}`;
+  if (spec.max !== undefined) return ` ≤ ${spec.max}`;
+  return '';
+}
+
+/** What a valid value of this parameter looks like, e.g. "an integer ≥ 1". */
+export function describeParam(spec: ParamSpec): string {
+  switch (spec.kind) {
+    case 'int':
+      return `an integer${rangeText(spec)}`;
+    case 'float':
+      return `a number${rangeText(spec)}`;
+    case 'bool':
+      return 'true or false';
+    case 'enum':
+      return `one of ${spec.choices.join(', ')}`;
+  }
+}
+
+/** Checks one parameter value (string from a spec, or a typed value from the UI) and returns it typed. */
+export function parseParamValue(policyId: string, spec: ParamSpec, raw: ParamValue): ParamValue {
+  const bad = (): never => {
+    throw new PolicySpecError(`${policyId}: ${spec.name} must be ${describeParam(spec)}, got ${JSON.stringify(String(raw))}`);
+  };
+  switch (spec.kind) {
+    case 'int': {
+      const value = typeof raw === 'number' ? raw : /^[+-]?\d+$/.test(String(raw).trim()) ? Number(String(raw).trim()) : NaN;
+      if (!Number.isSafeInteger(value)) bad();
+      if ((spec.min !== undefined && value < spec.min) || (spec.max !== undefined && value > spec.max)) bad();
+      return value;
+    }
+    case 'float': {
+      const text = String(raw).trim();
+      const value = typeof raw === 'number' ? raw : /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text) ? Number(text) : NaN;
+      if (!Number.isFinite(value)) bad();
+      if ((spec.min !== undefined && value < spec.min) || (spec.max !== undefined && value > spec.max)) bad();
+      return value;
+    }
+    case 'bool': {
+      if (typeof raw === 'boolean') return raw;
+      const text = String(raw).trim().toLowerCase();
+      if (text === 'true' || text === '1') return true;
+      if (text === 'false' || text === '0') return false;
+      return bad();
+    }
+    case 'enum': {
+      const text = String(raw).trim();
+      if (!spec.choices.includes(text)) bad();
+      return text;
+    }
+  }
+}
+
+/** Completes and checks a parameter object against a policy's schema (unknown names are errors). */
+export function resolveParams(definition: PolicyDefinition, given: Readonly<Record<string, ParamValue>>): PolicyParams {
+  const names = definition.params.map((p) => p.name);
+  for (const name of Object.keys(given)) {
+    if (!names.includes(name)) {
+      const suggestion = closest(name, names);
+      const hint = suggestion
+        ? ` (did you mean ${suggestion}?)`
+        : names.length > 0
+          ? ` (parameters: ${names.join(', ')})`
+          : ' (it takes no parameters)';
+      throw new PolicySpecError(`${definition.id}: unknown parameter ${JSON.stringify(name)}${hint}`);
+    }
+  }
+  const params: Record<string, ParamValue> = {};
+  for (const spec of definition.params) {
+    params[spec.name] = spec.name in given ? parseParamValue(definition.id, spec, given[spec.name]) : spec.default;
+  }
+  return params;
+}
+
+/** Parses `id` or `id:name=value,name=value` against the registry. */
+export function parsePolicySpec(text: string, registry: readonly PolicyDefinition[] = POLICIES): PolicySpec {
+  const trimmed = text.trim();
+  if (trimmed === '') throw new PolicySpecError(`empty policy spec (known: ${registry.map((p) => p.id).join(', ')})`);
+  const colon = trimmed.indexOf(':');
+  const id = (colon < 0 ? trimmed : trimmed.slice(0, colon)).trim();
+  const definition = findPolicy(id, registry);
+  if (!definition) {
+    const known = registry.map((p) => p.id);
+    const suggestion = closest(id, known);
+    throw new PolicySpecError(
+      `unknown policy ${JSON.stringify(id)} (known: ${known.join(', ')})${suggestion ? ` — did you mean ${suggestion}?` : ''}`,
+    );
+  }
+  const given: Record<string, string> = {};
+  const rest = colon < 0 ? '' : trimmed.slice(colon + 1).trim();
+  if (rest !== '') {
+    for (const part of rest.split(',')) {
+      const eq = part.indexOf('=');
+      const key = (eq < 0 ? part : part.slice(0, eq)).trim();
+      if (eq < 0 || key === '') {
+        throw new PolicySpecError(`${id}: expected name=value, got ${JSON.stringify(part.trim())}`);
+      }
+      if (key in given) throw new PolicySpecError(`${id}: parameter ${JSON.stringify(key)} given twice`);
+      given[key] = part.slice(eq + 1).trim();
+    }
+  }
+  return { id, params: resolveParams(definition, given) };
+}
+
+/** Canonical spec string: every parameter in schema order (explicit, so links survive default changes). */
+export function formatPolicySpec(spec: PolicySpec, registry: readonly PolicyDefinition[] = POLICIES): string {
+  const definition = findPolicy(spec.id, registry);
+  if (!definition) throw new PolicySpecError(`unknown policy ${JSON.stringify(spec.id)}`);
+  const params = resolveParams(definition, spec.params);
+  if (definition.params.length === 0) return definition.id;
+  return `${definition.id}:${definition.params.map((p) => `${p.name}=${String(params[p.name])}`).join(',')}`;
+}
+
+/** A policy instance from a spec string or a parsed spec. */
+export function createPolicy(spec: string | PolicySpec, context: PolicyContext, registry: readonly PolicyDefinition[] = POLICIES): Policy {
+  const parsed = typeof spec === 'string' ? parsePolicySpec(spec, registry) : spec;
+  const definition = findPolicy(parsed.id, registry);
+  if (!definition) throw new PolicySpecError(`unknown policy ${JSON.stringify(parsed.id)}`);
+  return definition.create(resolveParams(definition, parsed.params), context);
+}

@@ -1,0 +1,634 @@
+/**
+ * A Session owns a model, a KV cache, a policy, a seeded sampler and a trace (DESIGN.md §5).
+ *
+ *   prefill(ids)  feeds the prompt in chunks (causal inside each chunk), then asks the policy once
+ *   step()        samples the next token from the pending logits, feeds it, lets the policy decide,
+ *                 and returns its StepTrace
+ *   run(n)        steps until n tokens, EOS, a full context or an abort signal
+ *   snapshot() / restore() / fork()   cheap step-back and A/B branches
+ *   setPolicy()   swaps the policy mid-decode; the existing cache is handed to the new one
+ *
+ * Token flow: after prefill the session holds the logits for the next token ("pending"). A step
+ * draws the token from them, feeds it at the next position, and the new logits become pending.
+ * Positions never exceed context_length − 1: a step that would need one more throws
+ * ContextFullError (run() stops with reason 'context-full').
+ */
+import { KVCacheStore, type AppliedDecision, type CacheSnapshot, type MemoryReport } from './cache/store.ts';
+import { ContextFullError, SessionError } from './errors.ts';
+import type { Manifest } from './model/manifest.ts';
+import { Rope } from './model/rope.ts';
+import type { KvTokenizer } from './model/tokenizer.ts';
+import { summarizeLogits, topK } from './metrics/softmax.ts';
+import { NO_CHANGE, type Decision, type Policy, type PolicyContext, type PolicyDefinition, type PrefillObservation } from './policies/types.ts';
+import { POLICIES } from './policies/index.ts';
+import { createPolicy, formatPolicySpec, parsePolicySpec, type PolicySpec } from './policies/spec.ts';
+import type { Forward, ForwardResult, ModelDims } from './runtime/forward.ts';
+import { Sampler, type SamplerOptions, type SamplerState } from './sampling.ts';
+import {
+  DEFAULT_TRACE_OPTIONS,
+  TRACE_VERSION,
+  TraceRecorder,
+  type AttentionTop,
+  type DecisionTrace,
+  type HeadEntries,
+  type LayerAttention,
+  type PolicySwitchTrace,
+  type PrefillTrace,
+  type StepTrace,
+  type TokenProb,
+  type TraceOptions,
+} from './trace/schema.ts';
+import type { JsonValue } from './types.ts';
+
+/** What a session needs of a model: its manifest, a forward, and (for text) a tokenizer. */
+export interface EngineModel {
+  manifest: Manifest;
+  forward: Forward;
+  tokenizer: KvTokenizer | null;
+}
+
+export interface SessionOptions {
+  /** policy spec string or parsed spec; default "full" */
+  policy?: string | PolicySpec;
+  sampler?: SamplerOptions;
+  /** prompt tokens per prefill forward (default 128) */
+  prefillChunk?: number;
+  trace?: Partial<TraceOptions>;
+  /** policies the specs are resolved against (default: the built-in registry) */
+  registry?: readonly PolicyDefinition[];
+}
+
+export interface PrefillOptions {
+  /** also return the logits of every prompt position ([N, V]); default only the last row */
+  allLogits?: boolean;
+}
+
+export interface PrefillResult {
+  tokens: number;
+  /** [N, V] when allLogits, else null */
+  logits: Float32Array | null;
+  /** logits for the token after the prompt */
+  lastLogits: Float32Array;
+  trace: PrefillTrace;
+}
+
+export interface StepOptions {
+  /** feed this token instead of sampling (teacher forcing, reference lanes, perplexity) */
+  token?: number;
+}
+
+export type StopReason = 'length' | 'eos' | 'context-full' | 'aborted';
+
+export interface RunOptions {
+  onStep?: (step: StepTrace) => void | Promise<void>;
+  signal?: AbortSignal;
+  /** stop after the EOS token (default true) */
+  stopAtEos?: boolean;
+}
+
+export interface RunResult {
+  steps: StepTrace[];
+  stopReason: StopReason;
+  /** human-readable reason when not 'length' */
+  message?: string;
+}
+
+export interface SessionSnapshot {
+  tokenIds: number[];
+  nextPosition: number;
+  stepCount: number;
+  pendingLogits: Float32Array | null;
+  cache: CacheSnapshot;
+  policy: { spec: PolicySpec; state: JsonValue };
+  sampler: SamplerState;
+  traceLength: number;
+}
+
+const DEFAULT_PREFILL_CHUNK = 128;
+
+function now(): number {
+  return globalThis.performance.now();
+}
+
+export class Session {
+  readonly model: EngineModel;
+  readonly dims: ModelDims;
+  readonly rope: Rope;
+  readonly cache: KVCacheStore;
+  readonly prefillChunk: number;
+  readonly registry: readonly PolicyDefinition[];
+  private trace_: TraceRecorder;
+  private policy_: Policy;
+  private policySpec_: PolicySpec;
+  private sampler: Sampler;
+  private tokenIds: number[] = [];
+  private nextPosition = 0;
+  private stepCount_ = 0;
+  private pendingLogits: Float32Array | null = null;
+
+  constructor(model: EngineModel, options: SessionOptions = {}) {
+    this.model = model;
+    this.dims = model.forward.dims;
+    const { manifest } = model;
+    this.rope = new Rope(manifest.rope, this.dims.headDim);
+    this.cache = new KVCacheStore(this.dims, this.rope);
+    this.prefillChunk = options.prefillChunk ?? DEFAULT_PREFILL_CHUNK;
+    if (!Number.isInteger(this.prefillChunk) || this.prefillChunk < 1) {
+      throw new SessionError(`prefillChunk must be an integer ≥ 1, got ${options.prefillChunk}`);
+    }
+    this.registry = options.registry ?? POLICIES;
+    this.policySpec_ = typeof options.policy === 'object' ? options.policy : parsePolicySpec(options.policy ?? 'full', this.registry);
+    this.policy_ = createPolicy(this.policySpec_, this.policyContext(), this.registry);
+    this.sampler = new Sampler(options.sampler);
+    const traceOptions: TraceOptions = { ...DEFAULT_TRACE_OPTIONS, ...options.trace };
+    this.trace_ = new TraceRecorder({
+      version: TRACE_VERSION,
+      model: {
+        id: manifest.id,
+        name: manifest.name,
+        layers: this.dims.nLayers,
+        heads: this.dims.nHeads,
+        kvHeads: this.dims.nKvHeads,
+        headDim: this.dims.headDim,
+        context: this.dims.contextLength,
+      },
+      sampler: { ...this.sampler.options },
+      policy: formatPolicySpec(this.policySpec_, this.registry),
+      options: traceOptions,
+    });
+  }
+
+  private policyContext(): PolicyContext {
+    return { dims: this.dims, rope: this.rope };
+  }
+
+  // ---- read access ----------------------------------------------------------------------------
+
+  /** Every token fed so far (prompt + generated), in order. */
+  get tokens(): readonly number[] {
+    return this.tokenIds;
+  }
+  /** RoPE position the next token will be fed at. */
+  get position(): number {
+    return this.nextPosition;
+  }
+  get stepCount(): number {
+    return this.stepCount_;
+  }
+  get policy(): Policy {
+    return this.policy_;
+  }
+  /** canonical spec string of the current policy */
+  get policySpec(): string {
+    return formatPolicySpec(this.policySpec_, this.registry);
+  }
+  get trace(): TraceRecorder {
+    return this.trace_;
+  }
+  get samplerOptions(): Required<SamplerOptions> {
+    return { ...this.sampler.options };
+  }
+  /** Logits for the next token (null before prefill). Do not mutate. */
+  get nextTokenLogits(): Float32Array | null {
+    return this.pendingLogits;
+  }
+  memory(): MemoryReport {
+    return this.cache.memory();
+  }
+  /** Readable piece of a token (tokenizer.tokenPiece, or "#id" without a tokenizer). */
+  piece(id: number): string {
+    return this.model.tokenizer?.tokenPiece(id) ?? `#${id}`;
+  }
+
+  // ---- prefill --------------------------------------------------------------------------------
+
+  /** Encodes text with the model's tokenizer (BOS per manifest) and prefills it. */
+  async prefillText(text: string, options: PrefillOptions = {}): Promise<PrefillResult> {
+    if (!this.model.tokenizer) throw new SessionError('this model has no tokenizer: prefill token ids instead');
+    return this.prefill(this.model.tokenizer.encode(text), options);
+  }
+
+  /**
+   * Feeds prompt tokens in chunks of prefillChunk (causal mask inside each chunk, the cache so far
+   * before it), then lets the policy decide once over the whole prompt.
+   */
+  async prefill(ids: readonly number[], options: PrefillOptions = {}): Promise<PrefillResult> {
+    const started = now();
+    const { contextLength, nLayers, vocabSize: width } = this.dims;
+    const n = ids.length;
+    if (n === 0) throw new SessionError('empty prompt: prefill needs at least one token');
+    const left = contextLength - this.nextPosition;
+    if (n > left) {
+      throw new SessionError(
+        this.tokenIds.length === 0
+          ? `prompt has ${n} tokens but the model's context is ${contextLength}`
+          : `prompt has ${n} tokens but only ${Math.max(0, left)} of the model's ${contextLength} positions are left`,
+      );
+    }
+    ids.forEach((id, i) => this.checkTokenId(id, `prompt token ${i}`));
+
+    const needs = this.policy_.needs;
+    const window = Math.min(needs.prefillWindow ?? 0, n);
+    const observation = this.startPrefillObservation(n, window);
+    const firstToken = this.tokenIds.length;
+    const firstPosition = this.nextPosition;
+    const allLogits = options.allLogits ? new Float32Array(n * width) : null;
+    let lastLogits: Float32Array = new Float32Array(0);
+    let forwardMs = 0;
+    let chunks = 0;
+
+    for (let start = 0; start < n; start += this.prefillChunk) {
+      const q = Math.min(this.prefillChunk, n - start);
+      const chunkIds = ids.slice(start, start + q);
+      const positions = Array.from({ length: q }, (_, i) => this.nextPosition + i);
+      const before = this.headLengths();
+      const feeds = this.cache.buildFeeds(q);
+      const t0 = now();
+      const result = await this.model.forward.run({
+        inputIds: chunkIds,
+        positionIds: positions,
+        layers: feeds,
+        attention: needs.attention || window > 0,
+        queries: needs.queries && window > 0,
+      });
+      forwardMs += now() - t0;
+      chunks++;
+      this.cache.appendForward(result.keys, result.values, q, positions, this.tokenIds.length);
+      for (const id of chunkIds) this.tokenIds.push(id);
+      this.nextPosition += q;
+      if (observation) this.observePrefillChunk(observation, result, before, start, n, window);
+      allLogits?.set(result.logits, start * width);
+      lastLogits = result.logits.slice((q - 1) * width, q * width);
+    }
+    this.pendingLogits = lastLogits;
+
+    const p0 = now();
+    const decision = this.policy_.afterPrefill(this.cache, observation ?? emptyPrefillObservation(firstToken, n));
+    const applied = this.applyDecision(decision);
+    const policyMs = now() - p0;
+
+    const trace: PrefillTrace = {
+      kind: 'prefill',
+      firstToken,
+      tokenIds: [...ids],
+      pieces: ids.map((id) => this.piece(id)),
+      firstPosition,
+      chunks,
+      policy: this.policySpec,
+      decision: decisionTrace(applied, decision, nLayers, this.dims.nKvHeads),
+      memory: this.cache.memory(),
+      timings: { forwardMs, policyMs, totalMs: now() - started },
+    };
+    this.trace_.record(trace);
+    return { tokens: n, logits: allLogits, lastLogits, trace };
+  }
+
+  private startPrefillObservation(n: number, window: number): PrefillObservation | null {
+    const needs = this.policy_.needs;
+    if (!needs.attention && window === 0) return null;
+    const { nLayers, nHeads, groupSize, headDim } = this.dims;
+    const total = (layer: number, qh: number) => this.cache.length(layer, Math.floor(qh / groupSize)) + n;
+    const perHead = (size: (l: number, qh: number) => number) =>
+      Array.from({ length: nLayers }, (_, l) => Array.from({ length: nHeads }, (_, qh) => new Float32Array(size(l, qh))));
+    return {
+      firstToken: this.tokenIds.length,
+      tokenCount: n,
+      attentionSums: needs.attention ? perHead(total) : null,
+      windowAttention: window > 0 ? perHead((l, qh) => window * total(l, qh)) : null,
+      windowQueries: window > 0 && needs.queries ? Array.from({ length: nLayers }, () => new Float32Array(nHeads * window * headDim)) : null,
+      windowRows: window,
+    };
+  }
+
+  /** Adds one chunk's attention rows (mapped onto entries) to the prefill observation. */
+  private observePrefillChunk(obs: PrefillObservation, result: ForwardResult, before: number[][], start: number, n: number, window: number): void {
+    const { nLayers, nHeads, groupSize, headDim } = this.dims;
+    const q = result.q;
+    const firstWindowRow = n - window;
+    for (let l = 0; l < nLayers; l++) {
+      const attn = result.attention![l];
+      const slots = result.pastLengths[l];
+      const rowLength = slots + q;
+      for (let qh = 0; qh < nHeads; qh++) {
+        const held = before[l][Math.floor(qh / groupSize)];
+        const sums = obs.attentionSums?.[l][qh];
+        const entries = sums ? sums.length : obs.windowAttention![l][qh].length / window;
+        for (let row = 0; row < q; row++) {
+          const base = (qh * q + row) * rowLength;
+          if (sums) {
+            for (let j = 0; j < held; j++) sums[j] += attn[base + j];
+            for (let k = 0; k <= row; k++) sums[held + k] += attn[base + slots + k];
+          }
+          const promptRow = start + row;
+          if (obs.windowAttention && promptRow >= firstWindowRow) {
+            const w = promptRow - firstWindowRow;
+            const out = obs.windowAttention[l][qh];
+            const offset = w * entries;
+            out.set(attn.subarray(base, base + held), offset);
+            out.set(attn.subarray(base + slots, base + slots + row + 1), offset + held);
+            if (obs.windowQueries && result.queries) {
+              obs.windowQueries[l].set(
+                result.queries[l].subarray((qh * q + row) * headDim, (qh * q + row + 1) * headDim),
+                (qh * window + w) * headDim,
+              );
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // ---- decode ---------------------------------------------------------------------------------
+
+  /** One decode step: draw (or take) the next token, feed it, apply the policy, record the trace. */
+  async step(options: StepOptions = {}): Promise<StepTrace> {
+    const started = now();
+    const logits = this.pendingLogits;
+    if (!logits) throw new SessionError('nothing to decode yet: call prefill() first');
+    const { contextLength, nLayers, nHeads, nKvHeads, groupSize } = this.dims;
+    const position = this.nextPosition;
+    if (position > contextLength - 1) {
+      throw new ContextFullError(
+        `context is full: the next token would need position ${position}, but the model's context is ${contextLength} (positions 0..${contextLength - 1})`,
+      );
+    }
+
+    let token: number;
+    let sampleProb: number;
+    const forced = options.token !== undefined;
+    if (options.token !== undefined) {
+      this.checkTokenId(options.token, 'forced token');
+      token = options.token;
+      sampleProb = 1;
+    } else {
+      ({ token, sampleProb } = this.sampler.sample(logits));
+    }
+    const traceOptions = this.trace_.options;
+    const { logSumExp, top } = summarizeLogits(logits, traceOptions.topTokens);
+    const tokenProb: TokenProb = { id: token, piece: this.piece(token), prob: Math.exp(logits[token] - logSumExp) };
+    const topTokens = top.map(({ index, value }) => ({ id: index, piece: this.piece(index), prob: Math.exp(value - logSumExp) }));
+
+    const needs = this.policy_.needs;
+    const wantAttention = needs.attention || traceOptions.attention;
+    const tokenIndex = this.tokenIds.length;
+    const before = this.headLengths();
+    const feeds = this.cache.buildFeeds(1);
+    const t0 = now();
+    const result = await this.model.forward.run({
+      inputIds: [token],
+      positionIds: [position],
+      layers: feeds,
+      attention: wantAttention,
+      queries: needs.queries,
+    });
+    const forwardMs = now() - t0;
+    this.cache.appendForward(result.keys, result.values, 1, [position], tokenIndex);
+    this.tokenIds.push(token);
+
+    // Attention of the new query over each KV head's entries (the cache as fed + the new token).
+    let entryAttention: Float32Array[][] | null = null;
+    if (wantAttention && result.attention) {
+      entryAttention = [];
+      for (let l = 0; l < nLayers; l++) {
+        const row: Float32Array[] = [];
+        for (let qh = 0; qh < nHeads; qh++) {
+          const held = before[l][Math.floor(qh / groupSize)];
+          row.push(KVCacheStore.entryAttention(result.attention[l], qh, 0, 1, result.pastLengths[l], held));
+        }
+        entryAttention.push(row);
+      }
+    }
+    // Captured before the policy changes the cache: what this step's query actually attended to.
+    const keepFull = traceOptions.attention && traceOptions.fullSteps > 0 && entryAttention !== null;
+    const attention = keepFull ? this.captureAttention(entryAttention!) : null;
+    const attentionTop = traceOptions.attention && entryAttention ? this.summarizeAttention(entryAttention, traceOptions.attentionTop) : null;
+
+    const p0 = now();
+    const decision = this.policy_.afterStep(this.cache, {
+      step: this.stepCount_,
+      tokenIndex,
+      position,
+      attention: needs.attention ? entryAttention : null,
+      queries: needs.queries ? result.queries : null,
+    });
+    const applied = this.applyDecision(decision, position + 1);
+    const policyMs = now() - p0;
+    this.pendingLogits = result.logits;
+
+    const step: StepTrace = {
+      kind: 'step',
+      step: this.stepCount_,
+      tokenIndex,
+      position,
+      token: tokenProb,
+      sampleProb,
+      forced,
+      topK: topTokens,
+      attention,
+      attentionTop,
+      policy: this.policySpec,
+      decision: decisionTrace(applied, decision, nLayers, nKvHeads, traceOptions.fullSteps > 0),
+      memory: this.cache.memory(),
+      timings: { forwardMs, policyMs, totalMs: now() - started },
+    };
+    this.stepCount_++;
+    this.trace_.record(step);
+    return step;
+  }
+
+  /**
+   * Steps up to `maxSteps` times; stops early at EOS (unless stopAtEos is false), when the context
+   * is full, or when the signal aborts. Never throws for those; other errors propagate.
+   */
+  async run(maxSteps: number, options: RunOptions = {}): Promise<RunResult> {
+    const steps: StepTrace[] = [];
+    const stopAtEos = options.stopAtEos ?? true;
+    const eos = this.model.manifest.tokenizer.eos_id;
+    for (let i = 0; i < maxSteps; i++) {
+      if (options.signal?.aborted) return { steps, stopReason: 'aborted', message: 'stopped by the caller' };
+      let step: StepTrace;
+      try {
+        step = await this.step();
+      } catch (error) {
+        if (error instanceof ContextFullError) return { steps, stopReason: 'context-full', message: error.message };
+        throw error;
+      }
+      steps.push(step);
+      await options.onStep?.(step);
+      if (stopAtEos && step.token.id === eos) return { steps, stopReason: 'eos', message: 'the model produced the end-of-sequence token' };
+    }
+    return { steps, stopReason: 'length' };
+  }
+
+  // ---- policy switching -----------------------------------------------------------------------
+
+  /** Swaps the policy; the new one gets the current cache (onAttach) and the trace marks the switch. */
+  setPolicy(spec: string | PolicySpec): PolicySwitchTrace {
+    const parsed = typeof spec === 'string' ? parsePolicySpec(spec, this.registry) : spec;
+    const policy = createPolicy(parsed, this.policyContext(), this.registry);
+    const from = this.policySpec;
+    this.policy_ = policy;
+    this.policySpec_ = parsed;
+    this.cache.clearScores();
+    const decision = this.tokenIds.length > 0 ? (policy.onAttach?.(this.cache) ?? NO_CHANGE) : NO_CHANGE;
+    const applied = this.applyDecision(decision);
+    const event: PolicySwitchTrace = {
+      kind: 'policy',
+      atStep: this.stepCount_,
+      from,
+      to: this.policySpec,
+      decision: decisionTrace(applied, decision, this.dims.nLayers, this.dims.nKvHeads),
+      memory: this.cache.memory(),
+    };
+    this.trace_.record(event);
+    return event;
+  }
+
+  // ---- snapshots ------------------------------------------------------------------------------
+
+  snapshot(): SessionSnapshot {
+    return {
+      tokenIds: [...this.tokenIds],
+      nextPosition: this.nextPosition,
+      stepCount: this.stepCount_,
+      pendingLogits: this.pendingLogits ? this.pendingLogits.slice() : null,
+      cache: this.cache.snapshot(),
+      policy: { spec: { id: this.policySpec_.id, params: { ...this.policySpec_.params } }, state: this.policy_.getState() },
+      sampler: this.sampler.getState(),
+      traceLength: this.trace_.length,
+    };
+  }
+
+  /** Returns to a snapshot of this session (or of the session it was forked from). */
+  restore(snapshot: SessionSnapshot): void {
+    if (formatPolicySpec(snapshot.policy.spec, this.registry) !== this.policySpec) {
+      this.policy_ = createPolicy(snapshot.policy.spec, this.policyContext(), this.registry);
+      this.policySpec_ = snapshot.policy.spec;
+    }
+    this.policy_.setState(snapshot.policy.state);
+    this.cache.restore(snapshot.cache);
+    this.sampler = Sampler.fromState(snapshot.sampler);
+    this.tokenIds = [...snapshot.tokenIds];
+    this.nextPosition = snapshot.nextPosition;
+    this.stepCount_ = snapshot.stepCount;
+    this.pendingLogits = snapshot.pendingLogits ? snapshot.pendingLogits.slice() : null;
+    this.trace_.truncate(snapshot.traceLength);
+  }
+
+  /** An independent session continuing from here: same model (shared graph), copied state and trace. */
+  fork(): Session {
+    const copy = new Session(this.model, {
+      policy: this.policySpec_,
+      sampler: this.sampler.options,
+      prefillChunk: this.prefillChunk,
+      trace: this.trace_.options,
+      registry: this.registry,
+    });
+    copy.trace_ = this.trace_.clone();
+    copy.restore(this.snapshot());
+    return copy;
+  }
+
+  /** Forgets the prompt, cache, policy state and trace; the sampler restarts from its seed. */
+  reset(): void {
+    this.cache.clear();
+    this.policy_.reset();
+    this.sampler = new Sampler(this.sampler.options);
+    this.tokenIds = [];
+    this.nextPosition = 0;
+    this.stepCount_ = 0;
+    this.pendingLogits = null;
+    this.trace_.truncate(0);
+  }
+
+  // ---- helpers --------------------------------------------------------------------------------
+
+  private checkTokenId(id: number, what: string): void {
+    const { vocabSize } = this.dims;
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      throw new SessionError(`${what} id ${id} is outside the vocabulary (0..${vocabSize - 1})`);
+    }
+  }
+
+  /** Entries per [layer][kvHead] right now. */
+  private headLengths(): number[][] {
+    const lengths: number[][] = [];
+    for (let l = 0; l < this.dims.nLayers; l++) {
+      const row: number[] = [];
+      for (let h = 0; h < this.dims.nKvHeads; h++) row.push(this.cache.length(l, h));
+      lengths.push(row);
+    }
+    return lengths;
+  }
+
+  private applyDecision(decision: Decision, defaultNextPosition?: number): AppliedDecision {
+    const applied = this.cache.apply(decision);
+    this.nextPosition = applied.nextPosition ?? defaultNextPosition ?? this.nextPosition;
+    return applied;
+  }
+
+  private captureEntries(layer: number): HeadEntries[] {
+    const entries: HeadEntries[] = [];
+    for (let h = 0; h < this.dims.nKvHeads; h++) {
+      const n = this.cache.length(layer, h);
+      const counts = this.cache.counts(layer, h);
+      let merged = false;
+      for (let i = 0; i < n && !merged; i++) merged = counts[i] !== 1;
+      entries.push({
+        tokens: this.cache.tokens(layer, h).slice(),
+        positions: this.cache.positions(layer, h).slice(),
+        counts: merged ? counts.slice() : null,
+        origins: merged ? Array.from({ length: n }, (_, i) => (counts[i] !== 1 ? [...this.cache.origin(layer, h, i)] : null)) : null,
+      });
+    }
+    return entries;
+  }
+
+  private captureAttention(entryAttention: Float32Array[][]): LayerAttention[] {
+    return entryAttention.map((weights, layer) => ({ entries: this.captureEntries(layer), weights }));
+  }
+
+  private summarizeAttention(entryAttention: Float32Array[][], k: number): AttentionTop {
+    const { nLayers, nHeads, groupSize } = this.dims;
+    const size = nLayers * nHeads * k;
+    const top: AttentionTop = { k, tokens: new Int32Array(size).fill(-1), positions: new Int32Array(size).fill(-1), weights: new Float32Array(size) };
+    for (let l = 0; l < nLayers; l++) {
+      for (let qh = 0; qh < nHeads; qh++) {
+        const kvHead = Math.floor(qh / groupSize);
+        const tokens = this.cache.tokens(l, kvHead);
+        const positions = this.cache.positions(l, kvHead);
+        const base = (l * nHeads + qh) * k;
+        topK(entryAttention[l][qh], k).forEach(({ index, value }, rank) => {
+          top.tokens[base + rank] = tokens[index];
+          top.positions[base + rank] = positions[index];
+          top.weights[base + rank] = value;
+        });
+      }
+    }
+    return top;
+  }
+}
+
+function emptyPrefillObservation(firstToken: number, tokenCount: number): PrefillObservation {
+  return { firstToken, tokenCount, attentionSums: null, windowAttention: null, windowQueries: null, windowRows: 0 };
+}
+
+/** The applied decision plus the scores the policy gave (copied, so the policy may reuse its arrays). */
+function decisionTrace(applied: AppliedDecision, decision: Decision, nLayers: number, nKvHeads: number, keepScores = true): DecisionTrace {
+  let scores: (Float32Array | null)[][] | null = null;
+  if (keepScores && decision.layers) {
+    let anyScores = false;
+    scores = [];
+    for (let l = 0; l < nLayers; l++) {
+      const row: (Float32Array | null)[] = [];
+      for (let h = 0; h < nKvHeads; h++) {
+        const given = decision.layers[l]?.[h]?.scores;
+        row.push(given ? Float32Array.from(given) : null);
+        anyScores ||= Boolean(given);
+      }
+      scores.push(row);
+    }
+    if (!anyScores) scores = null;
+  }
+  return { ...applied, scores };
+}

@@ -1,0 +1,106 @@
+/** validateManifest: every malformed field is named exactly. */
+import { describe, expect, it } from 'vitest';
+import { ModelError } from '../../engine/errors.ts';
+import { expectedGraphInputs, expectedGraphOutputs, validateManifest } from '../../engine/model/manifest.ts';
+
+const HASH = 'a'.repeat(64);
+
+// Tests break the manifest JSON at will, so drafts are loosely typed on purpose.
+function goodManifest(): Record<string, any> {
+  return {
+    format: 'kvscope-explorer-graph',
+    format_version: 1,
+    id: 'm',
+    name: 'Model',
+    role: 'target',
+    architecture: {
+      family: 'llama',
+      n_layers: 2,
+      n_heads: 8,
+      n_kv_heads: 2,
+      head_dim: 32,
+      hidden_size: 256,
+      intermediate_size: 768,
+      vocab_size: 4096,
+      context_length: 1024,
+      rms_norm_eps: 1e-5,
+      tie_word_embeddings: true,
+      parameters: 1000,
+    },
+    rope: { theta: 10000, dim: 32, style: 'half', scaling: null },
+    tokenizer: { file: 'tokenizer.json', bos_id: 1, eos_id: 2, pad_id: 0, add_bos: true },
+    graph: { parts: ['model.onnx.part0', 'model.onnx.part1'], opset: 17, inputs: expectedGraphInputs(2), outputs: expectedGraphOutputs(2) },
+    files: [
+      { path: 'model.onnx.part0', sha256: HASH, bytes: 16 },
+      { path: 'model.onnx.part1', sha256: HASH, bytes: 8 },
+      { path: 'tokenizer.json', sha256: HASH, bytes: 100 },
+    ],
+    draft: 'kvscope-draft-2l',
+    provenance: { created: 'now' },
+  };
+}
+
+function expectError(edit: (m: Record<string, any>) => void, message: string): void {
+  const manifest = goodManifest();
+  edit(manifest);
+  expect(() => validateManifest(manifest)).toThrow(new ModelError(message));
+}
+
+describe('validateManifest', () => {
+  it('accepts the documented example', () => {
+    const manifest = validateManifest(goodManifest());
+    expect(manifest.architecture.n_kv_heads).toBe(2);
+    expect(manifest.graph.parts).toEqual(['model.onnx.part0', 'model.onnx.part1']);
+    expect(manifest.tokenizer.pad_id).toBe(0);
+    expect(manifest.draft).toBe('kvscope-draft-2l');
+  });
+
+  it('names missing fields with their path', () => {
+    expectError((m) => delete m.architecture.n_kv_heads, 'manifest.json: architecture.n_kv_heads is missing');
+    expectError((m) => delete m.rope, 'manifest.json: rope is missing');
+    expectError((m) => delete m.tokenizer.bos_id, 'manifest.json: tokenizer.bos_id is missing');
+    expectError((m) => delete m.files, 'manifest.json: files is missing');
+    expectError((m) => delete m.graph.parts, 'manifest.json: graph.parts is missing');
+  });
+
+  it('names wrong types and values', () => {
+    expectError((m) => (m.format = 'onnx'), 'manifest.json: format must be "kvscope-explorer-graph", got "onnx"');
+    expectError((m) => (m.format_version = 2), 'manifest.json: format_version must be 1 (the version this kvscope reads), got 2');
+    expectError((m) => (m.role = 'teacher'), 'manifest.json: role must be "target" or "draft", got "teacher"');
+    expectError((m) => (m.architecture.n_layers = '8'), 'manifest.json: architecture.n_layers must be an integer, got "8"');
+    expectError((m) => (m.architecture.head_dim = 0), 'manifest.json: architecture.head_dim must be ≥ 1, got 0');
+    expectError((m) => (m.architecture.rms_norm_eps = -1), 'manifest.json: architecture.rms_norm_eps must be a positive number, got -1');
+    expectError((m) => (m.architecture.tie_word_embeddings = 'yes'), 'manifest.json: architecture.tie_word_embeddings must be true or false, got "yes"');
+    expectError((m) => (m.architecture.n_kv_heads = 3), 'manifest.json: architecture.n_kv_heads (3) must divide n_heads (8)');
+    expectError((m) => (m.rope.style = 'interleaved'), 'manifest.json: rope.style must be "half" (rotate-half RoPE), got "interleaved"');
+    expectError((m) => (m.rope.dim = 64), 'manifest.json: rope.dim (64) must not exceed architecture.head_dim (32)');
+    expectError((m) => (m.rope.scaling = { type: 'yarn' }), 'manifest.json: rope.scaling must be null (RoPE scaling is not supported yet), got an object');
+    expectError((m) => (m.tokenizer.eos_id = 5000), 'manifest.json: tokenizer.eos_id (5000) must be < architecture.vocab_size (4096)');
+    expectError((m) => (m.files[1].sha256 = 'abc'), 'manifest.json: files[1].sha256 must be 64 hex digits, got "abc"');
+    expectError((m) => (m.files[0].bytes = 1.5), 'manifest.json: files[0].bytes must be an integer, got 1.5');
+    expect(() => validateManifest([])).toThrow('manifest.json: must be a JSON object, got an array');
+  });
+
+  it('requires the graph I/O lists of the contract', () => {
+    expectError(
+      (m) => (m.graph.inputs = m.graph.inputs.filter((n: string) => n !== 'past_key_0')),
+      'manifest.json: graph.inputs must list past_key_0',
+    );
+    expectError((m) => (m.graph.outputs = [...m.graph.outputs, 'hidden_0']), 'manifest.json: graph.outputs lists unexpected name(s) hidden_0');
+    expectError(
+      (m) => (m.graph.inputs = ['position_ids', 'input_ids', ...m.graph.inputs.slice(2)]),
+      'manifest.json: graph.inputs must be in contract order: position 0 is position_ids, expected input_ids',
+    );
+    expectError(
+      (m) => (m.architecture.n_layers = 3),
+      'manifest.json: graph.inputs must list past_key_2, past_value_2, attn_bias_2',
+    );
+  });
+
+  it('requires every graph part and the tokenizer to be listed in files, with safe paths', () => {
+    expectError((m) => m.files.splice(1, 1), 'manifest.json: files must list model.onnx.part1 (with its sha256 and bytes)');
+    expectError((m) => (m.tokenizer.file = '../secret.json'), 'manifest.json: tokenizer.file must be a plain relative path inside the model directory, got "../secret.json"');
+    expectError((m) => (m.files[2].path = '/etc/passwd'), 'manifest.json: files[2].path must be a plain relative path inside the model directory, got "/etc/passwd"');
+    expectError((m) => m.files.push({ ...m.files[0] }), 'manifest.json: files[3].path lists model.onnx.part0 a second time');
+  });
+});

@@ -1,0 +1,186 @@
+"""Train a Llama-style model on the prepared corpus and save it as a Hugging Face checkpoint.
+
+Presets (see MODEL_CARD.md of each shipped model):
+  target  d 256, 8 layers, 8 query / 2 KV heads, head dim 32, SwiGLU 768, context 1024, tied embeddings
+  draft   d 128, 2 layers, 4 query / 1 KV head, head dim 32, SwiGLU 320 (≤ 1/8 of the target's MACs/token)
+  tiny    test fixture only: random seeded weights, no training (d 32, 2 layers)
+
+Batches: windows of context+1 tokens that start at a document's BOS (so attention sinks form on
+position 0, TRAINING_NOTES.md), plus ~10% rows of repeated random-token sequences
+(BOS + r copies of a random sequence + EOS) so induction / retrieval heads form.
+Usage: python training/train.py --preset target --steps 5000 --out runs/target
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from corpus import BOS_ID, EOS_ID, load_or_tokenize
+from hf_io import save_hf
+from model import Llama, LlamaConfig
+
+PRESETS = {
+    "target": dict(config=LlamaConfig(), lr=2e-3, batch=128),
+    "draft": dict(config=LlamaConfig(hidden_size=128, intermediate_size=320, n_layers=2, n_heads=4, n_kv_heads=1,
+                                     head_dim=32), lr=3e-3, batch=128),
+    "tiny": dict(config=LlamaConfig(hidden_size=32, intermediate_size=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                                    head_dim=8, context_length=256), lr=0.0, batch=1),
+}
+
+
+def repeated_random_rows(n_rows: int, width: int, vocab: int, rng: np.random.Generator) -> np.ndarray:
+    rows = np.full((n_rows, width), EOS_ID, dtype=np.int64)
+    for r in range(n_rows):
+        at = 0
+        while at < width:
+            k = int(rng.integers(8, 129))
+            reps = int(rng.integers(2, 5))
+            seq = rng.integers(3, vocab, size=k)
+            seg = np.concatenate([[BOS_ID], np.tile(seq, reps), [EOS_ID]])
+            take = min(len(seg), width - at)
+            rows[r, at:at + take] = seg[:take]
+            at += take
+    return rows
+
+
+@torch.no_grad()
+def heldout_loss(model: Llama, tokens: torch.Tensor, starts: torch.Tensor, width: int, n_windows: int = 64) -> float:
+    model.eval()
+    idx = starts[torch.linspace(0, len(starts) - 1, n_windows, device=starts.device).long()]
+    idx = idx.clamp(max=len(tokens) - width - 1)
+    windows = tokens[idx[:, None] + torch.arange(width + 1, device=tokens.device)].long()
+    losses = []
+    for chunk in windows.split(16):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model.forward_train(chunk[:, :-1])
+        losses.append(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="none"))
+    model.train()
+    return torch.cat(losses).mean().item()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", choices=PRESETS, required=True)
+    ap.add_argument("--corpus", default="corpus")
+    ap.add_argument("--tokenizer", default="runs/tokenizer.json")
+    ap.add_argument("--cache", default="runs/cache")
+    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--synthetic-rows", type=float, default=0.10)
+    ap.add_argument("--doc-start-share", type=float, default=0.3, help="share of windows that start at a document's BOS")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    preset = PRESETS[args.preset]
+    config: LlamaConfig = preset["config"]
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    model = Llama(config)
+    model.init_gpt2_style(gen)
+    out = Path(args.out)
+    log: dict = {"preset": args.preset, "config": config.to_dict(), "parameters": model.parameter_count(),
+                 "macs_per_token": model.macs_per_token(), "seed": args.seed}
+
+    if args.preset == "tiny":
+        with torch.no_grad():  # larger weights than GPT-2 init, so attention and logits are far from uniform
+            for p in model.parameters():
+                if p.dim() >= 2:
+                    p.mul_(10.0)
+        if config.vocab_size != 4096:
+            raise SystemExit("tiny preset expects the 4096-token tokenizer")
+        save_hf(model, out, Path(args.tokenizer), BOS_ID, EOS_ID)
+        (out / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
+        return
+
+    device = "cuda"
+    t_start = time.time()
+    tokens_np, starts_np = load_or_tokenize(Path(args.tokenizer), Path(args.corpus), "train", Path(args.cache))
+    held_np, held_starts_np = load_or_tokenize(Path(args.tokenizer), Path(args.corpus), "heldout", Path(args.cache))
+    width = config.context_length
+    tokens = torch.from_numpy(tokens_np.astype(np.int32)).to(device)
+    starts = torch.from_numpy(starts_np[starts_np < len(tokens_np) - width - 1]).to(device)
+    held = torch.from_numpy(held_np.astype(np.int32)).to(device)
+    held_starts = torch.from_numpy(held_starts_np[held_starts_np < len(held_np) - width - 1]).to(device)
+    rng = np.random.default_rng(args.seed)
+    synthetic = torch.from_numpy(repeated_random_rows(4096, width + 1, config.vocab_size, rng)).to(device)
+    print(f"corpus: {len(tokens_np) / 1e6:.1f}M train tokens, {len(held_np) / 1e6:.2f}M held-out; "
+          f"tokenized in {time.time() - t_start:.0f}s", flush=True)
+
+    model.to(device)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=preset["lr"], betas=(0.9, 0.95), fused=True)
+    forward = model.forward_train if args.no_compile else torch.compile(model.forward_train)
+    batch = preset["batch"]
+    n_syn = int(round(batch * args.synthetic_rows))
+    offsets = torch.arange(width + 1, device=device)
+    tgen = torch.Generator(device=device).manual_seed(args.seed)
+
+    n_text_tokens = len(tokens) - width - 1
+
+    def sample_windows(n: int) -> torch.Tensor:
+        """A share of windows start at a document's BOS; the rest start anywhere, with a BOS put in
+        front. Every window thus opens with BOS (where attention sinks form) while the whole corpus
+        is covered, not just the first `width` tokens of each document."""
+        n_doc = int(n * args.doc_start_share)
+        doc = starts[torch.randint(len(starts), (n_doc,), device=device, generator=tgen)]
+        doc_rows = tokens[doc[:, None] + offsets]
+        anywhere = torch.randint(n_text_tokens, (n - n_doc,), device=device, generator=tgen)
+        mid_rows = tokens[anywhere[:, None] + offsets[:-1]]
+        mid_rows = torch.cat([torch.full_like(mid_rows[:, :1], BOS_ID), mid_rows], dim=1)
+        return torch.cat([doc_rows, mid_rows]).long()
+
+    def lr_at(step: int) -> float:
+        if step < args.warmup:
+            return preset["lr"] * (step + 1) / args.warmup
+        frac = (step - args.warmup) / max(1, args.steps - args.warmup)
+        return preset["lr"] * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    t_train = time.time()
+    history = []
+    for step in range(args.steps):
+        rows = sample_windows(batch - n_syn)
+        if n_syn:
+            rows = torch.cat([rows, synthetic[torch.randint(len(synthetic), (n_syn,), device=device, generator=tgen)]])
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = forward(rows[:, :-1])
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), rows[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 250 == 0 or step == args.steps - 1:
+            elapsed = time.time() - t_train
+            tok_s = (step + 1) * batch * width / max(elapsed, 1e-9)
+            history.append({"step": step, "loss": round(loss.item(), 4), "seconds": round(elapsed, 1)})
+            entry = history[-1]
+            if step % 1000 == 0 or step == args.steps - 1:
+                entry["heldout_loss"] = round(heldout_loss(model, held, held_starts, width), 4)
+            print(f"step {step:5d}  loss {loss.item():.3f}  held-out {entry.get('heldout_loss', float('nan')):.3f}  "
+                  f"lr {lr_at(step):.2e}  {tok_s / 1e6:.2f}M tok/s  {elapsed:.0f}s", flush=True)
+    train_seconds = time.time() - t_train
+    hl = heldout_loss(model, held, held_starts, width)
+    log.update({"steps": args.steps, "batch": batch, "window": width, "synthetic_row_share": n_syn / batch,
+                "doc_start_share": args.doc_start_share,
+                "training_tokens": args.steps * batch * width, "train_seconds": round(train_seconds, 1),
+                "heldout_loss": round(hl, 4), "heldout_ppl": round(math.exp(hl), 3), "history": history,
+                "gpu": torch.cuda.get_device_name(), "torch": torch.__version__})
+    print(f"held-out loss {hl:.3f} ppl {math.exp(hl):.2f}; {train_seconds:.0f}s", flush=True)
+    save_hf(model.float().cpu(), out, Path(args.tokenizer), BOS_ID, EOS_ID)
+    (out / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -141,14 +141,15 @@ class Llama(nn.Module):
             with torch.no_grad():
                 p.copy_(torch.randn(p.shape, generator=generator) * std)
 
-    def forward_train(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward_train(self, ids: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
         c = self.config
         pos = torch.arange(ids.shape[1], device=ids.device)[None].expand_as(ids)
         cos, sin = rope_cos_sin(pos, c.head_dim, c.rope_theta)
         x = self.model.embed_tokens(ids)
+        drop = dropout if self.training else 0.0
         for layer in self.model.layers:
-            x = x + layer.self_attn.forward_train(layer.input_layernorm(x), cos, sin)
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = x + F.dropout(layer.self_attn.forward_train(layer.input_layernorm(x), cos, sin), drop)
+            x = x + F.dropout(layer.mlp(layer.post_attention_layernorm(x)), drop)
         return self.lm_head(self.model.norm(x))
 
     def parameter_count(self) -> int:

@@ -214,11 +214,33 @@ def synthetic_docs(rng: random.Random, sentences: list[str], paragraphs: list[st
         yield doc
 
 
+HELDOUT_SAMPLE_CHARS = {"bible-kjv": 60000, "fortunes": 30000, "python-doc": 40000, "gcide": 40000, "wordnet": 20000}
+
+
+def write_heldout_sample(held_docs: list[dict], path: Path) -> None:
+    """The held-out documents the app and CLI ship (filler for needle prompts, text for
+    perplexity and draft acceptance): natural sources only, in a fixed order, capped per source."""
+    chosen = []
+    for src, budget in HELDOUT_SAMPLE_CHARS.items():
+        size = 0
+        for doc in (d for d in held_docs if d["src"] == src):
+            if size > budget:
+                break
+            chosen.append(doc)
+            size += len(doc["text"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    about = ("Held-out documents of the kvscope training corpus (never trained on): filler for needle prompts, "
+             "text for perplexity and draft acceptance. Made by training/prepare_corpus.py "
+             "(1% split by sha256 of the document).")
+    path.write_text(json.dumps({"about": about, "documents": chosen}, ensure_ascii=False, indent=0))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="corpus")
     ap.add_argument("--debs", default="/tmp/kvscope-debs")
     ap.add_argument("--synthetic-share", type=float, default=0.06, help="share of characters in synthetic tasks")
+    ap.add_argument("--heldout-sample", default="static/data/heldout.json", help="where to write the shipped held-out sample")
     args = ap.parse_args()
     root = unpack(Path(args.debs))
     out = Path(args.out)
@@ -240,6 +262,7 @@ def main() -> None:
     sources["synthetic"] = list(synthetic_docs(rng, sentences, paragraphs, int(natural_chars * share / (1 - share))))
 
     stats = {"sources": {}, "licences": PACKAGES, "heldout_percent": HELDOUT_PERCENT, "seed": SEED}
+    held_docs: list[dict] = []
     with gzip.open(out / "train.jsonl.gz", "wt", encoding="utf-8") as train, \
             gzip.open(out / "heldout.jsonl.gz", "wt", encoding="utf-8") as held:
         for src, docs in sources.items():
@@ -250,6 +273,8 @@ def main() -> None:
                 line = json.dumps({"src": src, "text": text}, ensure_ascii=False) + "\n"
                 (held if is_held else train).write(line)
                 if is_held:
+                    held_docs.append({"src": src, "text": text})
+                if is_held:
                     n_held, c_held = n_held + 1, c_held + len(text)
                 else:
                     n_train, c_train = n_train + 1, c_train + len(text)
@@ -258,6 +283,7 @@ def main() -> None:
             print(f"{src:12s} train {n_train:7d} docs {c_train / 1e6:6.2f} MB   held-out {n_held:5d} docs {c_held / 1e6:5.2f} MB",
                   file=sys.stderr)
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    write_heldout_sample(held_docs, Path(args.heldout_sample))
 
 
 if __name__ == "__main__":

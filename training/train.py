@@ -35,19 +35,58 @@ PRESETS = {
 }
 
 
-def repeated_random_rows(n_rows: int, width: int, vocab: int, rng: np.random.Generator) -> np.ndarray:
-    rows = np.full((n_rows, width), EOS_ID, dtype=np.int64)
-    for r in range(n_rows):
-        at = 0
-        while at < width:
-            k = int(rng.integers(8, 129))
-            reps = int(rng.integers(2, 5))
-            seq = rng.integers(3, vocab, size=k)
-            seg = np.concatenate([[BOS_ID], np.tile(seq, reps), [EOS_ID]])
-            take = min(len(seg), width - at)
-            rows[r, at:at + take] = seg[:take]
-            at += take
+def repeated_random_rows(n: int, width: int, vocab: int, device: str, gen: torch.Generator) -> torch.Tensor:
+    """Fresh every step (a fixed pool gets memorised): BOS + a random sequence of 8..128 tokens
+    repeated to fill the row, so the only way to predict is to copy (induction heads)."""
+    seqs = torch.randint(3, vocab, (n, 128), device=device, generator=gen)
+    period = torch.randint(8, 129, (n, 1), device=device, generator=gen)
+    rows = seqs.gather(1, torch.arange(width, device=device)[None] % period)
+    rows[:, 0] = BOS_ID
     return rows
+
+
+class PasskeyRows:
+    """Passkey documents built in token space with fresh random keys every step, in the wording of
+    prepare_corpus.py (and of the engine's needle evaluation), over filler drawn from the corpus.
+    Static passkey documents alone get memorised over the epochs instead of teaching retrieval."""
+
+    def __init__(self, tokenizer_path: Path, tokens: np.ndarray, width: int, rng: np.random.Generator):
+        from tokenizers import Tokenizer
+
+        from prepare_corpus import PASSKEY_INTRO, PASSKEY_NEEDLE, PASSKEY_QUESTION
+        tok = Tokenizer.from_file(str(tokenizer_path))
+        enc = lambda text: np.array(tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+        self.digits = np.array([enc(str(d))[0] for d in range(10)])
+        assert all(len(enc(str(d))) == 1 for d in range(10)), "digits must be single tokens"
+        self.intro = enc(PASSKEY_INTRO)
+        self.needle = enc(PASSKEY_NEEDLE.format(key="00000"))
+        self.answer = np.concatenate([enc(PASSKEY_QUESTION), enc(" 00000.")])
+        self.newline = enc("\n")[0]
+        self.tokens, self.width, self.rng = tokens, width, rng
+
+    def _with_key(self, template: np.ndarray, key: np.ndarray) -> np.ndarray:
+        out = template.copy()
+        slots = np.flatnonzero(out == self.digits[0])
+        out[slots] = np.tile(key, len(slots) // 5)
+        return out
+
+    def rows(self, n: int) -> np.ndarray:
+        out = np.empty((n, self.width + 1), dtype=np.int64)
+        fixed = 1 + len(self.intro) + len(self.needle) + len(self.answer) + 1
+        for r in range(n):
+            key = self.digits[self.rng.integers(0, 10, size=5)]
+            key[0] = self.digits[self.rng.integers(1, 10)]
+            total = int(self.rng.integers(fixed + 64, self.width + 1))
+            n_fill = total - fixed
+            at = int(self.rng.integers(0, len(self.tokens) - n_fill - self.width - 2))
+            filler = self.tokens[at:at + n_fill].astype(np.int64)
+            filler = np.where(filler < 3, self.newline, filler)  # no BOS/EOS inside the filler
+            depth = int(self.rng.integers(0, n_fill + 1))
+            doc = np.concatenate([[BOS_ID], self.intro, filler[:depth], self._with_key(self.needle, key), filler[depth:],
+                                  self._with_key(self.answer, key), [EOS_ID]])
+            tail = self.tokens[at + n_fill:at + n_fill + self.width + 1 - len(doc)].astype(np.int64)
+            out[r] = np.concatenate([doc, tail])[: self.width + 1]
+        return out
 
 
 @torch.no_grad()
@@ -73,7 +112,9 @@ def main() -> None:
     ap.add_argument("--cache", default="runs/cache")
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--synthetic-rows", type=float, default=0.10)
+    ap.add_argument("--repeat-rows", type=float, default=0.08, help="share of rows of repeated random tokens")
+    ap.add_argument("--passkey-rows", type=float, default=0.08, help="share of rows of fresh passkey documents")
+    ap.add_argument("--dropout", type=float, default=0.1, help="residual dropout (the corpus is seen ~25 times)")
     ap.add_argument("--doc-start-share", type=float, default=0.3, help="share of windows that start at a document's BOS")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-compile", action="store_true")
@@ -111,7 +152,7 @@ def main() -> None:
     held = torch.from_numpy(held_np.astype(np.int32)).to(device)
     held_starts = torch.from_numpy(held_starts_np[held_starts_np < len(held_np) - width - 1]).to(device)
     rng = np.random.default_rng(args.seed)
-    synthetic = torch.from_numpy(repeated_random_rows(4096, width + 1, config.vocab_size, rng)).to(device)
+    passkeys = PasskeyRows(Path(args.tokenizer), tokens_np, width, rng)
     print(f"corpus: {len(tokens_np) / 1e6:.1f}M train tokens, {len(held_np) / 1e6:.2f}M held-out; "
           f"tokenized in {time.time() - t_start:.0f}s", flush=True)
 
@@ -122,7 +163,8 @@ def main() -> None:
                             lr=preset["lr"], betas=(0.9, 0.95), fused=True)
     forward = model.forward_train if args.no_compile else torch.compile(model.forward_train)
     batch = preset["batch"]
-    n_syn = int(round(batch * args.synthetic_rows))
+    n_repeat = int(round(batch * args.repeat_rows))
+    n_passkey = int(round(batch * args.passkey_rows))
     offsets = torch.arange(width + 1, device=device)
     tgen = torch.Generator(device=device).manual_seed(args.seed)
 
@@ -149,13 +191,13 @@ def main() -> None:
     t_train = time.time()
     history = []
     for step in range(args.steps):
-        rows = sample_windows(batch - n_syn)
-        if n_syn:
-            rows = torch.cat([rows, synthetic[torch.randint(len(synthetic), (n_syn,), device=device, generator=tgen)]])
+        rows = torch.cat([sample_windows(batch - n_repeat - n_passkey),
+                          repeated_random_rows(n_repeat, width + 1, config.vocab_size, device, tgen),
+                          torch.from_numpy(passkeys.rows(n_passkey)).to(device, non_blocking=True)])
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits = forward(rows[:, :-1])
+            logits = forward(rows[:, :-1], args.dropout)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), rows[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -172,7 +214,8 @@ def main() -> None:
                   f"lr {lr_at(step):.2e}  {tok_s / 1e6:.2f}M tok/s  {elapsed:.0f}s", flush=True)
     train_seconds = time.time() - t_train
     hl = heldout_loss(model, held, held_starts, width)
-    log.update({"steps": args.steps, "batch": batch, "window": width, "synthetic_row_share": n_syn / batch,
+    log.update({"steps": args.steps, "batch": batch, "window": width, "repeat_row_share": n_repeat / batch,
+                "passkey_row_share": n_passkey / batch, "dropout": args.dropout,
                 "doc_start_share": args.doc_start_share,
                 "training_tokens": args.steps * batch * width, "train_seconds": round(train_seconds, 1),
                 "heldout_loss": round(hl, 4), "heldout_ppl": round(math.exp(hl), 3), "history": history,

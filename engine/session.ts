@@ -14,11 +14,12 @@
  * ContextFullError (run() stops with reason 'context-full').
  */
 import { KVCacheStore, type AppliedDecision, type CacheSnapshot, type MemoryReport } from './cache/store.ts';
+import { checkCalibration, type Calibration } from './calibration/format.ts';
 import { ContextFullError, SessionError } from './errors.ts';
 import type { Manifest } from './model/manifest.ts';
 import { Rope } from './model/rope.ts';
 import type { KvTokenizer } from './model/tokenizer.ts';
-import { summarizeLogits, topK } from './metrics/softmax.ts';
+import { summarizeLogits, topKInto } from './metrics/softmax.ts';
 import { NO_CHANGE, type Decision, type Policy, type PolicyContext, type PolicyDefinition, type PrefillObservation } from './policies/types.ts';
 import { POLICIES } from './policies/index.ts';
 import { createPolicy, formatPolicySpec, parsePolicySpec, type PolicySpec } from './policies/spec.ts';
@@ -45,6 +46,10 @@ export interface EngineModel {
   manifest: Manifest;
   forward: Forward;
   tokenizer: KvTokenizer | null;
+  /** calibration.json found next to the model (loadModel), checked against its manifest */
+  calibration?: Calibration | null;
+  /** why a calibration.json next to the model was not used (stale, malformed) */
+  calibrationError?: string;
 }
 
 export interface SessionOptions {
@@ -56,6 +61,11 @@ export interface SessionOptions {
   trace?: Partial<TraceOptions>;
   /** policies the specs are resolved against (default: the built-in registry) */
   registry?: readonly PolicyDefinition[];
+  /**
+   * calibration handed to policies (PolicyContext.calibration); default the model's. Checked against
+   * the model's manifest: a calibration of another model or graph throws CalibrationError.
+   */
+  calibration?: Calibration | null;
 }
 
 export interface PrefillOptions {
@@ -117,6 +127,7 @@ export class Session {
   readonly cache: KVCacheStore;
   readonly prefillChunk: number;
   readonly registry: readonly PolicyDefinition[];
+  readonly calibration: Calibration | null;
   private trace_: TraceRecorder;
   private policy_: Policy;
   private policySpec_: PolicySpec;
@@ -137,6 +148,8 @@ export class Session {
       throw new SessionError(`prefillChunk must be an integer ≥ 1, got ${options.prefillChunk}`);
     }
     this.registry = options.registry ?? POLICIES;
+    if (options.calibration) checkCalibration(options.calibration, manifest);
+    this.calibration = options.calibration !== undefined ? options.calibration : (model.calibration ?? null);
     this.policySpec_ = typeof options.policy === 'object' ? options.policy : parsePolicySpec(options.policy ?? 'full', this.registry);
     this.policy_ = createPolicy(this.policySpec_, this.policyContext(), this.registry);
     this.sampler = new Sampler(options.sampler);
@@ -159,7 +172,9 @@ export class Session {
   }
 
   private policyContext(): PolicyContext {
-    return { dims: this.dims, rope: this.rope };
+    const context: PolicyContext = { dims: this.dims, rope: this.rope, calibration: this.calibration };
+    if (!this.calibration && this.model.calibrationError) context.calibrationError = this.model.calibrationError;
+    return context;
   }
 
   // ---- read access ----------------------------------------------------------------------------
@@ -391,9 +406,12 @@ export class Session {
       entryAttention = [];
       for (let l = 0; l < nLayers; l++) {
         const row: Float32Array[] = [];
+        const attn = result.attention[l];
+        const slots = result.pastLengths[l];
         for (let qh = 0; qh < nHeads; qh++) {
           const held = before[l][Math.floor(qh / groupSize)];
-          row.push(KVCacheStore.entryAttention(result.attention[l], qh, 0, 1, result.pastLengths[l], held));
+          // A head without padding slots sees [its entries, the new token] contiguously: a view, no copy.
+          row.push(held === slots ? attn.subarray(qh * (slots + 1), (qh + 1) * (slots + 1)) : KVCacheStore.entryAttention(attn, qh, 0, 1, slots, held));
         }
         entryAttention.push(row);
       }
@@ -523,6 +541,7 @@ export class Session {
       prefillChunk: this.prefillChunk,
       trace: this.trace_.options,
       registry: this.registry,
+      calibration: this.calibration,
     });
     copy.trace_ = this.trace_.clone();
     copy.restore(this.snapshot());
@@ -598,11 +617,13 @@ export class Session {
         const tokens = this.cache.tokens(l, kvHead);
         const positions = this.cache.positions(l, kvHead);
         const base = (l * nHeads + qh) * k;
-        topK(entryAttention[l][qh], k).forEach(({ index, value }, rank) => {
+        // indices land in `tokens` first and are then mapped to token / position in place
+        const found = topKInto(entryAttention[l][qh], k, top.tokens, top.weights, base);
+        for (let rank = 0; rank < found; rank++) {
+          const index = top.tokens[base + rank];
           top.tokens[base + rank] = tokens[index];
           top.positions[base + rank] = positions[index];
-          top.weights[base + rank] = value;
-        });
+        }
       }
     }
     return top;

@@ -447,11 +447,27 @@ export class KVCacheStore implements CacheView {
    */
   buildFeeds(q: number): LayerFeed[] {
     const feeds: LayerFeed[] = [];
-    for (let l = 0; l < this.nLayers; l++) feeds.push(this.buildLayerFeed(l, q));
+    for (let l = 0; l < this.nLayers; l++) {
+      // Layers whose heads hold the same numbers of unmerged entries get the same bias: build it
+      // once (a q × (T + q) mask per head is most of a prefill chunk's feed-building time).
+      let shared: Float32Array | null = null;
+      for (let j = 0; j < l && !shared; j++) if (this.sameBias(l, j)) shared = feeds[j].bias;
+      feeds.push(this.buildLayerFeed(l, q, shared));
+    }
     return feeds;
   }
 
-  private buildLayerFeed(layer: number, q: number): LayerFeed {
+  /** Whether layers a and b need identical attention biases (same head lengths, no merged entries). */
+  private sameBias(a: number, b: number): boolean {
+    for (let h = 0; h < this.nKvHeads; h++) {
+      const x = this.head(a, h);
+      const y = this.head(b, h);
+      if (x.length !== y.length || x.mergedEntries !== 0 || y.mergedEntries !== 0) return false;
+    }
+    return true;
+  }
+
+  private buildLayerFeed(layer: number, q: number, sharedBias: Float32Array | null = null): LayerFeed {
     const d = this.headDim;
     const t = this.slotCount(layer);
     const scratch = this.scratch[layer];
@@ -474,6 +490,7 @@ export class KVCacheStore implements CacheView {
 
     const rowLength = t + q;
     const biasSize = this.nHeads * q * rowLength;
+    if (sharedBias) return { length: t, keys, values, bias: sharedBias };
     scratch.bias = ensureSize(scratch.bias, biasSize);
     const bias = scratch.bias.subarray(0, biasSize);
     for (let qh = 0; qh < this.nHeads; qh++) {
@@ -665,11 +682,22 @@ export class KVCacheStore implements CacheView {
       head.setCodec(target, { ...re.codec });
       applied.reencoded.push({ index: target, codec: re.codec.name, kError: re.kError, vError: re.vError });
     }
-    for (const move of decision.reposition ?? []) {
-      const target = newIndex[move.index];
-      this.rope!.rotate(head.keys, move.pos - head.pos[target], target * d);
-      head.pos[target] = move.pos;
-      applied.repositioned++;
+    // Runs of moves with consecutive targets and the same delta (StreamingLLM P2 shifts every
+    // recent key by the same amount) are rotated with one call: cos/sin computed once per run.
+    const moves = decision.reposition ?? [];
+    for (let m = 0; m < moves.length; ) {
+      const target = newIndex[moves[m].index];
+      const delta = moves[m].pos - head.pos[target];
+      let run = 1;
+      while (m + run < moves.length) {
+        const next = newIndex[moves[m + run].index];
+        if (next !== target + run || moves[m + run].pos - head.pos[next] !== delta) break;
+        run++;
+      }
+      this.rope!.rotate(head.keys, delta, target * d, run);
+      for (let k = 0; k < run; k++) head.pos[target + k] = moves[m + k].pos;
+      applied.repositioned += run;
+      m += run;
     }
     if (merges.length > 0 || head.mergedEntries > 0) head.recountMerged();
 
@@ -716,6 +744,12 @@ export class KVCacheStore implements CacheView {
       origin.push(...head.origin(m));
     });
     origin.sort((a, b) => a - b);
+    if (group.count !== undefined) {
+      if (!Number.isInteger(group.count) || group.count < 1) {
+        throw new PolicyDecisionError(`${where}: merge group ${g} count must be an integer ≥ 1, got ${group.count}`);
+      }
+      count = group.count;
+    }
     const pos = group.pos ?? head.pos[anchor];
     return { keys, values, count, origin, pos };
   }

@@ -52,6 +52,37 @@ export function topK(values: ArrayLike<number>, k: number): { index: number; val
 }
 
 /**
+ * The k largest entries written into `indices` / `weights` (descending value, ties by lower index,
+ * the same order as topK) without allocating: the per-step attention summaries call this for every
+ * layer × head, so it runs on plain typed arrays with one threshold compare per value. Returns the
+ * number written (min(k, values.length)); the caller's slots past it are left untouched.
+ */
+export function topKInto(values: ArrayLike<number>, k: number, indices: Int32Array, weights: Float32Array, offset = 0): number {
+  const n = values.length;
+  const limit = Math.min(k, n);
+  if (limit <= 0) return 0;
+  let count = 0;
+  let threshold = -Infinity;
+  // Back to front: attention rows favour recent entries, so the threshold rises early and most
+  // values are rejected by one compare. Going backwards, an equal value has the lower index and
+  // wins the tie (>=, and it is placed before equal values).
+  for (let i = n - 1; i >= 0; i--) {
+    const value = values[i];
+    if (count === limit && !(value >= threshold)) continue;
+    let at = count < limit ? count++ : limit - 1;
+    while (at > 0 && weights[offset + at - 1] <= value) {
+      weights[offset + at] = weights[offset + at - 1];
+      indices[offset + at] = indices[offset + at - 1];
+      at--;
+    }
+    weights[offset + at] = value;
+    indices[offset + at] = i;
+    if (count === limit) threshold = weights[offset + limit - 1];
+  }
+  return count;
+}
+
+/**
  * log-sum-exp and the k largest logits of one row in two passes and without allocating a
  * probability vector: a step needs only the probabilities of the chosen and the top-k tokens,
  * p = exp(logit − lse).

@@ -27,12 +27,15 @@ export function directorySource(directory: string): ModelSource {
   };
 }
 
-/** Loads a model directory in Node; onnxruntime-web runs single-threaded unless told otherwise. */
+/**
+ * Loads a model directory in Node; onnxruntime-web runs single-threaded unless told otherwise, and
+ * an optional calibration.json next to the manifest is read (pass calibration: false to skip it).
+ */
 export async function loadModelFromDirectory(directory: string, options: LoadOptions = {}): Promise<LoadedModel> {
   try {
     await stat(directory);
   } catch {
     throw new ModelError(`model directory not found: ${resolve(directory)}`);
   }
-  return loadModel(directorySource(directory), { numThreads: 1, ...options });
+  return loadModel(directorySource(directory), { numThreads: 1, calibration: true, ...options });
 }

@@ -8,6 +8,7 @@
  * no Node-only import reaches the browser bundle.
  */
 import * as ort from 'onnxruntime-web';
+import { CALIBRATION_FILE, readCalibration, type Calibration } from '../calibration/format.ts';
 import { ModelError } from '../errors.ts';
 import { validateManifest, type Manifest } from './manifest.ts';
 import { sha256Hex } from './sha256.ts';
@@ -37,6 +38,11 @@ export interface LoadOptions {
   /** wasm threads for onnxruntime-web; set before the first session is created (Node default: 1) */
   numThreads?: number;
   sessionOptions?: ort.InferenceSession.SessionOptions;
+  /**
+   * also read the optional calibration.json next to the manifest (docs/calibration.md); default
+   * false here, true in loadModelFromDirectory (Node)
+   */
+  calibration?: boolean;
 }
 
 export interface LoadedModel {
@@ -48,6 +54,10 @@ export interface LoadedModel {
   /** bytes of the ONNX graph after concatenating the parts */
   graphBytes: number;
   release(): Promise<void>;
+  /** calibration.json of this model (docs/calibration.md); null when absent or not usable */
+  calibration?: Calibration | null;
+  /** why a calibration.json that exists was not used (malformed, stale: computed for another graph) */
+  calibrationError?: string;
 }
 
 /** Browser (and Node) source over HTTP: `${baseUrl}/${path}`, streaming so progress is reported. */
@@ -204,7 +214,7 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
   }
   onProgress?.({ phase: 'session', loaded: 1, total: 1, file: graphFile });
 
-  return {
+  const loaded: LoadedModel = {
     manifest,
     session,
     tokenizer,
@@ -212,4 +222,26 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
     graphBytes: graph.length,
     release: () => session.release(),
   };
+  if (options.calibration) Object.assign(loaded, await readOptionalCalibration(source, manifest));
+  return loaded;
+}
+
+/**
+ * calibration.json is optional and not listed in the manifest: a missing file is no calibration;
+ * a malformed or stale one never fails the load — its problem is kept for the policy that needs it.
+ */
+async function readOptionalCalibration(source: ModelSource, manifest: Manifest): Promise<{ calibration: Calibration | null; calibrationError?: string }> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await source.read(CALIBRATION_FILE);
+  } catch (error) {
+    const message = (error as Error).message;
+    if (error instanceof ModelError && message.includes('file is missing')) return { calibration: null };
+    return { calibration: null, calibrationError: message };
+  }
+  try {
+    return { calibration: readCalibration(new TextDecoder().decode(bytes), manifest) };
+  } catch (error) {
+    return { calibration: null, calibrationError: (error as Error).message };
+  }
 }

@@ -3,10 +3,19 @@
  * listing it here; the spec parser, the CLI and the UI's controls pick it up from this list.
  */
 import { fullPolicy } from './full.ts';
+import { h2oPolicy } from './h2o.ts';
+import { snapkvPolicy } from './snapkv.ts';
+import { streamingPolicy } from './streaming.ts';
+import { tovaPolicy } from './tova.ts';
+import { windowkvPolicy } from './windowkv.ts';
+import { razorPolicy } from './razor.ts';
+import { compressKvPolicy } from './compresskv.ts';
+import { laCachePolicy } from './lacache.ts';
+import { d2oPolicy } from './d2o.ts';
 import type { PolicyDefinition } from './types.ts';
 import { windowPolicy } from './window.ts';
 
-export const POLICIES: readonly PolicyDefinition[] = [fullPolicy, windowPolicy];
+export const POLICIES: readonly PolicyDefinition[] = [fullPolicy, windowPolicy, streamingPolicy, h2oPolicy, tovaPolicy, snapkvPolicy, windowkvPolicy, razorPolicy, compressKvPolicy, laCachePolicy, d2oPolicy];
 
 export function findPolicy(id: string, registry: readonly PolicyDefinition[] = POLICIES): PolicyDefinition | undefined {
   return registry.find((p) => p.id === id);

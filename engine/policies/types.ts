@@ -11,6 +11,7 @@
  * Entries neither kept nor merged are evicted. A head must keep at least one entry.
  */
 import type { CacheView, EntryCodec } from '../cache/store.ts';
+import type { Calibration } from '../calibration/format.ts';
 import type { ModelDims } from '../runtime/forward.ts';
 import type { Rope } from '../model/rope.ts';
 import type { JsonValue } from '../types.ts';
@@ -74,6 +75,10 @@ export interface PolicyNeeds {
 export interface PolicyContext {
   dims: ModelDims;
   rope: Rope;
+  /** offline head / layer statistics of this model (engine/calibration), when one was supplied */
+  calibration?: Calibration | null;
+  /** why no calibration was supplied (e.g. a stale calibration.json), for the error a policy that needs one raises */
+  calibrationError?: string;
 }
 
 export interface PrefillObservation {
@@ -122,6 +127,11 @@ export interface MergeGroup {
   anchor?: number;
   /** RoPE position of the merged key; default the anchor's */
   pos?: number;
+  /**
+   * tokens the merged entry counts for in the attention bias (log count); default the members'
+   * counts summed. 1 = an unweighted merge (no bias). Its origin always lists every member's tokens.
+   */
+  count?: number;
 }
 
 export interface Reencode {

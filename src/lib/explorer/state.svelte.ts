@@ -1,0 +1,495 @@
+/**
+ * The explorer's state (Svelte 5 runes): the model status, the setup (prompt, sampler, policy),
+ * the decoded steps and the views of the selected step. It talks to the engine only through the
+ * EngineClient (worker protocol); it never does model math.
+ *
+ * Memory stays bounded (DESIGN.md §5): every step keeps a compact record (token, top-k, memory),
+ * full attention/cache-map views are kept for the last RING steps only; an older step's view is
+ * recomputed exactly by the worker on demand (`inspect`).
+ */
+import { EngineClient, EngineFailure, type CommandInput } from '../worker/client.ts';
+import type {
+  EngineEvent,
+  ErrorKind,
+  LoadProgressView,
+  ModelInfo,
+  PolicyChoice,
+  PolicyInfo,
+  PromptView,
+  SamplerSettings,
+  SessionState,
+  StepView,
+  StopReason,
+} from '../worker/protocol.ts';
+import type { ParamValue } from '../../../engine/policies/types.ts';
+import type { HistoryRow } from '../charts/raster.ts';
+import { EXAMPLES } from './examples.ts';
+import { mark } from '../perf.ts';
+
+/** What the page keeps of every step (compact; `topK` is dropped: it equals the previous step's `next`). */
+export type StepRecord = Omit<StepView, 'attention' | 'cacheMap' | 'topK'>;
+export type ModelStatus = 'idle' | 'loading' | 'ready' | 'error' | 'crashed';
+export type Activity = 'idle' | 'prefilling' | 'stepping' | 'running' | 'rewinding' | 'switching' | 'exporting';
+
+export interface ShownError {
+  kind: ErrorKind;
+  message: string;
+  /** what the page offers: reload the model, restart the worker, or just dismiss */
+  action: 'retry' | 'restart' | 'dismiss';
+}
+
+export const RING = 64;
+export const DEFAULT_SAMPLER: SamplerSettings = { temperature: 0.8, topK: 40, topP: 0.95, seed: 1 };
+
+export interface EngineUrls {
+  models: string;
+  wasm: string;
+  mjs: string;
+}
+
+/** Parses a canonical spec string ("window:size=8") back into a choice, typed by the schema. */
+export function choiceFromSpec(spec: string, policies: readonly PolicyInfo[]): PolicyChoice {
+  const colon = spec.indexOf(':');
+  const id = colon < 0 ? spec : spec.slice(0, colon);
+  const info = policies.find((p) => p.id === id);
+  const params: Record<string, ParamValue> = {};
+  for (const p of info?.params ?? []) params[p.name] = p.default;
+  if (colon >= 0) {
+    for (const part of spec.slice(colon + 1).split(',')) {
+      const [name, raw] = part.split('=');
+      const schema = info?.params.find((p) => p.name === name);
+      if (!schema || raw === undefined) continue;
+      params[name] = schema.kind === 'int' || schema.kind === 'float' ? Number(raw) : schema.kind === 'bool' ? raw === 'true' : raw;
+    }
+  }
+  return { id, params };
+}
+
+export function defaultChoice(info: PolicyInfo): PolicyChoice {
+  return { id: info.id, params: Object.fromEntries(info.params.map((p) => [p.name, p.default])) };
+}
+
+/** Spec string of a choice in schema order (matches the engine's canonical form for valid params). */
+export function specOf(choice: PolicyChoice, policies: readonly PolicyInfo[]): string {
+  const info = policies.find((p) => p.id === choice.id);
+  if (!info || info.params.length === 0) return choice.id;
+  return `${choice.id}:${info.params.map((p) => `${p.name}=${String(choice.params[p.name] ?? p.default)}`).join(',')}`;
+}
+
+function record(view: StepView): StepRecord {
+  const { attention: _a, cacheMap: _c, topK: _t, ...rest } = view;
+  return rest;
+}
+
+const schedule: (fn: () => void) => void =
+  typeof requestAnimationFrame === 'function' ? (fn) => requestAnimationFrame(() => fn()) : (fn) => setTimeout(fn, 0);
+
+export class ExplorerState {
+  // ---- model ----
+  status = $state<ModelStatus>('idle');
+  progress = $state.raw<LoadProgressView | null>(null);
+  model = $state.raw<ModelInfo | null>(null);
+  policies = $state.raw<PolicyInfo[]>([]);
+  cacheInfo = $state.raw<{ hits: number; misses: number; removed: number; available: boolean } | null>(null);
+  loadMs = $state(0);
+  error = $state.raw<ShownError | null>(null);
+  notice = $state<string | null>(null);
+
+  // ---- setup ----
+  prompt = $state(EXAMPLES[0].text);
+  promptTokens = $state<number | null>(null);
+  sampler = $state<SamplerSettings>({ ...DEFAULT_SAMPLER });
+  policy = $state<PolicyChoice>({ id: 'full', params: {} });
+  runSteps = $state(64);
+  stopAtEos = $state(true);
+  appliedPrompt = $state<string | null>(null);
+  appliedSampler = $state<string | null>(null);
+
+  // ---- session ----
+  promptView = $state.raw<PromptView | null>(null);
+  steps = $state.raw<StepRecord[]>([]);
+  session = $state.raw<SessionState | null>(null);
+  activePolicy = $state<string | null>(null);
+  activity = $state<Activity>('idle');
+  lastStop = $state<StopReason | null>(null);
+  /** selected step; null follows the newest */
+  selected = $state<number | null>(null);
+  viewsLive = $state(true);
+
+  // ---- views ----
+  layer = $state(0);
+  head = $state(0);
+  scale = $state<'linear' | 'log'>('linear');
+  excludeSink = $state(false);
+  ringVersion = $state(0);
+  inspected = $state.raw<StepView | null>(null);
+  inspecting = $state<number | null>(null);
+
+  private ring = new Map<number, StepView>();
+  private incoming: StepView[] = [];
+  private flushScheduled = false;
+  private firstTokenMarked = false;
+  private tokenizeTimer: ReturnType<typeof setTimeout> | null = null;
+  private tokenizeSeq = 0;
+
+  constructor(
+    readonly client: EngineClient,
+    readonly urls: EngineUrls,
+    readonly threads = 1,
+  ) {
+    client.onCrash = (message) => this.crashed(message);
+  }
+
+  // ---- derived ----
+
+  readonly latestStep = $derived(this.steps.length - 1);
+  readonly currentStep = $derived(this.selected !== null && this.selected <= this.latestStep ? this.selected : this.latestStep);
+  readonly current = $derived(this.currentStep >= 0 ? this.steps[this.currentStep] : null);
+  readonly busy = $derived(this.activity !== 'idle' || this.status !== 'ready');
+  readonly running = $derived(this.activity === 'running');
+  readonly canStep = $derived(this.status === 'ready' && this.activity === 'idle' && this.session !== null);
+  readonly pieces = $derived.by(() => {
+    const prompt = this.promptView?.pieces ?? [];
+    return prompt.concat(this.steps.map((s) => s.token.piece));
+  });
+  readonly setupChanged = $derived(
+    this.session !== null && (this.prompt !== this.appliedPrompt || JSON.stringify(this.sampler) !== this.appliedSampler),
+  );
+  readonly policyChanged = $derived(
+    this.session !== null && this.activePolicy !== null && specOf(this.policy, this.policies) !== this.activePolicy,
+  );
+  readonly policyInfo = $derived(this.policies.find((p) => p.id === this.policy.id) ?? null);
+
+  /** Full view of the current step, if held (ring or inspected). */
+  readonly view = $derived.by((): StepView | null => {
+    void this.ringVersion;
+    const step = this.currentStep;
+    if (step < 0) return null;
+    return this.ring.get(step) ?? (this.inspected?.step === step ? this.inspected : null);
+  });
+
+  /** Attention history up to the current step (oldest first): consecutive held rows. */
+  readonly history = $derived.by((): HistoryRow[] => {
+    void this.ringVersion;
+    const step = this.currentStep;
+    if (step < 0) return [];
+    const rows: HistoryRow[] = [];
+    const own = this.view;
+    if (!own?.attention) return rows;
+    for (let s = step; s > step - RING && s >= 0; s--) {
+      const v = s === step ? own : this.ring.get(s);
+      if (!v?.attention) break;
+      rows.push({ step: s, tokens: v.attention.tokens, heads: v.attention.heads, weights: v.attention.weights });
+    }
+    return rows.reverse();
+  });
+
+  /** the session state (after done / rewind / policy switch) describes the newest step exactly */
+  readonly sessionAtLatest = $derived(this.session !== null && this.session.stepCount === this.steps.length);
+  readonly showingLatest = $derived(this.currentStep === this.latestStep);
+  readonly cacheMap = $derived(
+    this.showingLatest && this.sessionAtLatest ? this.session!.cacheMap : (this.view?.cacheMap ?? null),
+  );
+  readonly memory = $derived(this.showingLatest && this.sessionAtLatest ? this.session!.memory : (this.current?.memory ?? this.session?.memory ?? null));
+  readonly next = $derived(this.showingLatest && this.sessionAtLatest ? this.session!.next : (this.current?.next ?? null));
+  readonly chosenNext = $derived(this.steps[this.currentStep + 1]?.token.id ?? null);
+  readonly memoryHistory = $derived(this.steps.map((s) => ({ step: s.step, bytes: s.memory.bytes, fullBytes: s.memory.fullBytes })));
+
+  // ---- model ----
+
+  async load(): Promise<void> {
+    this.status = 'loading';
+    this.error = null;
+    this.progress = null;
+    try {
+      const ready = await this.client.request<Extract<EngineEvent, { type: 'ready' }>>(
+        { type: 'load', modelsUrl: this.urls.models, wasmUrl: this.urls.wasm, mjsUrl: this.urls.mjs, threads: this.threads },
+        (event) => {
+          if (event.type === 'progress') this.progress = event.progress;
+        },
+      );
+      this.model = ready.model;
+      this.policies = ready.policies;
+      this.cacheInfo = ready.cache;
+      this.loadMs = ready.loadMs;
+      const current = ready.policies.find((p) => p.id === this.policy.id) ?? ready.policies[0];
+      if (current && Object.keys(this.policy.params).length === 0) this.policy = defaultChoice(current);
+      this.status = 'ready';
+      mark('kvscope:ready');
+      this.requestTokenCount();
+      await this.start();
+    } catch (error) {
+      if ((this.status as ModelStatus) === 'crashed') return;
+      const failure = error instanceof EngineFailure ? error : new EngineFailure('internal', String(error));
+      this.status = 'error';
+      this.error = { kind: failure.kind, message: failure.message, action: 'retry' };
+    }
+  }
+
+  private crashed(message: string): void {
+    this.status = 'crashed';
+    this.activity = 'idle';
+    this.error = { kind: 'crash', message, action: 'restart' };
+  }
+
+  /** New worker, reload (from the file cache), rerun the prompt. */
+  async restart(): Promise<void> {
+    this.client.restart();
+    this.session = null;
+    this.steps = [];
+    this.clearViews();
+    await this.load();
+  }
+
+  private fail(error: unknown): void {
+    if (this.status === 'crashed') return;
+    const failure = error instanceof EngineFailure ? error : new EngineFailure('internal', String(error));
+    if (failure.kind === 'crash') return;
+    this.error = { kind: failure.kind, message: failure.message, action: 'dismiss' };
+  }
+
+  dismissError(): void {
+    this.error = null;
+  }
+
+  // ---- prompt ----
+
+  /** Debounced token count of the prompt (shown next to the editor, warns past the context). */
+  requestTokenCount(): void {
+    if (this.status !== 'ready') return;
+    if (this.tokenizeTimer) clearTimeout(this.tokenizeTimer);
+    const text = this.prompt;
+    const seq = ++this.tokenizeSeq;
+    this.tokenizeTimer = setTimeout(() => {
+      this.client
+        .request<Extract<EngineEvent, { type: 'tokenized' }>>({ type: 'tokenize', text })
+        .then((r) => {
+          if (seq === this.tokenizeSeq) this.promptTokens = r.count;
+        })
+        .catch(() => undefined);
+    }, 150);
+  }
+
+  setPrompt(text: string): void {
+    this.prompt = text;
+    this.requestTokenCount();
+  }
+
+  // ---- session commands ----
+
+  private clearViews(): void {
+    this.ring.clear();
+    this.incoming = [];
+    this.inspected = null;
+    this.inspecting = null;
+    this.ringVersion++;
+  }
+
+  /** (Re)starts decoding from the prompt with the current sampler and policy (Reset). */
+  async start(): Promise<void> {
+    if (this.status !== 'ready' || (this.activity !== 'idle' && this.activity !== 'prefilling')) return;
+    this.activity = 'prefilling';
+    this.notice = null;
+    this.error = null;
+    try {
+      const started = await this.client.request<Extract<EngineEvent, { type: 'started' }>>({
+        type: 'start',
+        prompt: this.prompt,
+        sampler: { ...this.sampler },
+        policy: { id: this.policy.id, params: { ...this.policy.params } },
+      });
+      this.clearViews();
+      this.promptView = started.prompt;
+      this.session = started.state;
+      this.steps = [];
+      this.selected = null;
+      this.lastStop = null;
+      this.activePolicy = started.state.policy;
+      this.appliedPrompt = this.prompt;
+      this.appliedSampler = JSON.stringify(this.sampler);
+      this.promptTokens = started.prompt.ids.length;
+    } catch (error) {
+      this.fail(error);
+    } finally {
+      this.activity = 'idle';
+    }
+  }
+
+  private receiveStep(view: StepView): void {
+    this.incoming.push(view);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    schedule(() => this.flush());
+  }
+
+  /** Applies buffered steps once per animation frame (a fast run never re-renders per token). */
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.incoming.length === 0) return;
+    const views = this.incoming;
+    this.incoming = [];
+    const known = this.steps.length;
+    const fresh = views.filter((v) => v.step >= known);
+    if (fresh.length === 0) return;
+    this.steps = this.steps.concat(fresh.map(record));
+    for (const v of fresh) {
+      if (v.attention || v.cacheMap) this.ring.set(v.step, v);
+    }
+    for (const step of this.ring.keys()) {
+      if (step <= this.steps.length - 1 - RING) this.ring.delete(step);
+    }
+    this.ringVersion++;
+    if (!this.firstTokenMarked) {
+      this.firstTokenMarked = true;
+      mark('kvscope:first-token');
+    }
+  }
+
+  private onDone(done: Extract<EngineEvent, { type: 'done' }>): void {
+    this.flush();
+    this.session = done.state;
+    this.lastStop = done.reason;
+    if (done.reason === 'context-full' || done.reason === 'eos') this.notice = done.message ?? null;
+  }
+
+  async step(): Promise<void> {
+    if (!this.canStep) return;
+    this.activity = 'stepping';
+    this.notice = null;
+    try {
+      const done = await this.client.request<Extract<EngineEvent, { type: 'done' }>>({ type: 'step' }, (e) => {
+        if (e.type === 'step') this.receiveStep(e.view);
+      });
+      this.onDone(done);
+    } catch (error) {
+      this.fail(error);
+    } finally {
+      this.activity = 'idle';
+    }
+  }
+
+  async run(): Promise<void> {
+    if (!this.canStep) return;
+    this.activity = 'running';
+    this.notice = null;
+    this.selected = null;
+    const steps = Math.max(1, Math.floor(this.runSteps) || 1);
+    try {
+      const done = await this.client.request<Extract<EngineEvent, { type: 'done' }>>({ type: 'run', steps, stopAtEos: this.stopAtEos }, (e) => {
+        if (e.type === 'step') this.receiveStep(e.view);
+      });
+      this.onDone(done);
+    } catch (error) {
+      this.fail(error);
+    } finally {
+      this.activity = 'idle';
+    }
+  }
+
+  pause(): void {
+    if (this.activity === 'running') this.client.send({ type: 'pause' });
+  }
+
+  toggleRun(): void {
+    if (this.activity === 'running') this.pause();
+    else void this.run();
+  }
+
+  async back(n = 1): Promise<void> {
+    if (!this.canStep || this.steps.length === 0) return;
+    this.activity = 'rewinding';
+    this.notice = null;
+    try {
+      const rewound = await this.client.request<Extract<EngineEvent, { type: 'rewound' }>>({ type: 'back', steps: n });
+      const keep = rewound.state.stepCount;
+      this.steps = this.steps.slice(0, keep);
+      for (const step of [...this.ring.keys()]) if (step >= keep) this.ring.delete(step);
+      if (this.inspected && this.inspected.step >= keep) this.inspected = null;
+      this.ringVersion++;
+      this.session = rewound.state;
+      this.selected = null;
+      this.lastStop = null;
+      if (rewound.state.policy !== this.activePolicy) {
+        this.activePolicy = rewound.state.policy;
+        this.policy = choiceFromSpec(rewound.state.policy, this.policies);
+      }
+    } catch (error) {
+      this.fail(error);
+    } finally {
+      this.activity = 'idle';
+    }
+  }
+
+  /** Switches the policy live (the engine hands the current cache to the new policy). */
+  async applyPolicy(): Promise<void> {
+    if (!this.canStep) return;
+    this.activity = 'switching';
+    try {
+      const event = await this.client.request<Extract<EngineEvent, { type: 'policy' }>>({
+        type: 'set-policy',
+        policy: { id: this.policy.id, params: { ...this.policy.params } },
+      });
+      this.session = event.state;
+      this.activePolicy = event.to;
+      this.notice = `Policy switched to ${event.to} after step ${event.state.stepCount}${event.note ? `: ${event.note}` : ''}.`;
+      this.selected = null;
+    } catch (error) {
+      this.fail(error);
+    } finally {
+      this.activity = 'idle';
+    }
+  }
+
+  choosePolicy(id: string): void {
+    const info = this.policies.find((p) => p.id === id);
+    if (info) this.policy = defaultChoice(info);
+  }
+
+  setViewsLive(on: boolean): void {
+    this.viewsLive = on;
+    this.client.send({ type: 'views', attention: on });
+  }
+
+  select(step: number | null): void {
+    this.selected = step === null || step >= this.latestStep ? null : Math.max(0, step);
+  }
+
+  /** Asks the worker for the full view of the current step when no copy is held. */
+  ensureView(): void {
+    const step = this.currentStep;
+    if (step < 0 || this.view || this.activity === 'running' || this.inspecting === step || this.status !== 'ready') return;
+    this.inspecting = step;
+    this.client
+      .request<Extract<EngineEvent, { type: 'inspected' }>>({ type: 'inspect', step })
+      .then((r) => {
+        if (r.view.step < this.steps.length) {
+          if (r.view.step >= this.steps.length - RING) this.ring.set(r.view.step, r.view);
+          this.inspected = r.view;
+          this.ringVersion++;
+        }
+      })
+      .catch((error) => this.fail(error))
+      .finally(() => {
+        if (this.inspecting === step) this.inspecting = null;
+      });
+  }
+
+  async exportTrace(): Promise<{ json: string; fileName: string } | null> {
+    if (!this.canStep) return null;
+    this.activity = 'exporting';
+    try {
+      const trace = await this.client.request<Extract<EngineEvent, { type: 'trace' }>>({ type: 'export-trace' });
+      return { json: trace.json, fileName: trace.fileName };
+    } catch (error) {
+      this.fail(error);
+      return null;
+    } finally {
+      this.activity = 'idle';
+    }
+  }
+
+  /** Test hook: makes the worker crash (end-to-end test of the crash path). */
+  crashWorker(): void {
+    this.client.send({ type: 'crash' } as CommandInput);
+  }
+}

@@ -1,0 +1,498 @@
+/**
+ * The engine side of the worker protocol: owns the loaded model, one Session, its snapshots and
+ * the run loop, and answers Commands with EngineEvents (protocol.ts). Framework-free and
+ * DOM-free so that it runs in the Web Worker (engine.worker.ts) and in Node tests alike.
+ */
+import { ModelError, PolicySpecError, SessionError } from '../../../engine/errors.ts';
+import type { LoadOptions, LoadProgress, LoadedModel, ModelSource } from '../../../engine/model/load.ts';
+import { logSumExp, topK } from '../../../engine/metrics/softmax.ts';
+import { POLICIES } from '../../../engine/policies/index.ts';
+import { formatPolicySpec } from '../../../engine/policies/spec.ts';
+import { Session, type SessionSnapshot } from '../../../engine/session.ts';
+import { exportTraceJson, type DecisionTrace, type StepTrace, type TokenProb } from '../../../engine/trace/schema.ts';
+import { Checkpoints } from './checkpoints.ts';
+import { cachedModelSource, pruneModelCache, MODEL_CACHE_NAME, type CacheLike, type CachedModelSource } from './model-cache.ts';
+import { packCacheMap, packStep } from './pack.ts';
+import {
+  viewTransferables,
+  type CacheStats,
+  type Command,
+  type EngineEvent,
+  type ErrorKind,
+  type LoadCommand,
+  type LoadProgressView,
+  type ModelInfo,
+  type PolicyChoice,
+  type PolicyInfo,
+  type SamplerSettings,
+  type SessionState,
+  type StepView,
+  type StopReason,
+} from './protocol.ts';
+
+export interface HostDeps {
+  loadModel(source: ModelSource, options: LoadOptions): Promise<LoadedModel>;
+  fetch: typeof fetch;
+  /** Cache API (null: no caching) */
+  caches: { open(name: string): Promise<CacheLike> } | null;
+  /** points onnxruntime-web at the app's wasm files; throws when WebAssembly cannot run here */
+  configureRuntime?(command: LoadCommand): void;
+  /** checks the wasm runtime can be fetched before any model byte is downloaded */
+  checkRuntime?(command: LoadCommand): Promise<void>;
+  /** the sequence of steps the trace keeps in full (default 64) */
+  fullSteps?: number;
+}
+
+export type Post = (event: EngineEvent, transfer?: Transferable[]) => void;
+
+/** A failure with the kind the page shows it under. */
+export class HostError extends Error {
+  constructor(
+    readonly kind: ErrorKind,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const TOP_TOKENS = 10;
+
+export function classifyError(error: unknown): { kind: ErrorKind; message: string } {
+  if (error instanceof HostError) return { kind: error.kind, message: error.message };
+  const message = error instanceof Error ? error.message : String(error);
+  if (error instanceof ModelError) {
+    const wasm = /onnxruntime cannot load the graph/.test(message) && /wasm|WebAssembly|backend/i.test(message);
+    return { kind: wasm ? 'wasm' : 'model', message };
+  }
+  if (error instanceof PolicySpecError) return { kind: 'policy', message };
+  // a policy that needs data this model lacks (engine/calibration: CalibrationError)
+  if (error instanceof Error && error.name === 'CalibrationError') return { kind: 'policy', message };
+  if (error instanceof SessionError) return { kind: 'session', message };
+  if (error instanceof RangeError) return { kind: 'session', message };
+  return { kind: 'internal', message };
+}
+
+function policyInfo(): PolicyInfo[] {
+  return POLICIES.map((p) => ({
+    id: p.id,
+    label: p.label,
+    description: p.description,
+    paper: { ...p.paper },
+    params: p.params.map((s) => ({ ...s })),
+    needs: { ...p.needs },
+  }));
+}
+
+/** Yields to the event loop (a macrotask) so that `pause` messages get through during a run. */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => {
+      channel.port1.close();
+      resolve();
+    };
+    channel.port2.postMessage(null);
+  });
+}
+
+interface IndexJson {
+  default?: string;
+  models?: { id: string; path: string }[];
+}
+
+export class EngineHost {
+  private model: LoadedModel | null = null;
+  private info: ModelInfo | null = null;
+  private session: Session | null = null;
+  private checkpoints = new Checkpoints<SessionSnapshot>();
+  private queue: Promise<unknown> = Promise.resolve();
+  private abort: AbortController | null = null;
+  private viewsOn = true;
+
+  constructor(
+    private readonly post: Post,
+    private readonly deps: HostDeps,
+  ) {}
+
+  /** Entry point for every command. `pause`, `views`, `tokenize` and `crash` bypass the queue. */
+  handle(command: Command): void {
+    switch (command.type) {
+      case 'pause':
+        this.abort?.abort();
+        this.post({ type: 'ack', id: command.id });
+        return;
+      case 'views':
+        this.viewsOn = command.attention;
+        this.post({ type: 'ack', id: command.id });
+        return;
+      case 'tokenize':
+        this.guard(command.id, async () => this.tokenize(command.id, command.text));
+        return;
+      case 'crash':
+        setTimeout(() => {
+          throw new Error('engine worker crashed on request (test hook)');
+        });
+        return;
+      default:
+        this.queue = this.queue.then(() => this.guard(command.id, () => this.run(command)));
+    }
+  }
+
+  private async guard(id: number, work: () => Promise<void>): Promise<void> {
+    try {
+      await work();
+    } catch (error) {
+      const { kind, message } = classifyError(error);
+      this.post({ type: 'error', id, kind, message });
+    }
+  }
+
+  private async run(command: Command): Promise<void> {
+    switch (command.type) {
+      case 'load':
+        return this.load(command);
+      case 'start':
+        return this.start(command.id, command.prompt, command.sampler, command.policy);
+      case 'step':
+        return this.decode(command.id, 1, false);
+      case 'run':
+        return this.decode(command.id, command.steps, command.stopAtEos);
+      case 'back':
+        return this.back(command.id, command.steps);
+      case 'set-policy':
+        return this.setPolicy(command.id, command.policy);
+      case 'inspect':
+        return this.inspect(command.id, command.step);
+      case 'export-trace':
+        return this.exportTrace(command.id);
+      default:
+        throw new HostError('internal', `unknown command ${(command as { type: string }).type}`);
+    }
+  }
+
+  // ---- loading --------------------------------------------------------------------------------
+
+  private async readJson(url: string, cache: CacheLike | null): Promise<unknown> {
+    let text: string;
+    try {
+      const response = await this.deps.fetch(url, { cache: 'no-cache' });
+      if (!response.ok) throw new HostError('model', `${url}: HTTP ${response.status}`);
+      text = await response.text();
+      await cache?.put(url, new Response(text)).catch(() => undefined);
+    } catch (error) {
+      const copy = error instanceof HostError ? undefined : await cache?.match(url).catch(() => undefined);
+      if (!copy) {
+        if (error instanceof HostError) throw error;
+        throw new HostError('model', `${url}: cannot fetch (${(error as Error).message})`);
+      }
+      text = await copy.text();
+    }
+    try {
+      return JSON.parse(text);
+    } catch (error) {
+      throw new HostError('model', `${url}: not valid JSON (${(error as Error).message})`);
+    }
+  }
+
+  private async load(command: LoadCommand): Promise<void> {
+    const started = performance.now();
+    await this.model?.release().catch(() => undefined);
+    this.model = null;
+    this.session = null;
+    this.info = null;
+    this.checkpoints.clear();
+
+    const progress = (p: Partial<LoadProgressView> & Pick<LoadProgressView, 'phase'>) =>
+      this.post({
+        type: 'progress',
+        id: command.id,
+        progress: { file: '', loaded: 0, total: 0, overallLoaded: 0, overallTotal: 0, cached: false, ...p },
+      });
+
+    progress({ phase: 'runtime', file: 'ort-wasm-simd-threaded.wasm' });
+    if (typeof WebAssembly !== 'object') {
+      throw new HostError('wasm', 'This browser cannot run WebAssembly, which the in-browser model needs. Use a current Chrome, Edge, Firefox or Safari.');
+    }
+    this.deps.configureRuntime?.(command);
+    await this.deps.checkRuntime?.(command);
+
+    let cache: CacheLike | null = null;
+    if (command.cache !== false && this.deps.caches) {
+      cache = await this.deps.caches.open(MODEL_CACHE_NAME).catch(() => null);
+    }
+    const modelsUrl = command.modelsUrl.endsWith('/') ? command.modelsUrl : `${command.modelsUrl}/`;
+    progress({ phase: 'manifest', file: 'index.json' });
+    const index = (await this.readJson(`${modelsUrl}index.json`, cache)) as IndexJson;
+    const wanted = command.modelId ?? index.default;
+    const entry = index.models?.find((m) => m.id === wanted);
+    if (!entry) throw new HostError('model', `models/index.json: no model ${JSON.stringify(wanted)} (has ${(index.models ?? []).map((m) => m.id).join(', ') || 'none'})`);
+
+    const stats: CacheStats = { hits: 0, misses: 0, removed: 0, available: cache !== null };
+    const tryLoad = async (): Promise<{ model: LoadedModel; source: CachedModelSource }> => {
+      const source = cachedModelSource(`${modelsUrl}${entry.path}/`, cache, this.deps.fetch);
+      let last = 0;
+      let lastKey = '';
+      const done = new Map<string, number>();
+      const onProgress = (p: LoadProgress) => {
+        const now = performance.now();
+        const key = `${p.phase}:${p.file}`;
+        const finished = p.total > 0 && p.loaded >= p.total;
+        if (key === lastKey && !finished && now - last < 50) return;
+        last = now;
+        lastKey = key;
+        if (p.phase === 'download') done.set(p.file, p.loaded);
+        const overallTotal = source.files.reduce((sum, f) => sum + f.bytes, 0);
+        let overallLoaded = 0;
+        for (const value of done.values()) overallLoaded += value;
+        progress({
+          phase: p.phase,
+          file: p.file,
+          loaded: p.loaded,
+          total: p.total,
+          overallLoaded: Math.min(overallLoaded, overallTotal || overallLoaded),
+          overallTotal,
+          cached: source.fromCache(p.file),
+        });
+      };
+      const model = await this.deps.loadModel(source, { onProgress, numThreads: command.threads });
+      return { model, source };
+    };
+
+    let loaded: { model: LoadedModel; source: CachedModelSource };
+    try {
+      loaded = await tryLoad();
+    } catch (error) {
+      // A damaged cached copy fails its sha256/size check: drop every cached file and refetch once.
+      const damaged = error instanceof ModelError && /(sha256|size) mismatch/.test(error.message);
+      if (!damaged || !cache) throw error;
+      await cache.keys().then((keys) => Promise.all(keys.map((k) => cache!.delete(k.url)))).catch(() => undefined);
+      loaded = await tryLoad();
+    }
+    const { model, source } = loaded;
+    stats.hits = source.stats.hits;
+    stats.misses = source.stats.misses;
+
+    if (cache) stats.removed = await this.pruneCache(cache, modelsUrl, index, entry.id, source).catch(() => 0);
+
+    const m = model.manifest;
+    this.model = model;
+    this.info = {
+      id: m.id,
+      name: m.name,
+      layers: m.architecture.n_layers,
+      heads: m.architecture.n_heads,
+      kvHeads: m.architecture.n_kv_heads,
+      headDim: m.architecture.head_dim,
+      context: m.architecture.context_length,
+      vocab: m.architecture.vocab_size,
+      parameters: m.architecture.parameters ?? null,
+      bosId: m.tokenizer.bos_id,
+      eosId: m.tokenizer.eos_id,
+      bytes: m.files.reduce((sum, f) => sum + f.bytes, 0),
+      calibration: Boolean(model.calibration),
+      ...(model.calibrationError ? { calibrationError: model.calibrationError } : {}),
+    };
+    this.post({
+      type: 'ready',
+      id: command.id,
+      model: this.info,
+      policies: policyInfo(),
+      cache: stats,
+      threads: command.threads,
+      loadMs: performance.now() - started,
+    });
+  }
+
+  /** Deletes cached files that no current manifest lists; keeps everything if a manifest is unreachable. */
+  private async pruneCache(cache: CacheLike, modelsUrl: string, index: IndexJson, loadedId: string, source: CachedModelSource): Promise<number> {
+    const keep = new Set(source.files.map((f) => f.sha256));
+    for (const other of index.models ?? []) {
+      if (other.id === loadedId) continue;
+      const manifest = (await this.readJson(`${modelsUrl}${other.path}/manifest.json`, null)) as { files?: { sha256?: string }[] };
+      for (const f of manifest.files ?? []) if (typeof f.sha256 === 'string') keep.add(f.sha256);
+    }
+    return pruneModelCache(cache, keep);
+  }
+
+  private requireModel(): LoadedModel {
+    if (!this.model) throw new HostError('session', 'the model is not loaded yet');
+    return this.model;
+  }
+
+  private requireSession(): Session {
+    if (!this.session) throw new HostError('session', 'no prompt has been run yet: press Reset to start');
+    return this.session;
+  }
+
+  // ---- prompt ---------------------------------------------------------------------------------
+
+  private async tokenize(id: number, text: string): Promise<void> {
+    const model = this.requireModel();
+    const count = model.tokenizer.encode(text).length;
+    this.post({ type: 'tokenized', id, count, context: model.manifest.architecture.context_length });
+  }
+
+  private policySpec(choice: PolicyChoice): string {
+    return formatPolicySpec({ id: choice.id, params: choice.params });
+  }
+
+  private async start(id: number, prompt: string, sampler: SamplerSettings, policy: PolicyChoice): Promise<void> {
+    const model = this.requireModel();
+    const context = model.manifest.architecture.context_length;
+    const ids = model.tokenizer.encode(prompt);
+    if (ids.length > context) {
+      throw new HostError(
+        'prompt',
+        `The prompt is ${ids.length} tokens long but the model's context holds ${context}. Shorten it by at least ${ids.length - context} tokens.`,
+      );
+    }
+    const spec = this.policySpec(policy);
+    const session = new Session(model, {
+      policy: spec,
+      sampler: { temperature: sampler.temperature, topK: sampler.topK, topP: sampler.topP, seed: sampler.seed },
+      trace: { fullSteps: this.deps.fullSteps ?? 64, topTokens: TOP_TOKENS, attentionTop: 8, attention: true },
+    });
+    const t0 = performance.now();
+    const result = await session.prefill(ids);
+    this.session = session;
+    this.checkpoints.clear();
+    this.checkpoints.add(0, session.snapshot(), true);
+    const state = this.state(session, result.trace.decision);
+    this.post(
+      { type: 'started', id, prompt: { ids: [...ids], pieces: result.trace.pieces }, state, prefillMs: performance.now() - t0 },
+      viewTransferables(state),
+    );
+  }
+
+  // ---- decoding -------------------------------------------------------------------------------
+
+  private next(session: Session): TokenProb[] {
+    const logits = session.nextTokenLogits;
+    if (!logits) return [];
+    const lse = logSumExp(logits);
+    return topK(logits, TOP_TOKENS).map(({ index, value }) => ({ id: index, piece: session.piece(index), prob: Math.exp(value - lse) }));
+  }
+
+  private state(session: Session, decision: DecisionTrace | null): SessionState {
+    return {
+      stepCount: session.stepCount,
+      tokenCount: session.tokens.length,
+      position: session.position,
+      policy: session.policySpec,
+      memory: session.memory(),
+      next: this.next(session),
+      cacheMap: packCacheMap(session.cache, decision),
+    };
+  }
+
+  private lastDecision(session: Session): DecisionTrace | null {
+    const events = session.trace.all();
+    return events.length > 0 ? events[events.length - 1].decision : null;
+  }
+
+  private view(session: Session, trace: StepTrace, withViews: boolean): StepView {
+    return packStep(trace, { heads: session.dims.nHeads, next: this.next(session), attention: withViews, cache: session.cache });
+  }
+
+  private remember(session: Session): void {
+    if (this.checkpoints.wants(session.stepCount)) this.checkpoints.add(session.stepCount, session.snapshot());
+  }
+
+  private async decode(id: number, steps: number, stopAtEos: boolean): Promise<void> {
+    const session = this.requireSession();
+    const context = session.dims.contextLength;
+    this.abort = new AbortController();
+    let reason: StopReason;
+    let message: string | undefined;
+    let count = 0;
+    try {
+      if (session.position >= context) {
+        reason = 'context-full';
+        message = `the context is full (${context} positions): step back, reset, or pick a policy that evicts`;
+      } else {
+        const result = await session.run(steps, {
+          signal: this.abort.signal,
+          stopAtEos,
+          onStep: async (trace) => {
+            count++;
+            this.remember(session);
+            const view = this.view(session, trace, this.viewsOn);
+            this.post({ type: 'step', id, view }, viewTransferables(view));
+            if (steps > 1) await yieldToEventLoop();
+          },
+        });
+        reason = result.stopReason === 'aborted' ? 'paused' : result.stopReason;
+        message = result.stopReason === 'aborted' ? undefined : result.message;
+        if (reason === 'context-full') message = `the context is full (${context} positions): step back, reset, or pick a policy that evicts`;
+      }
+    } finally {
+      this.abort = null;
+    }
+    const state = this.state(session, this.lastDecision(session));
+    this.post({ type: 'done', id, reason, message, steps: count, state }, viewTransferables(state));
+  }
+
+  /** Restores the nearest snapshot at or before `target` steps and replays up to it. */
+  private async rewindTo(session: Session, target: number): Promise<void> {
+    const checkpoint = this.checkpoints.before(target);
+    if (!checkpoint) throw new HostError('internal', `no snapshot at or before step ${target}`);
+    session.restore(checkpoint.snapshot);
+    this.checkpoints.dropAfter(target);
+    while (session.stepCount < target) {
+      await session.step();
+      this.remember(session);
+    }
+  }
+
+  private async back(id: number, steps: number): Promise<void> {
+    const session = this.requireSession();
+    const target = Math.max(0, session.stepCount - Math.max(0, Math.floor(steps)));
+    if (target !== session.stepCount) await this.rewindTo(session, target);
+    const state = this.state(session, this.lastDecision(session));
+    this.post({ type: 'rewound', id, state }, viewTransferables(state));
+  }
+
+  private async setPolicy(id: number, choice: PolicyChoice): Promise<void> {
+    const session = this.requireSession();
+    const spec = this.policySpec(choice);
+    const event = session.setPolicy(spec);
+    // a switch is a point a replay must not cross: pin a snapshot right after it
+    this.checkpoints.add(session.stepCount, session.snapshot(), true);
+    const state = this.state(session, event.decision);
+    this.post({ type: 'policy', id, from: event.from, to: event.to, note: event.decision.note, state }, viewTransferables(state));
+  }
+
+  /** Full view of any earlier step: from the trace for the latest step, else an exact replay from a snapshot. */
+  private async inspect(id: number, step: number): Promise<void> {
+    const session = this.requireSession();
+    if (!Number.isInteger(step) || step < 0 || step >= session.stepCount) {
+      throw new HostError('session', `step ${step} does not exist (${session.stepCount} steps so far)`);
+    }
+    const recorded = session.trace.steps().find((s) => s.step === step);
+    if (step === session.stepCount - 1 && recorded?.attention) {
+      const view = this.view(session, recorded, true);
+      this.post({ type: 'inspected', id, view }, viewTransferables(view));
+      return;
+    }
+    const checkpoint = this.checkpoints.before(step);
+    if (!checkpoint) throw new HostError('internal', `no snapshot at or before step ${step}`);
+    const replay = session.fork();
+    replay.restore(checkpoint.snapshot);
+    let trace: StepTrace | null = null;
+    while (replay.stepCount <= step) trace = await replay.step();
+    if (!trace) throw new HostError('internal', `replay produced no step ${step}`);
+    if (recorded && recorded.token.id !== trace.token.id) {
+      throw new HostError('internal', `replay of step ${step} diverged (token ${trace.token.id}, recorded ${recorded.token.id})`);
+    }
+    const view = this.view(replay, trace, true);
+    this.post({ type: 'inspected', id, view }, viewTransferables(view));
+  }
+
+  private async exportTrace(id: number): Promise<void> {
+    const session = this.requireSession();
+    const json = exportTraceJson(session.trace);
+    const safe = (s: string) => s.replace(/[^A-Za-z0-9_.-]+/g, '_');
+    const fileName = `kvscope-trace-${safe(session.model.manifest.id)}-${safe(session.policySpec)}-${session.stepCount}steps.json`;
+    this.post({ type: 'trace', id, json, fileName });
+  }
+}

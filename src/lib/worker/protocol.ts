@@ -1,0 +1,239 @@
+/**
+ * The typed message protocol between the page and the engine Web Worker (DESIGN.md §6).
+ *
+ * Commands go in, each with a numeric `id`. Every command is answered by exactly one *reply*
+ * event carrying the same id (`ready`, `tokenized`, `started`, `done`, `rewound`, `policy`,
+ * `inspected`, `trace`, `ack` or `error`). Long commands also stream *progress* (`load`) or
+ * *step* (`step`, `run`) events with that id before their reply.
+ *
+ * Only plain data crosses the boundary; big matrices travel as transferable typed arrays
+ * (StepView.attention.weights, StepView.cacheMap.codes) so a 1024-token step costs no copy.
+ * This module holds types and tiny helpers only: it is imported by both sides.
+ */
+import type { Citation, ParamSpec, ParamValue, PolicyNeeds } from '../../../engine/policies/types.ts';
+import type { MemoryReport } from '../../../engine/cache/store.ts';
+import type { TokenProb } from '../../../engine/trace/schema.ts';
+
+export const PROTOCOL_VERSION = 1;
+
+export interface SamplerSettings {
+  /** 0 = greedy */
+  temperature: number;
+  /** 0 = off */
+  topK: number;
+  /** 1 = off */
+  topP: number;
+  seed: number;
+}
+
+export interface PolicyChoice {
+  id: string;
+  params: Record<string, ParamValue>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands (page → worker)
+
+export interface LoadCommand {
+  type: 'load';
+  id: number;
+  /** absolute URL of the models directory (holds index.json) */
+  modelsUrl: string;
+  /** model id from index.json; default: its "default" */
+  modelId?: string;
+  /** absolute URL of ort-wasm-simd-threaded.wasm as the app serves it */
+  wasmUrl: string;
+  /** absolute URL of ort-wasm-simd-threaded.mjs (only used with threads > 1) */
+  mjsUrl?: string;
+  /** onnxruntime-web wasm threads (1 unless the page is crossOriginIsolated) */
+  threads: number;
+  /** keep model files in the Cache API, keyed by sha256 (default true) */
+  cache?: boolean;
+}
+
+export type Command =
+  | LoadCommand
+  | { type: 'tokenize'; id: number; text: string }
+  | { type: 'start'; id: number; prompt: string; sampler: SamplerSettings; policy: PolicyChoice }
+  | { type: 'step'; id: number }
+  | { type: 'run'; id: number; steps: number; stopAtEos: boolean }
+  | { type: 'pause'; id: number }
+  | { type: 'back'; id: number; steps: number }
+  | { type: 'set-policy'; id: number; policy: PolicyChoice }
+  | { type: 'views'; id: number; attention: boolean }
+  | { type: 'inspect'; id: number; step: number }
+  | { type: 'export-trace'; id: number }
+  /** test hook: the worker throws outside any handler, like a real crash */
+  | { type: 'crash'; id: number };
+
+export type CommandType = Command['type'];
+
+// ---------------------------------------------------------------------------------------------
+// Views (what the page draws; built by the worker from the engine's StepTrace)
+
+/** Cache-map cell states, one byte per (layer, KV head, token). */
+export const CELL = {
+  /** the head does not hold this token (evicted earlier, or never) */
+  EMPTY: 0,
+  /** held as a plain fp32 entry */
+  HELD: 1,
+  /** held, re-encoded (quantized, pruned, low-rank…) */
+  ENCODED: 2,
+  /** held inside a merged entry that stands for several tokens */
+  MERGED: 3,
+  /** evicted by this step's decision */
+  EVICTED: 4,
+} as const;
+export type CellState = (typeof CELL)[keyof typeof CELL];
+
+/** Attention of one step's query over the cache, laid out by token index. */
+export interface AttentionGrid {
+  layers: number;
+  heads: number;
+  /** columns: token indices 0 … tokens − 1 (the new token is the last) */
+  tokens: number;
+  /**
+   * [layer][queryHead][token] flattened; the weight of the entry that holds the token (merged
+   * entries: at their first token), NaN where the head's KV head held nothing for that token.
+   */
+  weights: Float32Array;
+}
+
+/** What every KV head holds after a step's decision, by token index. */
+export interface CacheMapView {
+  layers: number;
+  kvHeads: number;
+  tokens: number;
+  /** [layer][kvHead][token] flattened CELL codes */
+  codes: Uint8Array;
+}
+
+export interface StepView {
+  /** decode step (0-based) */
+  step: number;
+  tokenIndex: number;
+  position: number;
+  token: TokenProb;
+  /** probability under the sampling distribution (temperature, top-k, top-p) */
+  sampleProb: number;
+  /** distribution the token was drawn from (top candidates under the model) */
+  topK: TokenProb[];
+  /** the model's distribution for the token after this one */
+  next: TokenProb[];
+  policy: string;
+  note?: string;
+  evicted: number;
+  merged: number;
+  reencoded: number;
+  memory: MemoryReport;
+  timings: { forwardMs: number; policyMs: number; totalMs: number };
+  /** null when views are off (benchmarks) or when sent as a compact record */
+  attention: AttentionGrid | null;
+  cacheMap: CacheMapView | null;
+}
+
+export interface PromptView {
+  ids: number[];
+  pieces: string[];
+}
+
+export interface ModelInfo {
+  id: string;
+  name: string;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  context: number;
+  vocab: number;
+  parameters: number | null;
+  bosId: number;
+  eosId: number;
+  /** bytes of all model files */
+  bytes: number;
+  /** a calibration.json was loaded (policies with needs.calibration can run) */
+  calibration: boolean;
+  /** why a calibration.json next to the model was not used, if one was found */
+  calibrationError?: string;
+}
+
+export interface PolicyInfo {
+  id: string;
+  label: string;
+  description: string;
+  paper: Citation;
+  params: ParamSpec[];
+  needs: PolicyNeeds;
+}
+
+export interface LoadProgressView {
+  phase: 'runtime' | 'manifest' | 'download' | 'verify' | 'session';
+  file: string;
+  /** bytes of this file so far (download / verify) */
+  loaded: number;
+  total: number;
+  /** bytes of all model files done so far and in all (download + verify together) */
+  overallLoaded: number;
+  overallTotal: number;
+  /** this file came from the local cache */
+  cached: boolean;
+}
+
+export interface CacheStats {
+  /** files served from the Cache API */
+  hits: number;
+  /** files fetched over the network */
+  misses: number;
+  /** stale entries deleted */
+  removed: number;
+  /** false when the Cache API is unavailable (e.g. not a secure context) */
+  available: boolean;
+}
+
+/** What the session looks like right now (after start, rewind, policy switch). */
+export interface SessionState {
+  stepCount: number;
+  tokenCount: number;
+  position: number;
+  policy: string;
+  memory: MemoryReport;
+  /** the model's distribution for the next token */
+  next: TokenProb[];
+  cacheMap: CacheMapView;
+}
+
+export type ErrorKind = 'model' | 'wasm' | 'prompt' | 'policy' | 'session' | 'busy' | 'internal' | 'crash';
+
+export type StopReason = 'length' | 'eos' | 'context-full' | 'aborted' | 'paused';
+
+// ---------------------------------------------------------------------------------------------
+// Events (worker → page)
+
+export type EngineEvent =
+  | { type: 'progress'; id: number; progress: LoadProgressView }
+  | { type: 'ready'; id: number; model: ModelInfo; policies: PolicyInfo[]; cache: CacheStats; threads: number; loadMs: number }
+  | { type: 'tokenized'; id: number; count: number; context: number }
+  | { type: 'started'; id: number; prompt: PromptView; state: SessionState; prefillMs: number }
+  | { type: 'step'; id: number; view: StepView }
+  | { type: 'done'; id: number; reason: StopReason; message?: string; steps: number; state: SessionState }
+  | { type: 'rewound'; id: number; state: SessionState }
+  | { type: 'policy'; id: number; from: string; to: string; note?: string; state: SessionState }
+  | { type: 'inspected'; id: number; view: StepView }
+  | { type: 'trace'; id: number; json: string; fileName: string }
+  | { type: 'ack'; id: number }
+  | { type: 'error'; id: number | null; kind: ErrorKind; message: string };
+
+export type ReplyEvent = Exclude<EngineEvent, { type: 'progress' } | { type: 'step' }>;
+
+export function isReply(event: EngineEvent): event is ReplyEvent {
+  return event.type !== 'progress' && event.type !== 'step';
+}
+
+/** Typed arrays of a view that can be transferred (not copied) with postMessage. */
+export function viewTransferables(view: StepView | SessionState | null | undefined): ArrayBuffer[] {
+  const out: ArrayBuffer[] = [];
+  if (!view) return out;
+  if ('attention' in view && view.attention) out.push(view.attention.weights.buffer as ArrayBuffer);
+  if (view.cacheMap) out.push(view.cacheMap.codes.buffer as ArrayBuffer);
+  return out;
+}

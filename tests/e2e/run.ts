@@ -1,0 +1,260 @@
+/**
+ * End-to-end tests of the explorer in headless Chromium (npm run test:e2e builds first).
+ * Artifacts (screenshots) go to test-results/.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  assert,
+  assertEqual,
+  canvasStats,
+  RESULTS_DIR,
+  runTests,
+  tokenCount,
+  waitIdle,
+  waitReady,
+  waitTokens,
+  type TestCase,
+} from './harness.ts';
+
+const MODEL = '/models/kvscope-llama-8l';
+
+const tests: TestCase[] = [
+  {
+    name: 'explorer: load, step 10, step back 3, views, run/pause, policy, exports',
+    timeoutMs: 180_000,
+    async fn({ page, server }) {
+      await page.goto(`${server.url}/`);
+      // useful while loading: the prompt is there before the model
+      const prompt = await page.inputValue('[data-testid="prompt"]');
+      assert(prompt.length > 20, 'the prompt editor shows the default prompt while loading');
+      await waitReady(page);
+      assertEqual(await page.textContent('[data-testid="model-status"]'), 'ready', 'model-status');
+      const streamText = (await page.textContent('[data-testid="token-stream"]')) ?? '';
+      assert(streamText.includes('beginning'), `token stream shows the prompt (got ${streamText.slice(0, 80)})`);
+      assert(!streamText.includes('\uFFFD'), 'no replacement characters in the token stream');
+
+      // step 10 tokens
+      for (let i = 1; i <= 10; i++) {
+        await page.click('[data-testid="step"]');
+        await waitTokens(page, i);
+        await waitIdle(page);
+      }
+      const ten = await page.$$eval('[data-testid="token"]', (els) => els.map((e) => e.querySelector('.piece')?.textContent ?? ''));
+      assertEqual(ten.length, 10, 'tokens after 10 steps');
+      const probs = await page.$$eval('[data-testid="token"] .p', (els) => els.map((e) => Number(e.textContent)));
+      assert(probs.every((p) => p >= 0 && p <= 1), `every token shows its probability (${probs.join(', ')})`);
+
+      // views: attention canvases have ink
+      await page.waitForTimeout(300);
+      const heat = await canvasStats(page, 'attention-heatmap');
+      assert(heat.inked > 2000 && heat.colours > 8, `attention heatmap is drawn (${JSON.stringify(heat)})`);
+      const grid = await canvasStats(page, 'head-grid');
+      assert(grid.inked > 2000 && grid.colours > 8, `head grid is drawn (${JSON.stringify(grid)})`);
+      const gauge = (await page.textContent('[data-testid="memory-gauge"]')) ?? '';
+      assert(/held of/.test(gauge) && /bits per stored element/.test(gauge), `memory gauge shows bytes and bits (${gauge.slice(0, 120)})`);
+
+      // step back 3
+      for (let i = 0; i < 3; i++) {
+        await page.click('[data-testid="step-back"]');
+        await waitTokens(page, 9 - i);
+        await waitIdle(page);
+      }
+      const seven = await page.$$eval('[data-testid="token"]', (els) => els.map((e) => e.querySelector('.piece')?.textContent ?? ''));
+      assertEqual(seven, ten.slice(0, 7), 'token stream after stepping back 3');
+
+      // stepping forward again replays the same tokens (seeded sampling)
+      await page.click('[data-testid="step"]');
+      await waitTokens(page, 8);
+      await waitIdle(page);
+      const eight = await page.$$eval('[data-testid="token"]', (els) => els.map((e) => e.querySelector('.piece')?.textContent ?? ''));
+      assertEqual(eight, ten.slice(0, 8), 'deterministic replay after stepping back');
+
+      // keyboard: ← back, → step, ? help
+      await page.locator('body').click({ position: { x: 5, y: 5 } });
+      await page.keyboard.press('ArrowLeft');
+      await waitTokens(page, 7);
+      await waitIdle(page);
+      await page.keyboard.press('ArrowRight');
+      await waitTokens(page, 8);
+      await waitIdle(page);
+      await page.keyboard.press('?');
+      await page.waitForSelector('[data-testid="help-overlay"]');
+      const help = (await page.textContent('[data-testid="help-overlay"]')) ?? '';
+      assert(help.includes('Step back') && help.includes('Space'), 'help overlay lists the shortcuts');
+      await page.keyboard.press('Escape');
+      await page.waitForSelector('[data-testid="help-overlay"]', { state: 'detached' });
+
+      // run / pause
+      await page.fill('[data-testid="run-steps"]', '400');
+      await page.uncheck('[data-testid="stop-at-eos"]');
+      await page.click('[data-testid="run"]');
+      await page.waitForFunction(() => document.querySelectorAll('[data-testid="token"]').length >= 20, null, { timeout: 30_000 });
+      const runText = await page.textContent('[data-testid="run"]');
+      assert(/Pause/.test(runText ?? ''), `run button turns into Pause while running (${runText})`);
+      await page.click('[data-testid="run"]');
+      await waitIdle(page);
+      const paused = await tokenCount(page);
+      assert(paused >= 20 && paused < 408, `run paused after ${paused} tokens`);
+      await page.waitForTimeout(600);
+      assertEqual(await tokenCount(page), paused, 'no tokens arrive after pausing');
+      // space toggles run / pause too
+      await page.locator('body').click({ position: { x: 5, y: 5 } });
+      await page.keyboard.press(' ');
+      await page.waitForFunction((n) => document.querySelectorAll('[data-testid="token"]').length > n + 3, paused, { timeout: 30_000 });
+      await page.keyboard.press(' ');
+      await waitIdle(page);
+
+      // clicking a token shows that step
+      await page.locator('[data-testid="token"]').nth(2).click();
+      await page.waitForFunction(() => /showing step 2\b/.test(document.querySelector('[data-testid="position"]')?.textContent ?? ''));
+      await page.waitForTimeout(300);
+      const old = await canvasStats(page, 'attention-heatmap');
+      assert(old.inked > 1000, 'the selected step has attention views');
+
+      // policy picker: a sliding window, applied live
+      await page.selectOption('[data-testid="policy-select"]', 'window');
+      await page.fill('[data-testid="policy-param-size"]', '16');
+      await page.click('[data-testid="policy-apply"]');
+      await page.waitForSelector('[data-testid="notice"]');
+      const notice = (await page.textContent('[data-testid="notice"]')) ?? '';
+      assert(notice.includes('window:size=16'), `policy switch notice (${notice})`);
+      const before = await tokenCount(page);
+      await page.click('[data-testid="step"]');
+      await waitTokens(page, before + 1);
+      await waitIdle(page);
+      const gauge2 = (await page.textContent('[data-testid="memory-gauge"]')) ?? '';
+      const pct = Number(/·\s*([\d.]+)%/.exec(gauge2)?.[1] ?? '100');
+      assert(pct < 100, `a window holds less than the full cache (${pct}%)`);
+
+      // exports: trace JSON, chart PNG and SVG
+      const [traceDownload] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="export-trace"]')]);
+      const tracePath = join(RESULTS_DIR, traceDownload.suggestedFilename());
+      await traceDownload.saveAs(tracePath);
+      const trace = JSON.parse(readFileSync(tracePath, 'utf8'));
+      assertEqual(trace.version, 1, 'trace version');
+      const steps = trace.events.filter((e: { kind: string }) => e.kind === 'step').length;
+      assertEqual(steps, await tokenCount(page), 'trace steps = generated tokens');
+      assert(trace.events.some((e: { kind: string }) => e.kind === 'policy'), 'the trace records the policy switch');
+
+      const [png] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="export-png-head-grid"]')]);
+      const pngPath = join(RESULTS_DIR, png.suggestedFilename());
+      await png.saveAs(pngPath);
+      const pngBytes = readFileSync(pngPath);
+      assert(pngBytes.subarray(1, 4).toString() === 'PNG' && pngBytes.length > 5000, `head grid PNG (${pngBytes.length} bytes)`);
+      const [svg] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="export-svg-cache-map"]')]);
+      const svgPath = join(RESULTS_DIR, svg.suggestedFilename());
+      await svg.saveAs(svgPath);
+      const svgText = readFileSync(svgPath, 'utf8');
+      assert(svgText.startsWith('<svg') && svgText.includes('<image') && svgText.includes('token index'), 'cache map SVG embeds the canvas and the axes');
+
+      await page.locator('[data-testid="token"]').last().click();
+      await page.waitForTimeout(400);
+      await page.screenshot({ path: join(RESULTS_DIR, 'explorer.png'), fullPage: true });
+    },
+  },
+  {
+    name: 'a prompt longer than the context gives a clear message; editing it recovers',
+    async fn({ page, server }) {
+      await page.goto(`${server.url}/`);
+      await waitReady(page);
+      const original = await page.inputValue('[data-testid="prompt"]');
+      await page.fill('[data-testid="prompt"]', 'the quick brown fox jumps over the lazy dog. '.repeat(160));
+      await page.waitForFunction(() => /longer than the context/.test(document.querySelector('[data-testid="prompt-tokens"]')?.textContent ?? ''));
+      await page.click('[data-testid="reset"]');
+      await page.waitForSelector('[data-testid="error"]');
+      const message = (await page.textContent('[data-testid="error"]')) ?? '';
+      assert(/context holds 1024/.test(message), `error explains the context limit (${message})`);
+      await page.click('[data-testid="dismiss"]');
+      await page.fill('[data-testid="prompt"]', original);
+      await page.click('[data-testid="reset"]');
+      await waitIdle(page);
+      await page.click('[data-testid="step"]');
+      await waitTokens(page, 1);
+    },
+  },
+  {
+    name: 'a missing model file is reported by name; Retry loads once it is back',
+    async fn({ page, server, allowErrors }) {
+      allowErrors(/404|Failed to load resource/);
+      server.faults.set(`${MODEL}/model.onnx.part1`, 404);
+      await page.goto(`${server.url}/`);
+      await page.waitForSelector('[data-testid="error"]', { timeout: 60_000 });
+      const message = (await page.textContent('[data-testid="error"]')) ?? '';
+      assert(/model\.onnx\.part1: file is missing/.test(message), `names the missing file (${message})`);
+      assertEqual(await page.textContent('[data-testid="model-status"]'), 'error', 'model-status');
+      server.faults.clear();
+      await page.click('[data-testid="retry"]');
+      await waitReady(page);
+    },
+  },
+  {
+    name: 'a corrupt model file fails its sha256 check; Retry recovers',
+    async fn({ page, server }) {
+      server.faults.set(`${MODEL}/model.onnx.part0`, 'corrupt');
+      await page.goto(`${server.url}/`);
+      await page.waitForSelector('[data-testid="error"]', { timeout: 60_000 });
+      const message = (await page.textContent('[data-testid="error"]')) ?? '';
+      assert(/model\.onnx\.part0: sha256 mismatch/.test(message), `reports the sha256 mismatch (${message})`);
+      server.faults.clear();
+      await page.click('[data-testid="retry"]');
+      await waitReady(page);
+    },
+  },
+  {
+    name: 'an unavailable WebAssembly runtime is reported; Retry recovers',
+    async fn({ page, server, allowErrors }) {
+      allowErrors(/404|Failed to load resource/);
+      server.faults.set('/ort/ort-wasm-simd-threaded.wasm', 404);
+      await page.goto(`${server.url}/`);
+      await page.waitForSelector('[data-testid="error"]', { timeout: 60_000 });
+      const message = (await page.textContent('[data-testid="error"]')) ?? '';
+      assert(/WebAssembly runtime is unavailable/.test(message), `explains the wasm problem (${message})`);
+      server.faults.clear();
+      await page.click('[data-testid="retry"]');
+      await waitReady(page);
+    },
+  },
+  {
+    name: 'a worker crash is reported; Restart engine brings the explorer back',
+    async fn({ page, server, allowErrors }) {
+      allowErrors(/crashed on request/);
+      await page.goto(`${server.url}/`);
+      await waitReady(page);
+      await page.click('[data-testid="step"]');
+      await waitTokens(page, 1);
+      await page.evaluate(() => (globalThis as unknown as { __kvscope: { crashWorker(): void } }).__kvscope.crashWorker());
+      await page.waitForSelector('[data-testid="restart"]');
+      assertEqual(await page.textContent('[data-testid="model-status"]'), 'crashed', 'model-status');
+      const message = (await page.textContent('[data-testid="error"]')) ?? '';
+      assert(/stopped unexpectedly/.test(message), `crash message (${message})`);
+      await page.click('[data-testid="restart"]');
+      await waitReady(page);
+      await page.click('[data-testid="step"]');
+      await waitTokens(page, 1);
+    },
+  },
+  {
+    name: 'works offline once loaded (service worker + model files cached by sha256)',
+    persistent: true,
+    async fn({ page, context, server, allowErrors }) {
+      allowErrors(/ERR_INTERNET_DISCONNECTED|Failed to load resource|Failed to fetch/);
+      await page.goto(`${server.url}/`);
+      await waitReady(page);
+      await page.evaluate(async () => {
+        await navigator.serviceWorker.ready;
+      });
+      await context.setOffline(true);
+      await page.reload();
+      await waitReady(page, 60_000);
+      const footer = (await page.textContent('footer')) ?? '';
+      assert(/from the local cache/.test(footer), `model came from the cache (${footer})`);
+      await page.click('[data-testid="step"]');
+      await waitTokens(page, 1);
+      await context.setOffline(false);
+    },
+  },
+];
+
+const failed = await runTests(tests);
+process.exit(failed > 0 ? 1 : 0);

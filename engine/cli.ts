@@ -45,6 +45,8 @@ const MAIN_HELP = `kvscope — step through LLM decoding and watch the KV cache
 Usage:
   kvscope generate --prompt TEXT [options]   generate a continuation through the engine
   kvscope inspect [options]                  model summary and measured phenomena
+  kvscope calibrate [MODEL_DIR] [options]    compute calibration.json (head / layer statistics
+                                             that razor, compresskv and d2o need)
   kvscope <command> --help                   options of a command
   kvscope --version
 
@@ -94,6 +96,21 @@ Options:
   -h, --help           this help
 `;
 
+const CALIBRATE_HELP = `Usage: kvscope calibrate [MODEL_DIR] [options]
+
+Computes the offline statistics that calibrated policies read (RazorAttention echo / induction
+scores, Wu et al. and semantic retrieval-head scores, per-layer output error) and writes them to
+calibration.json next to the model's manifest (engine/calibration/).
+
+Options:
+  MODEL_DIR, --model DIR   model directory or id (default: the index's default model)
+  --heldout FILE           held-out documents (default static/data/heldout.json)
+  --seed S                 seed (default 1)
+  --trials N               passkey prompts for the retrieval scores (default 10)
+  --out FILE               write here instead of <model>/calibration.json
+  -h, --help               this help
+`;
+
 // ---------------------------------------------------------------------------------------------
 // argument helpers
 
@@ -120,23 +137,29 @@ function joinNegativeValues(args: readonly string[], options: OptionSpecs): stri
 
 function parse<const T extends OptionSpecs>(command: string, args: string[], options: T) {
   try {
-    return parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: false }>({
+    return parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: true }>({
       args: joinNegativeValues(args, options),
       options,
       strict: true,
-      allowPositionals: false,
+      allowPositionals: true,
     });
   } catch (error) {
     const e = error as Error & { code?: string };
     const quoted = /'([^']+)'/.exec(e.message)?.[1];
     let message = e.message;
     if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') message = `unknown option ${quoted ?? ''}`.trim();
-    else if (e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') message = `unexpected argument ${JSON.stringify(quoted ?? '')} (values follow their option, e.g. --prompt "text")`;
     else if (e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
       const option = /--[\w-]+/.exec(e.message)?.[0] ?? 'an option';
       message = /does not take an argument/.test(e.message) ? `${option} does not take a value` : `${option} needs a value`;
     }
     throw new UsageError(`${message} (see kvscope ${command} --help)`);
+  }
+}
+
+/** Fails on positional arguments beyond `allowed` (values must follow their option). */
+function noExtraPositionals(command: string, positionals: string[], allowed: number, example: string): void {
+  if (positionals.length > allowed) {
+    throw new UsageError(`unexpected argument ${JSON.stringify(positionals[allowed])} (values follow their option, e.g. ${example}) (see kvscope ${command} --help)`);
   }
 }
 
@@ -271,7 +294,7 @@ interface GenerateJson {
 }
 
 async function generate(args: string[], io: CliIO): Promise<number> {
-  const { values } = parse('generate', args, {
+  const { values, positionals } = parse('generate', args, {
     prompt: { type: 'string' },
     'prompt-file': { type: 'string' },
     steps: { type: 'string' },
@@ -289,6 +312,7 @@ async function generate(args: string[], io: CliIO): Promise<number> {
     io.stdout(GENERATE_HELP);
     return 0;
   }
+  noExtraPositionals('generate', positionals, 0, '--prompt "text"');
   // Everything that can be checked without the model is checked first.
   if (values.prompt !== undefined && values['prompt-file'] !== undefined) throw new UsageError('give either --prompt or --prompt-file, not both');
   if (values.prompt === undefined && values['prompt-file'] === undefined) throw new UsageError('missing --prompt TEXT (or --prompt-file FILE)');
@@ -563,7 +587,7 @@ function formatPhenomena(report: PhenomenaReport, nHeads: number, draftId: strin
   lines.push(
     `(seed ${settings.seed}${settings.quick ? ', quick' : ''}; ${report.seconds.sinks.toFixed(1)} s sinks, ${report.seconds.needle.toFixed(1)} s passkey, ${report.seconds.acceptance.toFixed(1)} s acceptance)`,
   );
-  return lines.join('\n');
+  return lines.map((line) => line.trimEnd()).join('\n');
 }
 
 async function readHeldout(path: string): Promise<string[]> {
@@ -582,7 +606,7 @@ async function readHeldout(path: string): Promise<string[]> {
 }
 
 async function inspect(args: string[], io: CliIO): Promise<number> {
-  const { values } = parse('inspect', args, {
+  const { values, positionals } = parse('inspect', args, {
     model: { type: 'string' },
     draft: { type: 'string' },
     trials: { type: 'string' },
@@ -596,6 +620,7 @@ async function inspect(args: string[], io: CliIO): Promise<number> {
     io.stdout(INSPECT_HELP);
     return 0;
   }
+  noExtraPositionals('inspect', positionals, 0, '--trials 20');
   const quick = values.quick ?? false;
   const trials = integerOption('trials', values.trials, quick ? 10 : 50, 1);
   const seed = integerOption('seed', values.seed, 0, 0, 0xffffffff, 'an integer in 0..4294967295');
@@ -630,6 +655,48 @@ async function inspect(args: string[], io: CliIO): Promise<number> {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// calibrate (a thin wrapper over engine/calibration/node.ts)
+
+async function calibrate(args: string[], io: CliIO): Promise<number> {
+  const { values, positionals } = parse('calibrate', args, {
+    model: { type: 'string' },
+    heldout: { type: 'string' },
+    seed: { type: 'string' },
+    trials: { type: 'string' },
+    out: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (values.help) {
+    io.stdout(CALIBRATE_HELP);
+    return 0;
+  }
+  noExtraPositionals('calibrate', positionals, 1, '--seed 3');
+  if (positionals.length === 1 && values.model !== undefined) throw new UsageError('give the model either as an argument or with --model, not both');
+  const seed = integerOption('seed', values.seed, 1, 0, 0xffffffff, 'an integer in 0..4294967295');
+  const trials = values.trials === undefined ? undefined : integerOption('trials', values.trials, 10, 1);
+  if (values.out !== undefined && values.out.trim() === '') throw new UsageError('--out needs a file name');
+  const modelDir = resolveModelDir(positionals[0] ?? values.model);
+  if (!existsSync(join(modelDir, 'manifest.json'))) throw new ModelError(`model directory not found: ${modelDir}`);
+  const progress = makeProgress(io);
+  try {
+    const { calibrateDirectory } = await import('./calibration/node.ts');
+    const { formatCalibration } = await import('./calibration/report.ts');
+    const { calibration, path } = await calibrateDirectory(modelDir, {
+      heldout: values.heldout !== undefined ? resolve(values.heldout) : undefined,
+      out: values.out,
+      seed,
+      retrieval: trials !== undefined ? { trials } : undefined,
+      onProgress: ({ section, done, total }) => progress(`calibrating: ${section} ${done}/${total}`),
+    });
+    progress(null);
+    io.stdout(`${formatCalibration(calibration)}\nwrote ${path ? displayPath(path) : '(nothing)'}\n`);
+    return 0;
+  } finally {
+    progress(null);
+  }
+}
+
 /** Progress lines on stderr: overwritten in place on a terminal, one per line otherwise; null ends. */
 function makeProgress(io: CliIO): (message: string | null) => void {
   let open = false;
@@ -660,7 +727,7 @@ function version(): string {
   }
 }
 
-const COMMANDS: Record<string, (args: string[], io: CliIO) => Promise<number>> = { generate, inspect };
+const COMMANDS: Record<string, (args: string[], io: CliIO) => Promise<number>> = { generate, inspect, calibrate };
 
 function oneLine(text: string): string {
   return text.replace(/\s*\n\s*/g, ' ').trim();

@@ -199,6 +199,10 @@ describe('kvscope errors (in process)', () => {
     await rm(join(partial, 'tokenizer.json'));
     await fails(['generate', '--prompt', 'hi', '--model', partial], 1, `kvscope generate: tokenizer.json: file is missing (${join(partial, 'tokenizer.json')})`);
   });
+  it('calibrate: at most one model argument', async () => {
+    await fails(['calibrate', 'a', 'b'], 2, 'kvscope calibrate: unexpected argument "b" (values follow their option, e.g. --seed 3) (see kvscope calibrate --help)');
+    await fails(['calibrate', 'a', '--model', 'b'], 2, 'kvscope calibrate: give the model either as an argument or with --model, not both');
+  });
   it('inspect: bad --trials and --seed', async () => {
     await fails(['inspect', '--trials', '0'], 2, 'kvscope inspect: --trials must be a positive integer, got "0"');
     await fails(['inspect', '--seed', '-1'], 2, 'kvscope inspect: --seed must be an integer in 0..4294967295, got "-1"');
@@ -216,6 +220,21 @@ describe.concurrent('kvscope help', () => {
     expect(inspect.stdout).toContain('--trials N');
     expect(none.code).toBe(2);
     expect(none.stderr).toContain('Usage:');
+  });
+});
+
+describe('kvscope calibrate (tiny fixture, in process)', () => {
+  it('writes calibration.json where --out says and prints its summary', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'kvscope-calibrate-'));
+    const out = join(dir, 'calibration.json');
+    let stdout = '';
+    const code = await main(['calibrate', FIXTURE_DIR, '--trials', '2', '--out', out], { stdout: (t) => void (stdout += t), stderr: () => {} });
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^calibration of tiny-fixture \(2 layers × 4 heads, 2 KV heads\)\n/);
+    expect(stdout).toContain('Passkey retrieval: ');
+    expect(stdout.trimEnd().endsWith(`wrote ${out}`) || stdout.includes('wrote ')).toBe(true);
+    const written = JSON.parse(await readFile(out, 'utf8')) as { model: { id: string } };
+    expect(written.model.id).toBe('tiny-fixture');
   });
 });
 

@@ -81,8 +81,17 @@ function record(view: StepView): StepRecord {
   return rest;
 }
 
-const schedule: (fn: () => void) => void =
-  typeof requestAnimationFrame === 'function' ? (fn) => requestAnimationFrame(() => fn()) : (fn) => setTimeout(fn, 0);
+/** Next animation frame, or 250 ms at the latest (animation frames stop in background tabs). */
+function schedule(fn: () => void): void {
+  let done = false;
+  const once = () => {
+    if (done) return;
+    done = true;
+    fn();
+  };
+  if (typeof requestAnimationFrame === 'function') requestAnimationFrame(once);
+  setTimeout(once, typeof requestAnimationFrame === 'function' ? 250 : 0);
+}
 
 export class ExplorerState {
   // ---- model ----
@@ -317,6 +326,9 @@ export class ExplorerState {
 
   private receiveStep(view: StepView): void {
     this.incoming.push(view);
+    // never buffer more full views than the ring keeps (a slow or hidden page must not pile them up)
+    const old = this.incoming.length - RING - 1;
+    if (old >= 0 && this.incoming[old].attention) this.incoming[old] = { ...this.incoming[old], attention: null, cacheMap: null };
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     schedule(() => this.flush());

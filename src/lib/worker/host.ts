@@ -254,7 +254,7 @@ export class EngineHost {
           cached: source.fromCache(p.file),
         });
       };
-      const model = await this.deps.loadModel(source, { onProgress, numThreads: command.threads });
+      const model = await this.deps.loadModel(source, { onProgress, numThreads: command.threads, calibration: true });
       return { model, source };
     };
 

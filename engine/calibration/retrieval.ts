@@ -20,9 +20,9 @@
  * runNeedleTrial (needle.ts): the last prompt token is fed as a forced step, so step s's attention
  * is the query that produced step s+1's token.
  */
-import { buildNeedlePrompt, retrievalHits, trialDepth, type NeedlePrompt, type RetrievalObservation } from '../metrics/needle.ts';
+import { buildNeedlePrompt, runNeedleTrial, trialDepth, type NeedlePrompt, type RetrievalObservation } from '../metrics/needle.ts';
 import { fillerSentences } from '../metrics/heldout.ts';
-import { Session, type EngineModel } from '../session.ts';
+import type { EngineModel } from '../session.ts';
 import type { LayerAttention } from '../trace/schema.ts';
 import type { RetrievalCalibration } from './format.ts';
 
@@ -78,32 +78,10 @@ export interface RetrievalTrial {
 
 /** One passkey prompt: greedy decode with the full cache, both scores from the same attention. */
 export async function runRetrievalTrial(model: EngineModel, prompt: NeedlePrompt, decodeTokens = 7): Promise<RetrievalTrial> {
-  const tokenizer = model.tokenizer;
-  if (!tokenizer) throw new RangeError('retrieval calibration needs a model with a tokenizer');
+  const trial = await runNeedleTrial(model, prompt, decodeTokens);
   const { nHeads } = model.forward.dims;
-  const session = new Session(model, {
-    policy: 'full',
-    sampler: { temperature: 0 },
-    trace: { attention: true, fullSteps: decodeTokens + 1, topTokens: 0, attentionTop: 1 },
-  });
-  const ids = prompt.ids;
-  await session.prefill(ids.slice(0, -1));
-  let previous = await session.step({ token: ids[ids.length - 1] });
-  const observations: RetrievalObservation[] = [];
-  const generated: number[] = [];
-  const eos = model.manifest.tokenizer.eos_id;
-  for (let i = 0; i < decodeTokens; i++) {
-    const step = await session.step();
-    generated.push(step.token.id);
-    if (previous.attention) observations.push({ token: step.token.id, attention: previous.attention });
-    previous = step;
-    if (step.token.id === eos) break;
-  }
-  const output = tokenizer.decode(generated, { skipSpecial: true });
-  const k = prompt.keyTokens.length;
-  const wu = retrievalHits(observations, session.tokens, prompt.keyTokenIndices, nHeads).map((h) => h / k);
-  const semantic = semanticMass(observations, session.tokens, needleSpan(prompt), nHeads).map((m) => m / k);
-  return { key: prompt.key, output, success: output.trim().startsWith(prompt.key), wu, semantic };
+  const semantic = semanticMass(trial.observations, trial.tokens, needleSpan(prompt), nHeads).map((m) => m / prompt.keyTokens.length);
+  return { key: trial.key, output: trial.output, success: trial.success, wu: trial.retrieval, semantic };
 }
 
 export interface RetrievalOptions {

@@ -230,6 +230,10 @@ export interface NeedleTrial {
   success: boolean;
   /** per-head retrieval score of this trial ([layer × nHeads + head]) */
   retrieval: Float64Array;
+  /** each decoded token with the attention of the query that produced it (for other head scores) */
+  observations: RetrievalObservation[];
+  /** prompt + decoded token ids, indexed like the observations' entry origins */
+  tokens: readonly number[];
 }
 
 /** Runs one prompt: greedy decoding with the full cache, attention captured for the retrieval score. */
@@ -268,6 +272,8 @@ export async function runNeedleTrial(model: EngineModel, prompt: NeedlePrompt, d
     output,
     success: output.trim().startsWith(prompt.key),
     retrieval,
+    observations,
+    tokens: session.tokens,
   };
 }
 

@@ -47,6 +47,8 @@ Usage:
   kvscope inspect [options]                  model summary and measured phenomena
   kvscope calibrate [MODEL_DIR] [options]    compute calibration.json (head / layer statistics
                                              that razor, compresskv and d2o need)
+  kvscope eval --task ppl|needle --policy SPEC …
+                                             perplexity / passkey retrieval of policies at budgets
   kvscope <command> --help                   options of a command
   kvscope --version
 
@@ -697,6 +699,151 @@ async function calibrate(args: string[], io: CliIO): Promise<number> {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// eval (engine/eval: the same evaluations as the app's /bench page)
+
+const EVAL_HELP = `Usage: kvscope eval --task ppl|needle --policy SPEC [--policy SPEC …] [options]
+
+Evaluates KV-cache policies on the model, each at every budget of --budgets (B = entries a KV
+head may hold; each policy's own parameters follow from B, see docs/evaluation.md). A spec that
+sets its budget parameters itself (window:size=32) runs once as given; "full" runs once; "all"
+stands for every policy. Progress goes to stderr.
+
+  ppl      perplexity of held-out text: prefill --prefix tokens, then score every later token
+           and feed it as a decode step (teacher forcing) with the policy evicting
+  needle   passkey retrieval over --lengths × --depths, --trials prompts per cell, greedy; the
+           policy compresses after the prefill and acts at every answer step
+
+Options:
+  --task ppl|needle     what to measure (required)
+  --policy SPEC         policy spec, repeatable (required), e.g. full, h2o, h2o:accumulate=mean
+  --budgets LIST        comma-separated budgets (default 64,128,256,512)
+  --seed S              seed for windows, prompts and keys (default 0)
+  --windows N           ppl: held-out windows (default 2)
+  --tokens N            ppl: tokens per window, BOS included (default min(1024, context))
+  --prefix N            ppl: tokens prefilled before scoring starts (default 32)
+  --lengths LIST        needle: prompt lengths in tokens (default 256,512,1000, those that fit)
+  --depths LIST         needle: needle depths in [0, 1] (default 0,0.25,0.5,0.75,1)
+  --trials N            needle: prompts per length × depth cell (default 1)
+  --decode-tokens N     needle: most answer tokens decoded (default 7)
+  --model DIR           model directory or id (default: the index's default model)
+  --heldout FILE        held-out documents (default static/data/heldout.json)
+  --json                print the report as JSON (one record per --policy, one row per budget)
+  --out FILE            also write the JSON report to FILE
+  -h, --help            this help
+`;
+
+function listOption(name: string, raw: string | undefined, parse: (text: string) => number, expected: string): number[] | undefined {
+  if (raw === undefined) return undefined;
+  const parts = raw.split(',').map((p) => p.trim());
+  if (parts.length === 0 || parts.some((p) => p === '')) throw new UsageError(`--${name} must be a comma-separated list of ${expected}, got ${JSON.stringify(raw)}`);
+  return parts.map((p) => {
+    const value = parse(p);
+    if (!Number.isFinite(value)) throw new UsageError(`--${name} must be a comma-separated list of ${expected}, got ${JSON.stringify(p)} in ${JSON.stringify(raw)}`);
+    return value;
+  });
+}
+
+const asInteger = (text: string) => (/^[+-]?\d+$/.test(text) ? Number(text) : NaN);
+const asNumber = (text: string) => (/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text) ? Number(text) : NaN);
+
+async function evaluate(args: string[], io: CliIO): Promise<number> {
+  const { values, positionals } = parse('eval', args, {
+    task: { type: 'string' },
+    policy: { type: 'string', multiple: true },
+    budgets: { type: 'string' },
+    seed: { type: 'string' },
+    windows: { type: 'string' },
+    tokens: { type: 'string' },
+    prefix: { type: 'string' },
+    lengths: { type: 'string' },
+    depths: { type: 'string' },
+    trials: { type: 'string' },
+    'decode-tokens': { type: 'string' },
+    model: { type: 'string' },
+    heldout: { type: 'string' },
+    json: { type: 'boolean' },
+    out: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (values.help) {
+    io.stdout(EVAL_HELP);
+    return 0;
+  }
+  noExtraPositionals('eval', positionals, 0, '--policy h2o');
+  const { EVAL_TASKS, EvalSettingsError, expandRuns, formatEvalReport, planEval, runEval } = await import('./eval/index.ts');
+  if (values.task === undefined) throw new UsageError(`missing --task (one of ${EVAL_TASKS.join(', ')})`);
+  const task = values.task.trim();
+  if (!(EVAL_TASKS as readonly string[]).includes(task)) throw new UsageError(`--task must be one of ${EVAL_TASKS.join(', ')}, got ${JSON.stringify(values.task)}`);
+  const policies = values.policy ?? [];
+  if (policies.length === 0) throw new UsageError('missing --policy SPEC (repeatable, e.g. --policy full --policy h2o)');
+  const budgets = listOption('budgets', values.budgets, asInteger, 'positive integers');
+  try {
+    expandRuns(policies, budgets ?? [64, 128, 256, 512]);
+  } catch (error) {
+    if (error instanceof PolicySpecError) throw new UsageError(`invalid --policy or --budgets: ${error.message}`);
+    throw error;
+  }
+  const seed = integerOption('seed', values.seed, 0, 0, 0xffffffff, 'an integer in 0..4294967295');
+  const pplOnly = ['windows', 'tokens', 'prefix'] as const;
+  const needleOnly = ['lengths', 'depths', 'trials', 'decode-tokens'] as const;
+  for (const name of task === 'ppl' ? needleOnly : pplOnly) {
+    if (values[name] !== undefined) throw new UsageError(`--${name} applies to --task ${task === 'ppl' ? 'needle' : 'ppl'}, not --task ${task}`);
+  }
+  const optionalInt = (name: 'windows' | 'tokens' | 'prefix' | 'trials' | 'decode-tokens') =>
+    values[name] === undefined ? undefined : integerOption(name, values[name], 1, 1);
+  // options not given stay out, so that the engine's defaults apply
+  const given = <T extends object>(o: T) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+  const evalConfig = {
+    task: task as 'ppl' | 'needle',
+    policies,
+    budgets,
+    ppl: given({ windows: optionalInt('windows'), tokens: optionalInt('tokens'), prefix: optionalInt('prefix'), seed }),
+    needle: given({
+      lengths: listOption('lengths', values.lengths, asInteger, 'integers'),
+      depths: listOption('depths', values.depths, asNumber, 'numbers in [0, 1]'),
+      trials: optionalInt('trials'),
+      decodeTokens: optionalInt('decode-tokens'),
+      seed,
+    }),
+  };
+  if (values.out !== undefined && values.out.trim() === '') throw new UsageError('--out needs a file name');
+  const heldoutPath = values.heldout !== undefined ? resolve(values.heldout) : join(PACKAGE_ROOT, 'static', 'data', 'heldout.json');
+
+  const modelDir = resolveModelDir(values.model);
+  const model = await loadModel(modelDir);
+  const progress = makeProgress(io);
+  try {
+    try {
+      planEval(model, evalConfig);
+    } catch (error) {
+      if (error instanceof EvalSettingsError || error instanceof PolicySpecError) throw new UsageError(error.message);
+      throw error;
+    }
+    const documents = await readHeldout(heldoutPath);
+    let lastRun = -1;
+    let lastTime = 0;
+    const report = await runEval(model, documents, evalConfig, {
+      onProgress: (p) => {
+        const now = performance.now();
+        if (p.run === lastRun && now - lastTime < (io.stderrIsTTY ? 250 : 5000)) return;
+        lastRun = p.run;
+        lastTime = now;
+        progress(`eval ${task}: ${p.message} · ${Math.round((100 * p.done) / Math.max(1, p.total))}% of all`);
+      },
+    });
+    progress(null);
+    const json = `${JSON.stringify(report, null, 2)}\n`;
+    if (values.out !== undefined) await writeFile(values.out, json);
+    io.stdout(values.json ? json : `${formatEvalReport(report)}\n`);
+    if (!values.json) io.stderr(`[${report.records.reduce((a, r) => a + r.rows.length, 0)} runs in ${report.seconds.toFixed(1)} s${values.out ? ` · JSON → ${values.out}` : ''}]\n`);
+    return 0;
+  } finally {
+    progress(null);
+    await model.release();
+  }
+}
+
 /** Progress lines on stderr: overwritten in place on a terminal, one per line otherwise; null ends. */
 function makeProgress(io: CliIO): (message: string | null) => void {
   let open = false;
@@ -727,7 +874,7 @@ function version(): string {
   }
 }
 
-const COMMANDS: Record<string, (args: string[], io: CliIO) => Promise<number>> = { generate, inspect, calibrate };
+const COMMANDS: Record<string, (args: string[], io: CliIO) => Promise<number>> = { generate, inspect, calibrate, eval: evaluate };
 
 function oneLine(text: string): string {
   return text.replace(/\s*\n\s*/g, ' ').trim();

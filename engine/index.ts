@@ -23,6 +23,9 @@ export { parsePolicySpec, formatPolicySpec, createPolicy, resolveParams, describ
 export { Sampler, Xoshiro128, argmax, DEFAULT_SAMPLER, type SamplerOptions, type SamplerState, type SampleResult } from './sampling.ts';
 export * from './trace/schema.ts';
 export * from './metrics/index.ts';
+export * from './eval/index.ts';
+export { LaneGroup, keepCheckpoint, MIN_LANES, MAX_LANES, type LaneOptions, type LaneMemory, type LaneStep, type LanesStep, type LaneState } from './lanes.ts';
+export { ReferenceLane, heldBeforeDecision, type ReferenceMetrics, type ReferenceSnapshot, type ReferenceOptions } from './reference.ts';
 export {
   Session,
   type EngineModel,

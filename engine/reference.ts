@@ -206,6 +206,27 @@ export class ReferenceLane {
     };
   }
 
+  /**
+   * Teacher-forces the tokens the policy lane was fed after the lane's last one, without metrics
+   * (after the policy session replayed steps on its own, e.g. stepping back to a point between
+   * snapshots). The lane's tokens must be a prefix of the policy's.
+   */
+  async catchUp(policy: Session): Promise<void> {
+    const have = this.session.tokens;
+    const want = policy.tokens;
+    if (have.length > want.length || have.some((t, i) => want[i] !== t)) {
+      throw new SessionError(`the reference lane's ${have.length} tokens are not a prefix of the policy's ${want.length}: build a new lane (ReferenceLane.follow)`);
+    }
+    for (let i = have.length; i < want.length && !this.stopped_; i++) {
+      try {
+        await this.session.step({ token: want[i] });
+      } catch (error) {
+        if (!(error instanceof ContextFullError)) throw error;
+        this.stopped_ = `the full-cache lane ran out of context at token #${i}: ${error.message}`;
+      }
+    }
+  }
+
   snapshot(): ReferenceSnapshot {
     return { session: this.session.snapshot(), stopped: this.stopped_ };
   }

@@ -67,12 +67,12 @@ export function formatEvalReport(report: EvalReport): string {
         `${s.trials} trial(s) per cell, greedy, policy active from the prefill on (seed ${s.seed})`,
     );
     out.push('');
-    out.push('accuracy at budget B:');
+    out.push('accuracy (correct/trials · mean entries held per KV head) at budget B:');
     const lines = budgeted.map((rec) => [
       rec.policy,
       ...budgets.map((b) => {
         const row = rowFor(rec.rows, b);
-        return row?.needle ? `${pct(row.needle.accuracy)} (${row.needle.correct}/${row.needle.trials})` : '—';
+        return row?.needle ? `${pct(row.needle.accuracy)} (${row.needle.correct}/${row.needle.trials} · ${row.needle.entries.mean.toFixed(0)})` : '—';
       }),
     ]);
     out.push(...table(['policy', ...budgets.map((b) => `B=${b}`)], lines));

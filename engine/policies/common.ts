@@ -163,11 +163,34 @@ export function topK(scores: ArrayLike<number>, k: number, tie: TieBreak = 'olde
   const take = Math.max(0, Math.min(Math.floor(k), n));
   if (take === n) return Int32Array.from({ length: n }, (_, i) => from + i);
   if (take === 0) return new Int32Array(0);
-  const order = Array.from({ length: n }, (_, i) => from + i);
   const value = (i: number): number => {
     const v = scores[i];
     return Number.isNaN(v) ? -Infinity : v;
   };
+  // Decoding evicts one or a few entries per step: drop the n − k lowest by linear scans (O(n) per
+  // dropped entry, no allocation of a sort order). The lowest in the sort order below is the
+  // smallest value and, among equal values, the entry the tie rule ranks last.
+  const drop = n - take;
+  if (drop <= 8) {
+    const dropped = new Uint8Array(n);
+    for (let d = 0; d < drop; d++) {
+      let worst = -1;
+      let worstValue = 0;
+      for (let i = 0; i < n; i++) {
+        if (dropped[i]) continue;
+        const v = value(from + i);
+        if (worst < 0 || v < worstValue || (v === worstValue && (tie === 'older' ? i > worst : i < worst))) {
+          worst = i;
+          worstValue = v;
+        }
+      }
+      dropped[worst] = 1;
+    }
+    const out = new Int32Array(take);
+    for (let i = 0, o = 0; i < n; i++) if (!dropped[i]) out[o++] = from + i;
+    return out;
+  }
+  const order = Array.from({ length: n }, (_, i) => from + i);
   order.sort((a, b) => {
     const d = value(b) - value(a);
     if (d !== 0 && !Number.isNaN(d)) return d;

@@ -217,6 +217,11 @@ export const compressKvPolicy: PolicyDefinition = {
       id: 'compresskv',
       params,
       needs,
+      protects: {
+        description: `the ${k} semantic retrieval heads of each layer whose attention alone selects the layer's entries`,
+        kvHeads: null,
+        queryHeads: heads.map((chosen) => Array.from({ length: nHeads }, (_, qh) => chosen.includes(qh))),
+      },
       afterPrefill: decide,
       afterStep: () => NO_CHANGE,
       reset() {},

@@ -80,30 +80,27 @@ export function densityRatios(v: readonly number[], rho: number, max = 1): numbe
   return exps.map((e) => Math.min(max, Math.max(0.01, (e / sum) * L * rho)));
 }
 
-/** Cosine similarity of two head vectors stored at `a` and `b` (offsets) in two arrays. */
-function cosine(x: ArrayLike<number>, a: number, y: ArrayLike<number>, b: number, d: number): number {
-  let dot = 0;
-  let nx = 0;
-  let ny = 0;
-  for (let c = 0; c < d; c++) {
-    dot += x[a + c] * y[b + c];
-    nx += x[a + c] ** 2;
-    ny += y[b + c] ** 2;
-  }
-  const norm = Math.sqrt(nx) * Math.sqrt(ny);
-  return norm > 0 ? dot / norm : 0;
-}
-
 /** For each evicted entry, its most similar kept entry (cosine of keys; ties → earlier kept entry). */
 export function nearestKept(keys: ArrayLike<number>, d: number, kept: readonly number[], evicted: readonly number[]): { target: number; similarity: number }[] {
+  // cosine similarity = dot / (‖e‖·‖k‖), every key's norm computed once instead of per pair
+  const norm = (i: number) => {
+    let n = 0;
+    for (let c = 0; c < d; c++) n += keys[i * d + c] ** 2;
+    return Math.sqrt(n);
+  };
+  const keptNorms = kept.map(norm);
   return evicted.map((e) => {
+    const ne = norm(e);
     let target = kept[0];
     let similarity = -Infinity;
-    for (const k of kept) {
-      const u = cosine(keys, e * d, keys, k * d, d);
+    for (let k = 0; k < kept.length; k++) {
+      let dot = 0;
+      for (let c = 0; c < d; c++) dot += keys[e * d + c] * keys[kept[k] * d + c];
+      const product = ne * keptNorms[k];
+      const u = product > 0 ? dot / product : 0;
       if (u > similarity) {
         similarity = u;
-        target = k;
+        target = kept[k];
       }
     }
     return { target, similarity };

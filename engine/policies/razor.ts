@@ -176,6 +176,11 @@ export const razorPolicy: PolicyDefinition = {
       id: 'razor',
       params,
       needs: NEEDS,
+      protects: {
+        description: 'retrieval heads (top echo ∪ top induction) keep the full cache; the others keep sinks, a recent window and a compensation token',
+        kvHeads: retrieval.map((row) => [...row]),
+        queryHeads: null,
+      },
       onAttach: decide,
       afterPrefill: decide,
       afterStep: decide,

@@ -176,10 +176,26 @@ export const NO_CHANGE: Decision = Object.freeze({ layers: null });
 
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * Heads a policy treats specially, for views (the explorer's retrieval-head map): KV heads that
+ * keep their whole cache (RazorAttention's retrieval heads) and query heads whose attention alone
+ * steers the selection (CompressKV's semantic retrieval heads).
+ */
+export interface ProtectedHeads {
+  /** one line saying what the marks mean, e.g. "retrieval heads keep the full cache" */
+  description: string;
+  /** [layer][kvHead] true for KV heads that keep every entry; null when the policy protects none this way */
+  kvHeads: boolean[][] | null;
+  /** [layer][queryHead] true for query heads whose scores select the layer's entries; null when none */
+  queryHeads: boolean[][] | null;
+}
+
 export interface Policy {
   readonly id: string;
   readonly params: PolicyParams;
   readonly needs: PolicyNeeds;
+  /** heads this policy protects or selects with (fixed for the policy's lifetime); absent = none */
+  readonly protects?: ProtectedHeads;
   /** called when the policy takes over a cache mid-session (setPolicy); default: no change */
   onAttach?(cache: CacheView): Decision;
   afterPrefill(cache: CacheView, observation: PrefillObservation): Decision;

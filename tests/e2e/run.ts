@@ -16,6 +16,7 @@ import {
   waitTokens,
   type TestCase,
 } from './harness.ts';
+import { LAB_TESTS } from './lab.ts';
 
 const MODEL = '/models/kvscope-llama-8l';
 
@@ -154,6 +155,90 @@ const tests: TestCase[] = [
     },
   },
   {
+    name: 'eviction family: H2O, live swap to StreamingLLM, reference lane, heavy hitters, retrieval heads',
+    timeoutMs: 150_000,
+    async fn({ page, server }) {
+      await page.goto(`${server.url}/`);
+      await waitReady(page);
+      // H2O with a budget below the prompt length, so it evicts from the first step on
+      await page.selectOption('[data-testid="policy-select"]', 'h2o');
+      await page.fill('[data-testid="policy-param-heavy"]', '12');
+      await page.fill('[data-testid="policy-param-recent"]', '12');
+      await page.click('[data-testid="reset"]');
+      await waitIdle(page);
+      await page.check('[data-testid="reference-toggle"]');
+      await page.waitForFunction(() => (document.querySelector('[data-testid="reference-toggle"]') as HTMLInputElement).checked);
+      await waitIdle(page);
+      for (let i = 1; i <= 6; i++) {
+        await page.click('[data-testid="step"]');
+        await waitTokens(page, i);
+        await waitIdle(page);
+      }
+
+      // reference lane: values of the current step and a drawn chart
+      const values = async () => (await page.textContent('[data-testid="reference-values"]')) ?? '';
+      const first = await values();
+      assert(/At step 5: KL [\d.e+-]+ nats · top-1 (agrees|differs) · attention mass held [\d.]+% · memory [\d.]+%/.test(first), `reference values (${first})`);
+      const strokes = await page.$$eval('[data-testid="reference-metrics"] svg path', (paths) => paths.map((p) => (p.getAttribute('d') ?? '').split('L').length - 1));
+      assert(strokes.length >= 4 && strokes.every((n) => n >= 5), `reference charts have lines over the steps (${strokes.join(', ')})`);
+
+      // heavy hitters: H2O's accumulated attention for the selected head, with the budget cut
+      const hh = (await page.textContent('[data-testid="heavy-hitters-summary"]')) ?? '';
+      assert(/L0 kv0: \d+ scored entries/.test(hh) && /keep threshold/.test(hh), `heavy-hitter scores (${hh})`);
+      const bars = await canvasStats(page, 'heavy-hitters-bars');
+      assert(bars.inked > 300, `heavy-hitter bars are drawn (${JSON.stringify(bars)})`);
+
+      // retrieval heads: calibration maps of every layer × head
+      const cells = await page.$$eval('[data-testid="retrieval-heads"] rect[aria-label^="layer "]', (r) => r.length);
+      assert(cells >= 3 * 64, `retrieval-head maps (${cells} cells)`);
+      const budget = (await page.textContent('[data-testid="budget-bars"]')) ?? '';
+      assert(/entries held/.test(budget), 'budget bars');
+      // the forgotten overlay marks tokens H2O evicted
+      const forgotten = await page.$$eval('[data-testid="token-stream"] .forgot', (els) => els.map((e) => e.getAttribute('title') ?? ''));
+      assert(forgotten.length > 0 && forgotten.some((t) => /forgotten by \d+ of 16 KV heads/.test(t)), `forgotten tokens (${forgotten.length})`);
+
+      // swap to StreamingLLM mid-decode
+      const mapHash = () => page.$eval('[data-testid="cache-map"]', (c) => (c as HTMLCanvasElement).toDataURL());
+      const beforeSwap = await mapHash();
+      await page.selectOption('[data-testid="policy-select"]', 'streaming');
+      await page.fill('[data-testid="policy-param-sinks"]', '4');
+      await page.fill('[data-testid="policy-param-recent"]', '8');
+      await page.click('[data-testid="policy-apply"]');
+      await page.waitForSelector('[data-testid="cache-map-before"]');
+      const notice = (await page.textContent('[data-testid="notice"]')) ?? '';
+      assert(/streaming:sinks=4,recent=8/.test(notice), `switch notice (${notice})`);
+      assert((await mapHash()) !== beforeSwap, 'the cache map changes with the swap');
+      const before = await canvasStats(page, 'cache-map-before');
+      assert(before.inked > 1000, 'the cache map before the switch is drawn');
+      assert((await page.locator('[data-testid="switch-marker"]').count()) === 1, 'a switch marker in the token stream');
+      await page.locator('section[aria-label="Cache map"]').screenshot({ path: join(RESULTS_DIR, 'cache-map-switch.png') });
+
+      for (let i = 7; i <= 9; i++) {
+        await page.click('[data-testid="step"]');
+        await waitTokens(page, i);
+        await waitIdle(page);
+      }
+      const after = await values();
+      assert(/^At step 8:/.test(after.trim()) && after !== first, `reference values update after the swap (${after})`);
+      const markers = await page.$$eval('[data-testid="reference-metrics"] svg line[stroke-dasharray="3 3"]', (l) => l.length);
+      assert(markers >= 4, `the switch is marked on the reference charts (${markers})`);
+      const running = (await page.textContent('[data-testid="budget-bars"]')) ?? '';
+      assert(/entries held/.test(running), 'budget bars after the swap');
+      // the new charts export like the others
+      const [svg] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="export-svg-reference-metrics"]')]);
+      const svgPath = join(RESULTS_DIR, svg.suggestedFilename());
+      await svg.saveAs(svgPath);
+      const svgText = readFileSync(svgPath, 'utf8');
+      assert(svgText.startsWith('<svg') && svgText.includes('KL(full ‖ policy)') && svgText.includes('decode step'), 'reference-lane SVG has its axes');
+      const [png] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="export-png-heavy-hitters-L0-kv0"]')]);
+      const pngPath = join(RESULTS_DIR, png.suggestedFilename());
+      await png.saveAs(pngPath);
+      assert(readFileSync(pngPath).subarray(1, 4).toString() === 'PNG', 'heavy-hitter PNG');
+      await page.waitForTimeout(300);
+      await page.screenshot({ path: join(RESULTS_DIR, 'eviction-family.png'), fullPage: true });
+    },
+  },
+  {
     name: 'a prompt longer than the context gives a clear message; editing it recovers',
     async fn({ page, server }) {
       await page.goto(`${server.url}/`);
@@ -256,5 +341,5 @@ const tests: TestCase[] = [
   },
 ];
 
-const failed = await runTests(tests);
+const failed = await runTests([...tests, ...LAB_TESTS]);
 process.exit(failed > 0 ? 1 : 0);

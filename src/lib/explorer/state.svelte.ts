@@ -9,6 +9,8 @@
  */
 import { EngineClient, EngineFailure, type CommandInput } from '../worker/client.ts';
 import type {
+  CacheMapView,
+  CalibrationView,
   EngineEvent,
   ErrorKind,
   LoadProgressView,
@@ -16,7 +18,9 @@ import type {
   PolicyChoice,
   PolicyInfo,
   PromptView,
+  ReferenceView,
   SamplerSettings,
+  ScoreGrid,
   SessionState,
   StepView,
   StopReason,
@@ -24,10 +28,32 @@ import type {
 import type { ParamValue } from '../../../engine/policies/types.ts';
 import type { HistoryRow } from '../charts/raster.ts';
 import { EXAMPLES } from './examples.ts';
+import { buildEvictionLog, forgottenMarks, prefillMoment, stepMoment, switchMoment, type EvictionSource, type ForgottenMarks } from './forgotten.ts';
 import { mark } from '../perf.ts';
 
 /** What the page keeps of every step (compact; `topK` is dropped: it equals the previous step's `next`). */
-export type StepRecord = Omit<StepView, 'attention' | 'cacheMap' | 'topK'>;
+export type StepRecord = Omit<StepView, 'attention' | 'cacheMap' | 'topK' | 'scores'>;
+
+/** A live policy switch as the page shows it (token-stream marker, chart markers, before/after cache maps). */
+export interface SwitchRecord {
+  /** decode steps taken before the switch */
+  atStep: number;
+  from: string;
+  to: string;
+  note?: string;
+  /** the cache map just before the switch (after it: the session's map, the switch's evictions marked) */
+  before: CacheMapView | null;
+  /** what the switch evicted: (layer, kvHead, token) triples, and how many */
+  evictions: Int32Array;
+  evicted: number;
+}
+
+/** The short name of a policy spec ("h2o:heavy=…" → "h2o"). */
+export function policyName(spec: string): string {
+  const colon = spec.indexOf(':');
+  return colon < 0 ? spec : spec.slice(0, colon);
+}
+
 export type ModelStatus = 'idle' | 'loading' | 'ready' | 'error' | 'crashed';
 export type Activity = 'idle' | 'prefilling' | 'stepping' | 'running' | 'rewinding' | 'switching' | 'exporting';
 
@@ -77,7 +103,7 @@ export function specOf(choice: PolicyChoice, policies: readonly PolicyInfo[]): s
 }
 
 function record(view: StepView): StepRecord {
-  const { attention: _a, cacheMap: _c, topK: _t, ...rest } = view;
+  const { attention: _a, cacheMap: _c, topK: _t, scores: _s, ...rest } = view;
   return rest;
 }
 
@@ -124,12 +150,21 @@ export class ExplorerState {
   /** selected step; null follows the newest */
   selected = $state<number | null>(null);
   viewsLive = $state(true);
+  /** the full-cache reference lane runs in lockstep */
+  reference = $state(false);
+  /** live policy switches of this session, oldest first */
+  switches = $state.raw<SwitchRecord[]>([]);
+  /** the prefill decision's scores and evictions (prefill-only policies such as SnapKV decide here) */
+  prefill = $state.raw<{ scores: ScoreGrid | null; evictions: Int32Array; cacheMap: CacheMapView; policy: string } | null>(null);
+  calibration = $state.raw<CalibrationView | null>(null);
 
   // ---- views ----
   layer = $state(0);
   head = $state(0);
   scale = $state<'linear' | 'log'>('linear');
   excludeSink = $state(false);
+  /** token-stream overlay of evicted tokens: off, share of all heads, or the selected head's KV head */
+  forgottenMode = $state<'off' | 'all' | 'head'>('all');
   ringVersion = $state(0);
   inspected = $state.raw<StepView | null>(null);
   inspecting = $state<number | null>(null);
@@ -204,6 +239,69 @@ export class ExplorerState {
   readonly chosenNext = $derived(this.steps[this.currentStep + 1]?.token.id ?? null);
   readonly memoryHistory = $derived(this.steps.map((s) => ({ step: s.step, bytes: s.memory.bytes, fullBytes: s.memory.fullBytes })));
 
+  // ---- reference lane, switches, forgotten tokens, scores ----
+
+  readonly referenceHistory = $derived(this.steps.map((s): { step: number; reference: ReferenceView | null } => ({ step: s.step, reference: s.reference ?? null })));
+  readonly currentReference = $derived(this.current?.reference ?? null);
+  readonly switchSteps = $derived(this.switches.map((s) => s.atStep));
+  /** the switch that happened right after the shown step (the cache map then shows before / after) */
+  readonly switchHere = $derived.by((): SwitchRecord | null => {
+    if (!(this.showingLatest && this.sessionAtLatest)) return null;
+    const at = this.currentStep + 1;
+    return lastSwitchAt(this.switches, at);
+  });
+  readonly kvHead = $derived(this.model ? Math.floor(this.head / (this.model.heads / this.model.kvHeads)) : 0);
+  /** tokens of the shown step (the prompt after prefill) */
+  readonly shownTokens = $derived(this.current ? this.current.tokenIndex + 1 : (this.promptView?.ids.length ?? 0));
+
+  /** Which head lost which token up to the shown step (prefill, step decisions, switches). */
+  readonly evictionLog = $derived.by(() => {
+    const model = this.model;
+    if (!model || !this.promptView) return null;
+    const sources: EvictionSource[] = [];
+    if (this.prefill) sources.push({ moment: prefillMoment(), evictions: this.prefill.evictions });
+    for (const s of this.steps) if (s.evictions && s.evictions.length > 0) sources.push({ moment: stepMoment(s.step), evictions: s.evictions });
+    for (const s of this.switches) sources.push({ moment: switchMoment(s.atStep), evictions: s.evictions });
+    // a switch right after the shown step counts only when the views show the state after it
+    const upTo = this.switchHere ? switchMoment(this.currentStep + 1) : stepMoment(this.currentStep);
+    return buildEvictionLog(model.layers, model.kvHeads, this.pieces.length, sources, upTo);
+  });
+
+  readonly forgotten = $derived.by((): ForgottenMarks | null => {
+    const log = this.evictionLog;
+    if (!log || this.forgottenMode === 'off') return null;
+    const head: [number, number] | null = this.forgottenMode === 'head' ? [this.layer, this.kvHead] : null;
+    const switches = this.switches;
+    return forgottenMarks(log, head, this.shownTokens, (at) => policyName(lastSwitchAt(switches, at)?.to ?? ''));
+  });
+
+  /**
+   * Scores of the decision at the shown step, or — for a policy that decides once, after the
+   * prompt (SnapKV, PyramidKV, WindowKV, CompressKV) and is still the one in charge — of the
+   * prefill decision.
+   */
+  readonly scoresShown = $derived.by((): { grid: ScoreGrid; map: CacheMapView | null; source: 'step' | 'prefill' } | null => {
+    const own = this.view;
+    if (own?.scores) return { grid: own.scores, map: own.cacheMap, source: 'step' };
+    // the shown step's own view is not here yet (being recomputed): nothing to fall back on
+    if (!own && this.currentStep >= 0) return null;
+    const policy = this.current?.policy ?? this.session?.policy;
+    if (this.prefill?.scores && policy === this.prefill.policy) return { grid: this.prefill.scores, map: this.prefill.cacheMap, source: 'prefill' };
+    return null;
+  });
+
+  /** Score grids of the held steps up to the shown one (oldest first), for the rank history. */
+  readonly scoreHistory = $derived.by((): { step: number; grid: ScoreGrid }[] => {
+    void this.ringVersion;
+    const out: { step: number; grid: ScoreGrid }[] = [];
+    for (let s = this.currentStep; s >= 0 && s > this.currentStep - RING; s--) {
+      const v = s === this.currentStep ? this.view : this.ring.get(s);
+      if (!v?.scores) break;
+      out.push({ step: s, grid: v.scores });
+    }
+    return out.reverse();
+  });
+
   // ---- model ----
 
   async load(): Promise<void> {
@@ -219,6 +317,7 @@ export class ExplorerState {
       );
       this.model = ready.model;
       this.policies = ready.policies;
+      this.calibration = ready.calibration ?? null;
       this.cacheInfo = ready.cache;
       this.loadMs = ready.loadMs;
       const current = ready.policies.find((p) => p.id === this.policy.id) ?? ready.policies[0];
@@ -311,6 +410,9 @@ export class ExplorerState {
       this.promptView = started.prompt;
       this.session = started.state;
       this.steps = [];
+      this.switches = [];
+      this.prefill = { scores: started.scores ?? null, evictions: started.evictions ?? new Int32Array(0), cacheMap: started.state.cacheMap, policy: started.state.policy };
+      this.reference = started.state.reference ?? false;
       this.selected = null;
       this.lastStop = null;
       this.activePolicy = started.state.policy;
@@ -328,7 +430,7 @@ export class ExplorerState {
     this.incoming.push(view);
     // never buffer more full views than the ring keeps (a slow or hidden page must not pile them up)
     const old = this.incoming.length - RING - 1;
-    if (old >= 0 && this.incoming[old].attention) this.incoming[old] = { ...this.incoming[old], attention: null, cacheMap: null };
+    if (old >= 0 && this.incoming[old].attention) this.incoming[old] = { ...this.incoming[old], attention: null, cacheMap: null, scores: null };
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     schedule(() => this.flush());
@@ -415,6 +517,7 @@ export class ExplorerState {
       const rewound = await this.client.request<Extract<EngineEvent, { type: 'rewound' }>>({ type: 'back', steps: n });
       const keep = rewound.state.stepCount;
       this.steps = this.steps.slice(0, keep);
+      this.switches = this.switches.filter((s) => s.atStep <= keep);
       for (const step of [...this.ring.keys()]) if (step >= keep) this.ring.delete(step);
       if (this.inspected && this.inspected.step >= keep) this.inspected = null;
       this.ringVersion++;
@@ -443,6 +546,20 @@ export class ExplorerState {
       });
       this.session = event.state;
       this.activePolicy = event.to;
+      const atStep = event.atStep ?? event.state.stepCount;
+      const earlier = this.switches.find((s) => s.atStep === atStep);
+      const evictions = event.evictions ?? new Int32Array(0);
+      const record: SwitchRecord = {
+        atStep,
+        // two switches at the same point read as one, from the first one's policy and cache
+        from: earlier?.from ?? event.from,
+        to: event.to,
+        note: event.note,
+        before: earlier?.before ?? event.before ?? null,
+        evictions: earlier ? concatInt32(earlier.evictions, evictions) : evictions,
+        evicted: (earlier?.evicted ?? 0) + evictions.length / 3,
+      };
+      this.switches = this.switches.filter((s) => s.atStep !== atStep).concat(record);
       this.notice = `Policy switched to ${event.to} after step ${event.state.stepCount}${event.note ? `: ${event.note}` : ''}.`;
       this.selected = null;
     } catch (error) {
@@ -455,6 +572,21 @@ export class ExplorerState {
   choosePolicy(id: string): void {
     const info = this.policies.find((p) => p.id === id);
     if (info) this.policy = defaultChoice(info);
+  }
+
+  /** Turns the full-cache reference lane on (from the current step) or off. */
+  async setReference(on: boolean): Promise<void> {
+    this.reference = on;
+    if (this.status !== 'ready') return;
+    try {
+      const reply = await this.client.request<Extract<EngineEvent, { type: 'reference' | 'ack' }>>({ type: 'reference', on });
+      if (reply.type === 'reference') {
+        this.session = reply.state;
+        this.reference = reply.on;
+      }
+    } catch (error) {
+      this.fail(error);
+    }
   }
 
   setViewsLive(on: boolean): void {
@@ -504,4 +636,16 @@ export class ExplorerState {
   crashWorker(): void {
     this.client.send({ type: 'crash' } as CommandInput);
   }
+}
+
+function concatInt32(a: Int32Array, b: Int32Array): Int32Array {
+  const out = new Int32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+function lastSwitchAt(switches: readonly SwitchRecord[], atStep: number): SwitchRecord | null {
+  for (let i = switches.length - 1; i >= 0; i--) if (switches[i].atStep === atStep) return switches[i];
+  return null;
 }

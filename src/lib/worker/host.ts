@@ -9,10 +9,13 @@ import { logSumExp, topK } from '../../../engine/metrics/softmax.ts';
 import { POLICIES } from '../../../engine/policies/index.ts';
 import { formatPolicySpec } from '../../../engine/policies/spec.ts';
 import { Session, type SessionSnapshot } from '../../../engine/session.ts';
+import { ReferenceLane, type ReferenceMetrics, type ReferenceSnapshot } from '../../../engine/reference.ts';
 import { exportTraceJson, type DecisionTrace, type StepTrace, type TokenProb } from '../../../engine/trace/schema.ts';
 import { Checkpoints } from './checkpoints.ts';
+import { LabError, LabHost } from './lab.ts';
+import { LAB_COMMANDS, type LabCommand } from './lab-protocol.ts';
 import { cachedModelSource, pruneModelCache, MODEL_CACHE_NAME, type CacheLike, type CachedModelSource } from './model-cache.ts';
-import { packCacheMap, packStep } from './pack.ts';
+import { calibrationView, packCacheMap, packEvictions, packScores, packStep } from './pack.ts';
 import {
   viewTransferables,
   type CacheStats,
@@ -108,6 +111,11 @@ export class EngineHost {
   private queue: Promise<unknown> = Promise.resolve();
   private abort: AbortController | null = null;
   private viewsOn = true;
+  /** the full-cache reference lane (engine/reference.ts), when turned on */
+  private lane: ReferenceLane | null = null;
+  private referenceOn = false;
+  /** lane snapshots by decode step, kept for the steps the checkpoints keep */
+  private laneSnapshots = new Map<number, ReferenceSnapshot>();
 
   constructor(
     private readonly post: Post,
@@ -119,6 +127,7 @@ export class EngineHost {
     switch (command.type) {
       case 'pause':
         this.abort?.abort();
+        this.lab_?.pause();
         this.post({ type: 'ack', id: command.id });
         return;
       case 'views':
@@ -148,6 +157,7 @@ export class EngineHost {
   }
 
   private async run(command: Command): Promise<void> {
+    if (LAB_COMMANDS.has(command.type)) return this.runLab(command as LabCommand);
     switch (command.type) {
       case 'load':
         return this.load(command);
@@ -165,8 +175,24 @@ export class EngineHost {
         return this.inspect(command.id, command.step);
       case 'export-trace':
         return this.exportTrace(command.id);
+      case 'reference':
+        return this.setReference(command.id, command.on);
       default:
         throw new HostError('internal', `unknown command ${(command as { type: string }).type}`);
+    }
+  }
+
+  // ---- /compare and /bench (lab.ts) ----------------------------------------------------------
+
+  private lab_: LabHost | null = null;
+
+  private async runLab(command: LabCommand): Promise<void> {
+    this.lab_ ??= new LabHost(this.post, this.deps.fetch);
+    try {
+      await this.lab_.run(command, this.requireModel());
+    } catch (error) {
+      if (error instanceof LabError) throw new HostError(error.kind, error.message);
+      throw error;
     }
   }
 
@@ -201,6 +227,8 @@ export class EngineHost {
     this.session = null;
     this.info = null;
     this.checkpoints.clear();
+    this.lane = null;
+    this.laneSnapshots.clear();
 
     const progress = (p: Partial<LoadProgressView> & Pick<LoadProgressView, 'phase'>) =>
       this.post({
@@ -300,6 +328,7 @@ export class EngineHost {
       cache: stats,
       threads: command.threads,
       loadMs: performance.now() - started,
+      calibration: calibrationView(model.calibration),
     });
   }
 
@@ -357,10 +386,16 @@ export class EngineHost {
     this.session = session;
     this.checkpoints.clear();
     this.checkpoints.add(0, session.snapshot(), true);
+    this.lane = null;
+    this.laneSnapshots.clear();
+    if (this.referenceOn) await this.startLane(session);
     const state = this.state(session, result.trace.decision);
+    // the prompt was the first thing in the cache: entry i of every head scored token i
+    const scores = packScores(result.trace.decision.scores, () => Int32Array.from({ length: ids.length }, (_, i) => i), ids.length);
+    const evictions = packEvictions(result.trace.decision);
     this.post(
-      { type: 'started', id, prompt: { ids: [...ids], pieces: result.trace.pieces }, state, prefillMs: performance.now() - t0 },
-      viewTransferables(state),
+      { type: 'started', id, prompt: { ids: [...ids], pieces: result.trace.pieces }, state, prefillMs: performance.now() - t0, scores, evictions },
+      [...viewTransferables(state), ...(scores ? [scores.values.buffer as ArrayBuffer] : [])],
     );
   }
 
@@ -382,6 +417,9 @@ export class EngineHost {
       memory: session.memory(),
       next: this.next(session),
       cacheMap: packCacheMap(session.cache, decision),
+      protects: session.policy.protects ?? null,
+      reference: this.lane !== null,
+      ...(this.lane?.stopped ? { referenceStopped: this.lane.stopped } : {}),
     };
   }
 
@@ -390,12 +428,67 @@ export class EngineHost {
     return events.length > 0 ? events[events.length - 1].decision : null;
   }
 
-  private view(session: Session, trace: StepTrace, withViews: boolean): StepView {
-    return packStep(trace, { heads: session.dims.nHeads, next: this.next(session), attention: withViews, cache: session.cache });
+  private view(session: Session, trace: StepTrace, withViews: boolean, reference: ReferenceMetrics | null = null): StepView {
+    return packStep(trace, { heads: session.dims.nHeads, next: this.next(session), attention: withViews, cache: session.cache, reference });
   }
 
   private remember(session: Session): void {
     if (this.checkpoints.wants(session.stepCount)) this.checkpoints.add(session.stepCount, session.snapshot());
+    this.rememberLane(session);
+  }
+
+  // ---- reference lane -------------------------------------------------------------------------
+
+  /** Builds the full-cache lane at the session's current point. */
+  private async startLane(session: Session): Promise<void> {
+    this.lane = await ReferenceLane.follow(this.requireModel(), session);
+    this.laneSnapshots.clear();
+    this.laneSnapshots.set(session.stepCount, this.lane.snapshot());
+  }
+
+  /** Keeps a lane snapshot wherever the checkpoints hold one (and forgets those they dropped). */
+  private rememberLane(session: Session): void {
+    // while the session replays on its own the lane lags behind: nothing to keep until it catches up
+    if (!this.lane || this.lane.tokens.length !== session.tokens.length) return;
+    const step = session.stepCount;
+    const kept = new Set(this.checkpoints.steps());
+    if (kept.has(step)) this.laneSnapshots.set(step, this.lane.snapshot());
+    for (const s of [...this.laneSnapshots.keys()]) if (!kept.has(s) && s !== step) this.laneSnapshots.delete(s);
+  }
+
+  /** After the session moved on its own (stepping back + replay): the lane catches up from its nearest snapshot. */
+  private async syncLane(session: Session): Promise<void> {
+    if (!this.lane) return;
+    for (const s of [...this.laneSnapshots.keys()]) if (s > session.stepCount) this.laneSnapshots.delete(s);
+    const best = Math.max(-1, ...this.laneSnapshots.keys());
+    try {
+      if (best < 0) throw new Error('no lane snapshot');
+      this.lane.restore(this.laneSnapshots.get(best)!);
+      await this.lane.catchUp(session);
+    } catch {
+      await this.startLane(session);
+    }
+    this.rememberLane(session);
+  }
+
+  private async observeLane(session: Session, trace: StepTrace): Promise<ReferenceMetrics | null> {
+    return this.lane ? this.lane.observe(session, trace) : null;
+  }
+
+  private async setReference(id: number, on: boolean): Promise<void> {
+    this.referenceOn = on;
+    if (!on) {
+      this.lane = null;
+      this.laneSnapshots.clear();
+    } else if (this.session && !this.lane) {
+      await this.startLane(this.session);
+    }
+    const state = this.session ? this.state(this.session, this.lastDecision(this.session)) : null;
+    if (!state) {
+      this.post({ type: 'ack', id });
+      return;
+    }
+    this.post({ type: 'reference', id, on, state }, viewTransferables(state));
   }
 
   private async decode(id: number, steps: number, stopAtEos: boolean): Promise<void> {
@@ -415,8 +508,9 @@ export class EngineHost {
           stopAtEos,
           onStep: async (trace) => {
             count++;
+            const reference = await this.observeLane(session, trace);
             this.remember(session);
-            const view = this.view(session, trace, this.viewsOn);
+            const view = this.view(session, trace, this.viewsOn, reference);
             this.post({ type: 'step', id, view }, viewTransferables(view));
             if (steps > 1) await yieldToEventLoop();
           },
@@ -447,7 +541,10 @@ export class EngineHost {
   private async back(id: number, steps: number): Promise<void> {
     const session = this.requireSession();
     const target = Math.max(0, session.stepCount - Math.max(0, Math.floor(steps)));
-    if (target !== session.stepCount) await this.rewindTo(session, target);
+    if (target !== session.stepCount) {
+      await this.rewindTo(session, target);
+      await this.syncLane(session);
+    }
     const state = this.state(session, this.lastDecision(session));
     this.post({ type: 'rewound', id, state }, viewTransferables(state));
   }
@@ -455,11 +552,16 @@ export class EngineHost {
   private async setPolicy(id: number, choice: PolicyChoice): Promise<void> {
     const session = this.requireSession();
     const spec = this.policySpec(choice);
+    const before = packCacheMap(session.cache, null);
     const event = session.setPolicy(spec);
     // a switch is a point a replay must not cross: pin a snapshot right after it
     this.checkpoints.add(session.stepCount, session.snapshot(), true);
+    this.rememberLane(session);
     const state = this.state(session, event.decision);
-    this.post({ type: 'policy', id, from: event.from, to: event.to, note: event.decision.note, state }, viewTransferables(state));
+    this.post(
+      { type: 'policy', id, from: event.from, to: event.to, note: event.decision.note, state, atStep: event.atStep, before, evictions: packEvictions(event.decision) },
+      [...viewTransferables(state), before.codes.buffer as ArrayBuffer],
+    );
   }
 
   /** Full view of any earlier step: from the trace for the latest step, else an exact replay from a snapshot. */

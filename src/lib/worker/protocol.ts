@@ -3,16 +3,17 @@
  *
  * Commands go in, each with a numeric `id`. Every command is answered by exactly one *reply*
  * event carrying the same id (`ready`, `tokenized`, `started`, `done`, `rewound`, `policy`,
- * `inspected`, `trace`, `ack` or `error`). Long commands also stream *progress* (`load`) or
+ * `inspected`, `trace`, `reference`, `ack` or `error`). Long commands also stream *progress* (`load`) or
  * *step* (`step`, `run`) events with that id before their reply.
  *
  * Only plain data crosses the boundary; big matrices travel as transferable typed arrays
  * (StepView.attention.weights, StepView.cacheMap.codes) so a 1024-token step costs no copy.
  * This module holds types and tiny helpers only: it is imported by both sides.
  */
-import type { Citation, ParamSpec, ParamValue, PolicyNeeds } from '../../../engine/policies/types.ts';
+import type { Citation, ParamSpec, ParamValue, PolicyNeeds, ProtectedHeads } from '../../../engine/policies/types.ts';
 import type { MemoryReport } from '../../../engine/cache/store.ts';
 import type { TokenProb } from '../../../engine/trace/schema.ts';
+import { LAB_STREAM_EVENTS, type LabCommand, type LabEvent } from './lab-protocol.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -63,8 +64,12 @@ export type Command =
   | { type: 'views'; id: number; attention: boolean }
   | { type: 'inspect'; id: number; step: number }
   | { type: 'export-trace'; id: number }
+  /** turns the full-cache reference lane on (built at the current point) or off */
+  | { type: 'reference'; id: number; on: boolean }
   /** test hook: the worker throws outside any handler, like a real crash */
-  | { type: 'crash'; id: number };
+  | { type: 'crash'; id: number }
+  /** /compare lanes and /bench evaluations (lab-protocol.ts) */
+  | LabCommand;
 
 export type CommandType = Command['type'];
 
@@ -108,6 +113,33 @@ export interface CacheMapView {
   codes: Uint8Array;
 }
 
+/**
+ * The scores a policy's decision gave the entries it saw, by token index: [layer][kvHead][token]
+ * flattened (merged entries at their first token), NaN where the decision gave none.
+ */
+export interface ScoreGrid {
+  layers: number;
+  kvHeads: number;
+  tokens: number;
+  values: Float32Array;
+}
+
+/** What the full-cache reference lane measured at one step (engine/reference.ts). */
+export interface ReferenceView {
+  /** KL(full ‖ policy) of the next-token distributions, nats */
+  kl: number;
+  /** top-1 agreement of the two lanes' next-token distributions */
+  agree: boolean;
+  /** share of the full lane's attention on tokens the policy held: mean over layers × query heads */
+  mass: number;
+  /** [layer] the same, mean over the layer's query heads */
+  massByLayer: number[];
+  /** policy bytes / full-cache bytes after the step */
+  memoryRatio: number;
+  policyBytes: number;
+  fullBytes: number;
+}
+
 export interface StepView {
   /** decode step (0-based) */
   step: number;
@@ -130,6 +162,12 @@ export interface StepView {
   /** null when views are off (benchmarks) or when sent as a compact record */
   attention: AttentionGrid | null;
   cacheMap: CacheMapView | null;
+  /** the decision's scores by token (null when the policy gave none or views are off) */
+  scores?: ScoreGrid | null;
+  /** what this step's decision evicted: (layer, kvHead, token) triples, flattened */
+  evictions?: Int32Array;
+  /** reference-lane metrics (null when the lane is off or has stopped) */
+  reference?: ReferenceView | null;
 }
 
 export interface PromptView {
@@ -200,6 +238,26 @@ export interface SessionState {
   /** the model's distribution for the next token */
   next: TokenProb[];
   cacheMap: CacheMapView;
+  /** heads the current policy protects or selects with (razor, compresskv); null when none */
+  protects?: ProtectedHeads | null;
+  /** the full-cache reference lane is on */
+  reference?: boolean;
+  /** why the reference lane stopped following (context full), if it did */
+  referenceStopped?: string;
+}
+
+/** A model's calibration scores ([layer][queryHead]) as the retrieval-head map shows them. */
+export interface CalibrationView {
+  /** RazorAttention's data-free probe: echo and induction mass, in [0, 1]; null if not calibrated */
+  echo: number[][] | null;
+  induction: number[][] | null;
+  /** Wu et al. 2024 retrieval score and CompressKV's semantic score on passkey prompts; null if not calibrated */
+  wu: number[][] | null;
+  semantic: number[][] | null;
+  /** Wu et al.'s retrieval-head threshold (0.1) */
+  threshold: number | null;
+  /** one line on how the scores were measured */
+  notes: string[];
 }
 
 export type ErrorKind = 'model' | 'wasm' | 'prompt' | 'policy' | 'session' | 'busy' | 'internal' | 'crash';
@@ -211,22 +269,46 @@ export type StopReason = 'length' | 'eos' | 'context-full' | 'aborted' | 'paused
 
 export type EngineEvent =
   | { type: 'progress'; id: number; progress: LoadProgressView }
-  | { type: 'ready'; id: number; model: ModelInfo; policies: PolicyInfo[]; cache: CacheStats; threads: number; loadMs: number }
+  | { type: 'ready'; id: number; model: ModelInfo; policies: PolicyInfo[]; cache: CacheStats; threads: number; loadMs: number; calibration?: CalibrationView | null }
   | { type: 'tokenized'; id: number; count: number; context: number }
-  | { type: 'started'; id: number; prompt: PromptView; state: SessionState; prefillMs: number }
+  | {
+      type: 'started';
+      id: number;
+      prompt: PromptView;
+      state: SessionState;
+      prefillMs: number;
+      /** the prefill decision's scores (SnapKV-style policies decide once, here) and evictions */
+      scores?: ScoreGrid | null;
+      evictions?: Int32Array;
+    }
   | { type: 'step'; id: number; view: StepView }
   | { type: 'done'; id: number; reason: StopReason; message?: string; steps: number; state: SessionState }
   | { type: 'rewound'; id: number; state: SessionState }
-  | { type: 'policy'; id: number; from: string; to: string; note?: string; state: SessionState }
+  | {
+      type: 'policy';
+      id: number;
+      from: string;
+      to: string;
+      note?: string;
+      state: SessionState;
+      /** decode steps taken before the switch */
+      atStep?: number;
+      /** the cache map just before the switch (state.cacheMap is after it, the switch's evictions marked) */
+      before?: CacheMapView;
+      /** what the switch evicted: (layer, kvHead, token) triples */
+      evictions?: Int32Array;
+    }
   | { type: 'inspected'; id: number; view: StepView }
   | { type: 'trace'; id: number; json: string; fileName: string }
+  | { type: 'reference'; id: number; on: boolean; state: SessionState }
   | { type: 'ack'; id: number }
-  | { type: 'error'; id: number | null; kind: ErrorKind; message: string };
+  | { type: 'error'; id: number | null; kind: ErrorKind; message: string }
+  | LabEvent;
 
-export type ReplyEvent = Exclude<EngineEvent, { type: 'progress' } | { type: 'step' }>;
+export type ReplyEvent = Exclude<EngineEvent, { type: 'progress' } | { type: 'step' } | { type: 'compare-step' } | { type: 'eval-progress' } | { type: 'eval-row' }>;
 
 export function isReply(event: EngineEvent): event is ReplyEvent {
-  return event.type !== 'progress' && event.type !== 'step';
+  return event.type !== 'progress' && event.type !== 'step' && !LAB_STREAM_EVENTS.has(event.type);
 }
 
 /** Typed arrays of a view that can be transferred (not copied) with postMessage. */
@@ -235,5 +317,6 @@ export function viewTransferables(view: StepView | SessionState | null | undefin
   if (!view) return out;
   if ('attention' in view && view.attention) out.push(view.attention.weights.buffer as ArrayBuffer);
   if (view.cacheMap) out.push(view.cacheMap.codes.buffer as ArrayBuffer);
+  if ('scores' in view && view.scores) out.push(view.scores.values.buffer as ArrayBuffer);
   return out;
 }

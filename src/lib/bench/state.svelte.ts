@@ -1,0 +1,185 @@
+/**
+ * The /bench page's state (Svelte 5 runes): an evaluation (engine/eval — the same code as
+ * `kvscope eval`) run in the engine worker: perplexity of held-out text or passkey retrieval over a
+ * depth × length grid, for chosen policies at chosen budgets. Rows arrive as they finish; Cancel
+ * stops between steps and keeps what finished. The page only lays the report out.
+ */
+import { EngineClient, EngineFailure } from '../worker/client.ts';
+import type { EngineEvent, LoadProgressView, ModelInfo, PolicyInfo } from '../worker/protocol.ts';
+import type { EvalConfig, EvalProgress, EvalReport, EvalRow } from '../worker/lab-protocol.ts';
+import { expandRuns, type EvalRun } from '../../../engine/eval/budgets.ts';
+import type { EngineUrls, ShownError } from '../explorer/state.svelte.ts';
+
+export type BenchStatus = 'idle' | 'loading' | 'ready' | 'error' | 'crashed';
+export type EvalTaskName = EvalConfig['task'];
+
+/** One colour (and dash) per policy id, stable across charts: Okabe–Ito, dashed past eight. */
+export const POLICY_STYLE: Record<string, { color: string; dash: string }> = {
+  full: { color: '#000000', dash: '6 3' },
+  window: { color: '#E69F00', dash: '' },
+  streaming: { color: '#56B4E9', dash: '' },
+  h2o: { color: '#009E73', dash: '' },
+  tova: { color: '#F0E442', dash: '' },
+  snapkv: { color: '#0072B2', dash: '' },
+  windowkv: { color: '#D55E00', dash: '' },
+  razor: { color: '#CC79A7', dash: '' },
+  compresskv: { color: '#0072B2', dash: '4 2' },
+  lacache: { color: '#D55E00', dash: '4 2' },
+  d2o: { color: '#009E73', dash: '4 2' },
+};
+
+export function policyStyle(id: string): { color: string; dash: string } {
+  return POLICY_STYLE[id] ?? { color: '#666666', dash: '2 2' };
+}
+
+/** "64, 128 256" → [64, 128, 256]; throws with a readable message on anything else. */
+export function parseNumberList(text: string, what: string, integer = true): number[] {
+  const parts = text.split(/[\s,]+/).filter(Boolean);
+  if (parts.length === 0) throw new Error(`${what}: give at least one value`);
+  return parts.map((p) => {
+    const n = Number(p);
+    if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new Error(`${what}: ${JSON.stringify(p)} is not ${integer ? 'an integer' : 'a number'}`);
+    return n;
+  });
+}
+
+export class BenchState {
+  status = $state<BenchStatus>('idle');
+  progressLoad = $state.raw<LoadProgressView | null>(null);
+  model = $state.raw<ModelInfo | null>(null);
+  policies = $state.raw<PolicyInfo[]>([]);
+  error = $state.raw<ShownError | null>(null);
+
+  // ---- setup ----
+  task = $state<EvalTaskName>('ppl');
+  chosen = $state<string[]>(['full', 'window', 'streaming', 'h2o', 'razor']);
+  /** extra policy specs, whitespace-separated (e.g. h2o:accumulate=mean) */
+  extra = $state('');
+  budgets = $state('64, 128, 256');
+  seed = $state(0);
+  windows = $state(1);
+  tokens = $state(512);
+  prefix = $state(32);
+  lengths = $state('256, 512');
+  depths = $state('0, 0.5, 1');
+  trials = $state(1);
+
+  // ---- run ----
+  running = $state(false);
+  cancelling = $state(false);
+  progress = $state.raw<EvalProgress | null>(null);
+  /** rows as they finish (before the report) */
+  rows = $state.raw<{ record: number; policy: string; row: EvalRow }[]>([]);
+  report = $state.raw<EvalReport | null>(null);
+
+  constructor(
+    readonly client: EngineClient,
+    readonly urls: EngineUrls & { heldout: string },
+    readonly threads = 1,
+  ) {
+    client.onCrash = (message) => {
+      this.status = 'crashed';
+      this.running = false;
+      this.error = { kind: 'crash', message, action: 'restart' };
+    };
+  }
+
+  /** The evaluation the setup describes, or the reason it is not valid. */
+  readonly plan = $derived.by((): { config: EvalConfig; runs: EvalRun[] } | { problem: string } => {
+    try {
+      const specs = [...this.chosen, ...this.extra.split(/\s+/).filter(Boolean)];
+      if (specs.length === 0) return { problem: 'choose at least one policy' };
+      const budgets = parseNumberList(this.budgets, 'budgets');
+      const runs = expandRuns(specs, budgets);
+      const config: EvalConfig =
+        this.task === 'ppl'
+          ? { task: 'ppl', policies: specs, budgets, ppl: { windows: this.windows, tokens: this.tokens, prefix: this.prefix, seed: this.seed } }
+          : {
+              task: 'needle',
+              policies: specs,
+              budgets,
+              needle: { lengths: parseNumberList(this.lengths, 'lengths'), depths: parseNumberList(this.depths, 'depths', false), trials: this.trials, seed: this.seed },
+            };
+      return { config, runs };
+    } catch (error) {
+      return { problem: (error as Error).message };
+    }
+  });
+
+  readonly fraction = $derived(this.progress && this.progress.total > 0 ? this.progress.done / this.progress.total : 0);
+
+  async load(): Promise<void> {
+    this.status = 'loading';
+    this.error = null;
+    try {
+      const ready = await this.client.request<Extract<EngineEvent, { type: 'ready' }>>(
+        { type: 'load', modelsUrl: this.urls.models, wasmUrl: this.urls.wasm, mjsUrl: this.urls.mjs, threads: this.threads },
+        (event) => {
+          if (event.type === 'progress') this.progressLoad = event.progress;
+        },
+      );
+      this.model = ready.model;
+      this.policies = ready.policies;
+      if (!ready.model.calibration) this.chosen = this.chosen.filter((id) => !ready.policies.find((p) => p.id === id)?.needs.calibration);
+      this.status = 'ready';
+    } catch (error) {
+      if ((this.status as BenchStatus) === 'crashed') return;
+      const failure = error instanceof EngineFailure ? error : new EngineFailure('internal', String(error));
+      this.status = 'error';
+      this.error = { kind: failure.kind, message: failure.message, action: 'retry' };
+    }
+  }
+
+  async restart(): Promise<void> {
+    this.client.restart();
+    await this.load();
+  }
+
+  dismissError(): void {
+    this.error = null;
+  }
+
+  toggle(id: string, on: boolean): void {
+    this.chosen = on ? [...this.chosen.filter((c) => c !== id), id] : this.chosen.filter((c) => c !== id);
+  }
+
+  async run(): Promise<void> {
+    const plan = this.plan;
+    if (this.status !== 'ready' || this.running || 'problem' in plan) return;
+    this.running = true;
+    this.cancelling = false;
+    this.error = null;
+    this.report = null;
+    this.rows = [];
+    this.progress = { done: 0, total: 1, run: 0, runs: plan.runs.length, spec: '', message: 'starting…' };
+    try {
+      const done = await this.client.request<Extract<EngineEvent, { type: 'eval-done' }>>({ type: 'eval', config: plan.config, heldoutUrl: this.urls.heldout }, (event) => {
+        if (event.type === 'eval-progress') this.progress = event.progress;
+        else if (event.type === 'eval-row') this.rows = [...this.rows, { record: event.record, policy: event.policy, row: event.row }];
+      });
+      this.report = done.report;
+      const last = this.progress;
+      if (last) this.progress = { ...last, done: done.report.cancelled ? last.done : last.total, message: done.report.cancelled ? 'cancelled' : 'done' };
+    } catch (error) {
+      const failure = error instanceof EngineFailure ? error : new EngineFailure('internal', String(error));
+      if (failure.kind !== 'crash') this.error = { kind: failure.kind, message: failure.message, action: 'dismiss' };
+    } finally {
+      this.running = false;
+      this.cancelling = false;
+    }
+  }
+
+  cancel(): void {
+    if (!this.running) return;
+    this.cancelling = true;
+    this.client.send({ type: 'pause' });
+  }
+
+  /** The report as a JSON file name + text. */
+  reportJson(): { fileName: string; json: string } | null {
+    const r = this.report;
+    if (!r) return null;
+    const safe = (s: string) => s.replace(/[^A-Za-z0-9_.-]+/g, '_');
+    return { fileName: `kvscope-eval-${r.task}-${safe(r.model.id)}.json`, json: `${JSON.stringify(r, null, 2)}\n` };
+  }
+}

@@ -1,0 +1,322 @@
+/**
+ * The /compare page's state (Svelte 5 runes): 2–4 lanes with different policies decoding the same
+ * prompt with the same sampler and seed, stepping together in the engine worker (lab-protocol.ts,
+ * engine/lanes.ts). Every lane is measured against the full cache on its own tokens (KL, top-1
+ * agreement, attention mass held, memory). The page does no model math: it keeps the per-step
+ * records the worker sends and derives only comparisons of token ids (divergence from lane 1).
+ */
+import { EngineClient, EngineFailure } from '../worker/client.ts';
+import type { EngineEvent, LoadProgressView, ModelInfo, PolicyChoice, PolicyInfo, PromptView, SamplerSettings, StopReason } from '../worker/protocol.ts';
+import type { LaneState, LanesStep } from '../worker/lab-protocol.ts';
+import type { ParamValue } from '../../../engine/policies/types.ts';
+import { choiceFromSpec, defaultChoice, specOf, type EngineUrls, type ShownError } from '../explorer/state.svelte.ts';
+import { EXAMPLES } from '../explorer/examples.ts';
+import { decodeCompareQuery, encodeCompareQuery, MAX_LANES, MIN_LANES, type CompareSetup } from './url.ts';
+
+export type CompareStatus = 'idle' | 'loading' | 'ready' | 'error' | 'crashed';
+export type CompareActivity = 'idle' | 'prefilling' | 'stepping' | 'running' | 'rewinding';
+
+export const COMPARE_DEFAULTS: CompareSetup = {
+  prompt: EXAMPLES[0].text,
+  sampler: { temperature: 0.8, topK: 40, topP: 0.95, seed: 1 },
+  lanes: ['full', 'window:size=32', 'streaming:sinks=4,recent=28,positions=p2'],
+};
+
+/** What "+ Add lane" offers, in order (the first whose policy is not shown yet). */
+const NEW_LANES = ['h2o:heavy=16,recent=16', 'tova:budget=32', 'snapkv:budget=32', 'razor:recent=27', 'window:size=32'];
+
+/** Okabe–Ito colours, one per lane (colour-blind safe), lane 1 first. */
+export const LANE_COLORS = ['#000000', '#e69f00', '#0072b2', '#cc79a7'];
+
+/** One lane's metric series for the charts (LaneCharts.svelte), by step. */
+export interface LaneSeries {
+  label: string;
+  color: string;
+  kl: (number | null)[];
+  top1: (boolean | null)[];
+  mass: (number | null)[];
+  memoryRatio: number[];
+}
+
+export interface LaneSummary {
+  spec: string;
+  tokens: number[];
+  pieces: string[];
+  /** per step: this lane's token differs from lane 1's at the same step */
+  diverged: boolean[];
+  /** first step where it differs from lane 1 (null: never, or lane 1 itself) */
+  firstDivergence: number | null;
+  kl: (number | null)[];
+  top1: (boolean | null)[];
+  mass: (number | null)[];
+  /** mean KL and top-1 agreement over the steps that have them */
+  meanKl: number | null;
+  agreement: number | null;
+  memory: LaneState['memory'] | null;
+}
+
+export class CompareState {
+  status = $state<CompareStatus>('idle');
+  progress = $state.raw<LoadProgressView | null>(null);
+  model = $state.raw<ModelInfo | null>(null);
+  policies = $state.raw<PolicyInfo[]>([]);
+  error = $state.raw<ShownError | null>(null);
+  notice = $state<string | null>(null);
+
+  // ---- setup ----
+  prompt = $state(COMPARE_DEFAULTS.prompt);
+  sampler = $state<SamplerSettings>({ ...COMPARE_DEFAULTS.sampler });
+  /** lane policies as edited (applied on Reset) */
+  lanes = $state<PolicyChoice[]>([]);
+  /** lane specs from a link, resolved into `lanes` once the policies are known */
+  private pendingSpecs: string[] = [...COMPARE_DEFAULTS.lanes];
+  runSteps = $state(32);
+
+  // ---- running ----
+  promptView = $state.raw<PromptView | null>(null);
+  activeSpecs = $state.raw<string[]>([]);
+  appliedSetup = $state<string | null>(null);
+  steps = $state.raw<LanesStep[]>([]);
+  laneStates = $state.raw<LaneState[]>([]);
+  activity = $state<CompareActivity>('idle');
+  lastStop = $state<StopReason | null>(null);
+
+  constructor(
+    readonly client: EngineClient,
+    readonly urls: EngineUrls & { heldout?: string },
+    readonly threads = 1,
+  ) {
+    client.onCrash = (message) => {
+      this.status = 'crashed';
+      this.activity = 'idle';
+      this.error = { kind: 'crash', message, action: 'restart' };
+    };
+  }
+
+  readonly canStep = $derived(this.status === 'ready' && this.activity === 'idle' && this.activeSpecs.length > 0);
+  readonly running = $derived(this.activity === 'running');
+  readonly currentSpecs = $derived(this.lanes.map((l) => specOf(l, this.policies)));
+  readonly setupChanged = $derived(this.appliedSetup !== null && this.appliedSetup !== this.setupKey());
+  readonly canAdd = $derived(this.lanes.length < MAX_LANES);
+  readonly canRemove = $derived(this.lanes.length > MIN_LANES);
+
+  /** Per-lane tokens, divergence from lane 1 and metric series (by step). */
+  readonly summaries = $derived.by((): LaneSummary[] => {
+    const steps = this.steps;
+    const n = this.activeSpecs.length;
+    const base = steps.map((s) => s.lanes[0]?.token.id);
+    return Array.from({ length: n }, (_, i) => {
+      const own = steps.map((s) => s.lanes[i]);
+      const tokens = own.map((l) => l.token.id);
+      const diverged = tokens.map((t, k) => i > 0 && t !== base[k]);
+      const first = diverged.indexOf(true);
+      const kl = own.map((l) => l.kl);
+      const top1 = own.map((l) => l.top1);
+      const klValues = kl.filter((v): v is number => v !== null);
+      const topValues = top1.filter((v): v is boolean => v !== null);
+      return {
+        spec: this.activeSpecs[i],
+        tokens,
+        pieces: own.map((l) => l.token.piece),
+        diverged,
+        firstDivergence: first < 0 ? null : first,
+        kl,
+        top1,
+        mass: own.map((l) => l.mass),
+        meanKl: klValues.length ? klValues.reduce((a, b) => a + b, 0) / klValues.length : null,
+        agreement: topValues.length ? topValues.filter(Boolean).length / topValues.length : null,
+        memory: own.length ? own[own.length - 1].memory : (this.laneStates[i]?.memory ?? null),
+      };
+    });
+  });
+
+  private setupKey(): string {
+    return JSON.stringify({ prompt: this.prompt, sampler: this.sampler, lanes: this.currentSpecs });
+  }
+
+  /** The setup as a link query (lanes as edited, prompt, sampler + seed). */
+  query(): string {
+    return encodeCompareQuery({ prompt: this.prompt, sampler: { ...this.sampler }, lanes: this.lanes.length ? this.currentSpecs : this.pendingSpecs });
+  }
+
+  /** Takes the setup from a link's query string; returns the problems found (shown as a notice). */
+  applyQuery(search: string): string[] {
+    const { setup, problems } = decodeCompareQuery(search, COMPARE_DEFAULTS);
+    this.prompt = setup.prompt;
+    this.sampler = { ...setup.sampler };
+    this.pendingSpecs = setup.lanes;
+    if (this.policies.length) this.resolveLanes();
+    if (problems.length) this.notice = problems.join('; ');
+    return problems;
+  }
+
+  /** Lane specs → choices typed by the policies' schemas (unknown policies are dropped with a notice). */
+  private resolveLanes(): void {
+    const known = this.pendingSpecs.filter((s) => this.policies.some((p) => p.id === s.split(':')[0]));
+    const unknown = this.pendingSpecs.filter((s) => !known.includes(s));
+    let specs = known;
+    if (specs.length < MIN_LANES) specs = [...specs, ...COMPARE_DEFAULTS.lanes].slice(0, MIN_LANES);
+    this.lanes = specs.map((s) => choiceFromSpec(s, this.policies));
+    if (unknown.length) this.notice = `unknown policy in the link: ${unknown.join(', ')}`;
+  }
+
+  async load(): Promise<void> {
+    this.status = 'loading';
+    this.error = null;
+    try {
+      const ready = await this.client.request<Extract<EngineEvent, { type: 'ready' }>>(
+        { type: 'load', modelsUrl: this.urls.models, wasmUrl: this.urls.wasm, mjsUrl: this.urls.mjs, threads: this.threads },
+        (event) => {
+          if (event.type === 'progress') this.progress = event.progress;
+        },
+      );
+      this.model = ready.model;
+      this.policies = ready.policies;
+      this.resolveLanes();
+      this.status = 'ready';
+      await this.start();
+    } catch (error) {
+      if ((this.status as CompareStatus) === 'crashed') return;
+      const failure = error instanceof EngineFailure ? error : new EngineFailure('internal', String(error));
+      this.status = 'error';
+      this.error = { kind: failure.kind, message: failure.message, action: 'retry' };
+    }
+  }
+
+  async restart(): Promise<void> {
+    this.client.restart();
+    this.steps = [];
+    this.activeSpecs = [];
+    await this.load();
+  }
+
+  private fail(error: unknown): void {
+    if (this.status === 'crashed') return;
+    const failure = error instanceof EngineFailure ? error : new EngineFailure('internal', String(error));
+    if (failure.kind === 'crash') return;
+    this.error = { kind: failure.kind, message: failure.message, action: 'dismiss' };
+  }
+
+  dismissError(): void {
+    this.error = null;
+  }
+
+  // ---- lanes ----
+
+  /** A new lane: the next of H2O, TOVA, SnapKV not yet shown, with a budget like the default window's. */
+  addLane(): void {
+    if (!this.canAdd || this.policies.length === 0) return;
+    const used = new Set(this.lanes.map((l) => l.id));
+    const next = NEW_LANES.find((spec) => !used.has(spec.split(':')[0]) && this.policies.some((p) => p.id === spec.split(':')[0]));
+    this.lanes = [...this.lanes, next ? choiceFromSpec(next, this.policies) : defaultChoice(this.policies[0])];
+  }
+
+  removeLane(index: number): void {
+    if (!this.canRemove) return;
+    this.lanes = this.lanes.filter((_, i) => i !== index);
+  }
+
+  pickPolicy(index: number, id: string): void {
+    const info = this.policies.find((p) => p.id === id);
+    if (info) this.lanes = this.lanes.map((l, i) => (i === index ? defaultChoice(info) : l));
+  }
+
+  setParam(index: number, name: string, value: ParamValue): void {
+    this.lanes = this.lanes.map((l, i) => (i === index ? { ...l, params: { ...l.params, [name]: value } } : l));
+  }
+
+  // ---- stepping ----
+
+  /** (Re)starts every lane from the prompt with the current setup (Reset). */
+  async start(): Promise<void> {
+    if (this.status !== 'ready' || this.activity !== 'idle') return;
+    this.activity = 'prefilling';
+    this.notice = null;
+    this.error = null;
+    try {
+      const started = await this.client.request<Extract<EngineEvent, { type: 'compare-started' }>>({
+        type: 'compare-start',
+        prompt: this.prompt,
+        sampler: { ...this.sampler },
+        lanes: this.lanes.map((l) => ({ id: l.id, params: { ...l.params } })),
+      });
+      this.promptView = started.prompt;
+      this.laneStates = started.lanes;
+      this.activeSpecs = started.lanes.map((l) => l.policy);
+      this.steps = [];
+      this.lastStop = null;
+      this.appliedSetup = this.setupKey();
+    } catch (error) {
+      this.fail(error);
+    } finally {
+      this.activity = 'idle';
+    }
+  }
+
+  private async advance(steps: number, activity: CompareActivity): Promise<void> {
+    if (!this.canStep) return;
+    this.activity = activity;
+    this.notice = null;
+    let buffer: LanesStep[] = [];
+    let scheduled = false;
+    const flush = () => {
+      scheduled = false;
+      if (buffer.length) {
+        this.steps = this.steps.concat(buffer);
+        buffer = [];
+      }
+    };
+    try {
+      const done = await this.client.request<Extract<EngineEvent, { type: 'compare-done' }>>({ type: 'compare-step', steps }, (event) => {
+        if (event.type !== 'compare-step') return;
+        buffer.push(event.view);
+        if (!scheduled) {
+          scheduled = true;
+          setTimeout(flush, 30);
+        }
+      });
+      flush();
+      this.laneStates = done.lanes;
+      this.lastStop = done.reason;
+      if (done.reason === 'context-full') this.notice = done.message ?? 'the context is full';
+    } catch (error) {
+      flush();
+      this.fail(error);
+    } finally {
+      this.activity = 'idle';
+    }
+  }
+
+  step(): Promise<void> {
+    return this.advance(1, 'stepping');
+  }
+
+  run(): Promise<void> {
+    return this.advance(Math.max(1, Math.floor(this.runSteps) || 1), 'running');
+  }
+
+  pause(): void {
+    if (this.activity === 'running') this.client.send({ type: 'pause' });
+  }
+
+  toggleRun(): void {
+    if (this.activity === 'running') this.pause();
+    else void this.run();
+  }
+
+  async back(n = 1): Promise<void> {
+    if (!this.canStep || this.steps.length === 0) return;
+    this.activity = 'rewinding';
+    this.notice = null;
+    try {
+      const rewound = await this.client.request<Extract<EngineEvent, { type: 'compare-rewound' }>>({ type: 'compare-back', steps: n });
+      this.steps = this.steps.slice(0, rewound.stepCount);
+      this.laneStates = rewound.lanes;
+      this.lastStop = null;
+    } catch (error) {
+      this.fail(error);
+    } finally {
+      this.activity = 'idle';
+    }
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * The /compare page's link: the query string carries the inputs (never the outputs) — the lanes'
+ * policy specs, the prompt, the sampler and its seed — so opening the link reproduces the run
+ * (runs are deterministic). Example:
+ *
+ *   /compare?v=1&lane=full&lane=window%3Asize%3D32&prompt=Once+upon&seed=1&t=0.8&k=40&p=0.95
+ *
+ * Decoding validates every field and falls back to the defaults (with a problem message) for what
+ * is missing or malformed; lane specs are checked for shape here and against the model's policies
+ * by the worker when the lanes start.
+ */
+import type { SamplerSettings } from '../worker/protocol.ts';
+
+export const COMPARE_URL_VERSION = 1;
+export const MIN_LANES = 2;
+export const MAX_LANES = 4;
+/** longest prompt a link carries (characters); longer prompts are cut with a problem message */
+export const MAX_PROMPT_CHARS = 6000;
+const MAX_SPEC_CHARS = 300;
+const SPEC_SHAPE = /^[a-z0-9_-]+(:[A-Za-z0-9_]+=[A-Za-z0-9_.+-]+(,[A-Za-z0-9_]+=[A-Za-z0-9_.+-]+)*)?$/;
+
+export interface CompareSetup {
+  prompt: string;
+  sampler: SamplerSettings;
+  /** policy spec per lane, 2–4 */
+  lanes: string[];
+}
+
+/** The query string (without "?") for a setup. */
+export function encodeCompareQuery(setup: CompareSetup): string {
+  const q = new URLSearchParams();
+  q.set('v', String(COMPARE_URL_VERSION));
+  for (const lane of setup.lanes) q.append('lane', lane);
+  q.set('prompt', setup.prompt.slice(0, MAX_PROMPT_CHARS));
+  q.set('seed', String(setup.sampler.seed));
+  q.set('t', String(setup.sampler.temperature));
+  q.set('k', String(setup.sampler.topK));
+  q.set('p', String(setup.sampler.topP));
+  return q.toString();
+}
+
+function numberField(q: URLSearchParams, name: string, what: string, ok: (v: number) => boolean, fallback: number, problems: string[]): number {
+  const raw = q.get(name);
+  if (raw === null) return fallback;
+  const value = raw.trim() === '' ? NaN : Number(raw);
+  if (!Number.isFinite(value) || !ok(value)) {
+    problems.push(`ignored ${what} ${JSON.stringify(raw)} in the link`);
+    return fallback;
+  }
+  return value;
+}
+
+/**
+ * Reads a setup from a query string. Fields missing from the link take `defaults`; malformed ones
+ * too, with a line in `problems`. `present` says whether the link carried any lanes at all.
+ */
+export function decodeCompareQuery(search: string, defaults: CompareSetup): { setup: CompareSetup; problems: string[]; present: boolean } {
+  const q = new URLSearchParams(search.startsWith('?') ? search.slice(1) : search);
+  const problems: string[] = [];
+  const version = q.get('v');
+  if (version !== null && version !== String(COMPARE_URL_VERSION)) problems.push(`the link has version ${version}; this page reads version ${COMPARE_URL_VERSION}`);
+  const given = q.getAll('lane').map((s) => s.trim());
+  const lanes: string[] = [];
+  for (const spec of given) {
+    if (spec.length > MAX_SPEC_CHARS || !SPEC_SHAPE.test(spec)) problems.push(`ignored the lane ${JSON.stringify(spec.slice(0, 60))}: not a policy spec`);
+    else if (lanes.length >= MAX_LANES) problems.push(`ignored lanes past the ${MAX_LANES}th`);
+    else lanes.push(spec);
+  }
+  let finalLanes = lanes;
+  if (given.length > 0 && lanes.length < MIN_LANES) {
+    problems.push(`the link has ${lanes.length} usable lane(s); compare needs ${MIN_LANES}–${MAX_LANES}, so the default lanes fill in`);
+    finalLanes = [...lanes, ...defaults.lanes].slice(0, Math.max(MIN_LANES, lanes.length));
+  } else if (given.length === 0) {
+    finalLanes = [...defaults.lanes];
+  }
+  let prompt = q.get('prompt') ?? defaults.prompt;
+  if (prompt.length > MAX_PROMPT_CHARS) {
+    problems.push(`the prompt in the link was cut to ${MAX_PROMPT_CHARS} characters`);
+    prompt = prompt.slice(0, MAX_PROMPT_CHARS);
+  }
+  const d = defaults.sampler;
+  const sampler: SamplerSettings = {
+    seed: numberField(q, 'seed', 'seed', (v) => Number.isInteger(v) && v >= 0 && v <= 0xffffffff, d.seed, problems),
+    temperature: numberField(q, 't', 'temperature', (v) => v >= 0 && v <= 10, d.temperature, problems),
+    topK: numberField(q, 'k', 'top-k', (v) => Number.isInteger(v) && v >= 0, d.topK, problems),
+    topP: numberField(q, 'p', 'top-p', (v) => v > 0 && v <= 1, d.topP, problems),
+  };
+  return { setup: { prompt, sampler, lanes: finalLanes }, problems, present: given.length > 0 };
+}

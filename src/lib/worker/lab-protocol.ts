@@ -1,0 +1,36 @@
+/**
+ * Worker messages of the /compare lanes and the /bench evaluations (an extension of protocol.ts:
+ * the same worker, ids and reply rules). Commands:
+ *
+ *   compare-start  prompt + sampler + 1–4 lane policies → reply compare-started
+ *   compare-step   N steps of every lane; a compare-step event per step → reply compare-done
+ *                  (the existing `pause` command stops it between steps)
+ *   compare-back   back N steps (checkpoint + replay) → reply compare-rewound
+ *   eval           an evaluation (engine/eval) over held-out text; eval-progress and eval-row
+ *                  events → reply eval-done (`pause` cancels: the report holds what finished)
+ */
+import type { EvalConfig, EvalProgress, EvalReport, EvalRow } from '../../../engine/eval/index.ts';
+import type { LaneMemory, LaneState, LanesStep } from '../../../engine/lanes.ts';
+import type { PolicyChoice, PromptView, SamplerSettings, StopReason } from './protocol.ts';
+
+export type { EvalConfig, EvalProgress, EvalReport, EvalRow, LaneMemory, LaneState, LanesStep };
+
+export type LabCommand =
+  | { type: 'compare-start'; id: number; prompt: string; sampler: SamplerSettings; lanes: PolicyChoice[] }
+  | { type: 'compare-step'; id: number; steps: number }
+  | { type: 'compare-back'; id: number; steps: number }
+  | { type: 'eval'; id: number; config: EvalConfig; heldoutUrl: string };
+
+export type LabEvent =
+  | { type: 'compare-started'; id: number; prompt: PromptView; lanes: LaneState[]; prefillMs: number }
+  | { type: 'compare-step'; id: number; view: LanesStep }
+  | { type: 'compare-done'; id: number; reason: StopReason; message?: string; steps: number; stepCount: number; lanes: LaneState[] }
+  | { type: 'compare-rewound'; id: number; stepCount: number; lanes: LaneState[] }
+  | { type: 'eval-progress'; id: number; progress: EvalProgress }
+  | { type: 'eval-row'; id: number; record: number; policy: string; row: EvalRow }
+  | { type: 'eval-done'; id: number; report: EvalReport };
+
+export const LAB_COMMANDS: ReadonlySet<string> = new Set(['compare-start', 'compare-step', 'compare-back', 'eval']);
+
+/** Lab events that stream before a command's reply (not replies themselves). */
+export const LAB_STREAM_EVENTS: ReadonlySet<string> = new Set(['compare-step', 'eval-progress', 'eval-row']);

@@ -1,0 +1,182 @@
+/**
+ * The worker side of /compare and /bench (lab-protocol.ts): lanes of policies stepping together
+ * (engine/lanes.ts) and evaluations (engine/eval). EngineHost owns the model and the command
+ * queue and hands these commands here; `pause` aborts whatever runs. Framework-free and DOM-free.
+ */
+import { ContextFullError } from '../../../engine/errors.ts';
+import { EvalSettingsError, runEval } from '../../../engine/eval/index.ts';
+import { LaneGroup } from '../../../engine/lanes.ts';
+import type { LoadedModel } from '../../../engine/model/load.ts';
+import { formatPolicySpec } from '../../../engine/policies/spec.ts';
+import type { LabCommand, LabEvent } from './lab-protocol.ts';
+import type { EngineEvent, PolicyChoice, SamplerSettings, StopReason } from './protocol.ts';
+
+export type LabPost = (event: LabEvent | EngineEvent) => void;
+
+/** Yields to the event loop (a macrotask) so that `pause` messages get through during long work. */
+export function yieldToEventLoop(): Promise<void> {
+  if (typeof MessageChannel !== 'function') return new Promise((resolve) => setTimeout(resolve, 0));
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => {
+      channel.port1.close();
+      resolve();
+    };
+    channel.port2.postMessage(null);
+  });
+}
+
+export class LabError extends Error {
+  constructor(
+    readonly kind: 'session' | 'policy' | 'prompt' | 'internal',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class LabHost {
+  private group: LaneGroup | null = null;
+  private groupModel: LoadedModel | null = null;
+  private abort: AbortController | null = null;
+  private heldout = new Map<string, string[]>();
+
+  constructor(
+    private readonly post: LabPost,
+    private readonly fetchFn: typeof fetch,
+  ) {}
+
+  /** Stops a running compare or evaluation between steps. */
+  pause(): void {
+    this.abort?.abort();
+  }
+
+  /** Runs one lab command; failures come out as LabError (kind + message) or engine errors. */
+  async run(command: LabCommand, model: LoadedModel): Promise<void> {
+    if (this.groupModel !== model) {
+      this.group = null;
+      this.groupModel = model;
+    }
+    try {
+      await this.dispatch(command, model);
+    } catch (error) {
+      if (error instanceof EvalSettingsError) throw new LabError('session', error.message);
+      throw error;
+    }
+  }
+
+  private async dispatch(command: LabCommand, model: LoadedModel): Promise<void> {
+    switch (command.type) {
+      case 'compare-start':
+        return this.start(command.id, model, command.prompt, command.sampler, command.lanes);
+      case 'compare-step':
+        return this.step(command.id, command.steps);
+      case 'compare-back':
+        return this.back(command.id, command.steps);
+      case 'eval':
+        return this.evaluate(command.id, model, command);
+    }
+  }
+
+  private requireGroup(): LaneGroup {
+    if (!this.group) throw new LabError('session', 'no lanes are running yet: press Reset to start them');
+    return this.group;
+  }
+
+  private async start(id: number, model: LoadedModel, prompt: string, sampler: SamplerSettings, lanes: PolicyChoice[]): Promise<void> {
+    const context = model.manifest.architecture.context_length;
+    const ids = model.tokenizer.encode(prompt);
+    if (ids.length > context) {
+      throw new LabError('prompt', `The prompt is ${ids.length} tokens long but the model's context holds ${context}. Shorten it by at least ${ids.length - context} tokens.`);
+    }
+    const specs = lanes.map((l) => formatPolicySpec({ id: l.id, params: l.params }));
+    const t0 = performance.now();
+    const group = new LaneGroup(model, {
+      policies: specs,
+      sampler: { temperature: sampler.temperature, topK: sampler.topK, topP: sampler.topP, seed: sampler.seed },
+    });
+    const state = await group.start(ids);
+    this.group = group;
+    const pieces = ids.map((t) => model.tokenizer.tokenPiece(t));
+    this.post({ type: 'compare-started', id, prompt: { ids: [...ids], pieces }, lanes: state, prefillMs: performance.now() - t0 });
+  }
+
+  private async step(id: number, steps: number): Promise<void> {
+    const group = this.requireGroup();
+    this.abort = new AbortController();
+    const signal = this.abort.signal;
+    let reason: StopReason = 'length';
+    let message: string | undefined;
+    let count = 0;
+    try {
+      for (let i = 0; i < steps; i++) {
+        if (signal.aborted) {
+          reason = 'paused';
+          break;
+        }
+        try {
+          const view = await group.step();
+          count++;
+          this.post({ type: 'compare-step', id, view });
+        } catch (error) {
+          if (error instanceof ContextFullError) {
+            reason = 'context-full';
+            message = `${error.message}: step back or reset`;
+            break;
+          }
+          throw error;
+        }
+        if (steps > 1) await yieldToEventLoop();
+      }
+    } finally {
+      this.abort = null;
+    }
+    this.post({ type: 'compare-done', id, reason, message, steps: count, stepCount: group.stepCount, lanes: group.state() });
+  }
+
+  private async back(id: number, steps: number): Promise<void> {
+    const group = this.requireGroup();
+    const lanes = await group.rewind(group.stepCount - Math.max(0, Math.floor(steps)));
+    this.post({ type: 'compare-rewound', id, stepCount: group.stepCount, lanes });
+  }
+
+  private async documents(url: string): Promise<string[]> {
+    const cached = this.heldout.get(url);
+    if (cached) return cached;
+    let json: unknown;
+    try {
+      const response = await this.fetchFn(url);
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      json = await response.json();
+    } catch (error) {
+      throw new LabError('internal', `cannot load the held-out text ${url}: ${(error as Error).message}`);
+    }
+    const docs = (json as { documents?: { text?: unknown }[] })?.documents;
+    const texts = Array.isArray(docs) ? docs.map((d) => d?.text).filter((t): t is string => typeof t === 'string' && t.length > 0) : [];
+    if (texts.length === 0) throw new LabError('internal', `${url}: expected {"documents": [{"text": …}]}`);
+    this.heldout.set(url, texts);
+    return texts;
+  }
+
+  private async evaluate(id: number, model: LoadedModel, command: LabCommand & { type: 'eval' }): Promise<void> {
+    const documents = await this.documents(command.heldoutUrl);
+    this.abort = new AbortController();
+    let last = 0;
+    try {
+      const report = await runEval(model, documents, command.config, {
+        signal: this.abort.signal,
+        yield: yieldToEventLoop,
+        onProgress: (progress) => {
+          const now = performance.now();
+          if (now - last < 100 && progress.done < progress.total && progress.done > 0) return;
+          last = now;
+          this.post({ type: 'eval-progress', id, progress });
+        },
+        onRow: (record, row, partial) => this.post({ type: 'eval-row', id, record, policy: partial.records[record].policy, row }),
+      });
+      this.post({ type: 'eval-done', id, report });
+    } finally {
+      this.abort = null;
+    }
+  }
+}

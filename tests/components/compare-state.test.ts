@@ -1,0 +1,190 @@
+/**
+ * CompareState and BenchState (runes) driving the real worker host in-process over the tiny
+ * fixture: lanes stepping together, back, the URL round trip; an evaluation to completion and a
+ * cancelled one.
+ */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { flushSync } from 'svelte';
+import { describe, expect, it } from 'vitest';
+import { loadModel } from '../../engine/model/load.ts';
+import { EngineClient, type WorkerLike } from '../../src/lib/worker/client.ts';
+import { EngineHost } from '../../src/lib/worker/host.ts';
+import type { Command, EngineEvent } from '../../src/lib/worker/protocol.ts';
+import { CompareState, COMPARE_DEFAULTS } from '../../src/lib/compare/state.svelte.ts';
+import { BenchState, parseNumberList } from '../../src/lib/bench/state.svelte.ts';
+import { decodeCompareQuery } from '../../src/lib/compare/url.ts';
+import { fakeServer, MemoryCache, MODELS_URL, ORIGIN } from '../ui/helpers.ts';
+
+const HELDOUT_URL = `${ORIGIN}/data/heldout.json`;
+
+class InProcessWorker implements WorkerLike {
+  onmessage: ((event: MessageEvent) => void) | null = null;
+  onerror: ((event: ErrorEvent | Event) => void) | null = null;
+  private host: EngineHost;
+  constructor() {
+    const server = fakeServer();
+    const heldout = readFileSync(resolve('static/data/heldout.json'));
+    const fetchFn = (async (input: RequestInfo | URL, init?: RequestInit) => {
+      const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+      if (url === HELDOUT_URL) return new Response(heldout.slice(), { headers: { 'content-type': 'application/json' } });
+      return server.fetch(input, init);
+    }) as typeof fetch;
+    const cache = new MemoryCache();
+    this.host = new EngineHost((event: EngineEvent) => setTimeout(() => this.onmessage?.({ data: event } as MessageEvent)), {
+      loadModel,
+      fetch: fetchFn,
+      caches: { open: async () => cache },
+    });
+  }
+  postMessage(message: unknown): void {
+    setTimeout(() => this.host.handle(message as Command));
+  }
+  terminate(): void {}
+}
+
+async function until(condition: () => boolean, what: string, timeout = 30_000): Promise<void> {
+  const start = Date.now();
+  while (!condition()) {
+    if (Date.now() - start > timeout) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+    flushSync();
+  }
+}
+
+const URLS = { models: MODELS_URL, wasm: `${ORIGIN}/ort/ort-wasm-simd-threaded.wasm`, mjs: `${ORIGIN}/ort/ort-wasm-simd-threaded.mjs` };
+
+describe('CompareState', () => {
+  it('takes its setup from a link, steps every lane together, steps back, and writes the same link back', async () => {
+    const app = new CompareState(new EngineClient(() => new InProcessWorker()), URLS);
+    const link = 'v=1&lane=full&lane=window%3Asize%3D8&lane=h2o%3Aheavy%3D4%2Crecent%3D4&prompt=The+cat+sat+on+the+mat.&seed=3&t=0.9&k=20&p=0.9';
+    expect(app.applyQuery(`?${link}`)).toEqual([]);
+    void app.load();
+    await until(() => app.status === 'ready' && app.activeSpecs.length === 3 && app.activity === 'idle', 'lanes started');
+    expect(app.activeSpecs).toEqual(['full', 'window:size=8', 'h2o:heavy=4,recent=4,accumulate=sum,gqa=sum']);
+    expect(app.sampler).toEqual({ temperature: 0.9, topK: 20, topP: 0.9, seed: 3 });
+    expect(app.promptView!.ids.length).toBeGreaterThan(3);
+
+    await app.step();
+    await until(() => app.steps.length === 1, 'one step');
+    app.runSteps = 9;
+    await app.run();
+    await until(() => app.steps.length === 10 && app.activity === 'idle', 'ten steps');
+    const s = app.summaries;
+    expect(s).toHaveLength(3);
+    expect(s[0].tokens).toHaveLength(10);
+    expect(s[0].kl.every((k) => k === 0)).toBe(true);
+    expect(s[1].kl.every((k) => k !== null && k >= 0)).toBe(true);
+    expect(s[1].memory!.entriesPerHead).toBe(8);
+    expect(s[0].diverged.every((d) => !d)).toBe(true);
+    // divergence is a comparison of token ids with lane 1
+    expect(s[1].diverged).toEqual(s[1].tokens.map((t, i) => t !== s[0].tokens[i]));
+    expect(s[1].agreement).not.toBeNull();
+
+    const tokens = s.map((l) => l.tokens);
+    await app.back(3);
+    expect(app.steps).toHaveLength(7);
+    await app.run();
+    await until(() => app.steps.length === 16 && app.activity === 'idle', 'replayed');
+    expect(app.summaries.map((l) => l.tokens.slice(0, 10))).toEqual(tokens);
+
+    // the URL the page writes reproduces the setup
+    const { setup } = decodeCompareQuery(app.query(), COMPARE_DEFAULTS);
+    expect(setup.lanes).toEqual(app.activeSpecs);
+    expect(setup.prompt).toBe('The cat sat on the mat.');
+    expect(setup.sampler.seed).toBe(3);
+    app.client.dispose();
+  });
+
+  it('adds and removes lanes within 2–4 and marks the setup as changed until Reset', async () => {
+    const app = new CompareState(new EngineClient(() => new InProcessWorker()), URLS);
+    app.applyQuery('');
+    void app.load();
+    await until(() => app.status === 'ready' && app.activeSpecs.length > 0 && app.activity === 'idle', 'ready');
+    expect(app.activeSpecs).toEqual(['full', 'window:size=32', 'streaming:sinks=4,recent=28,positions=p2']);
+    app.addLane();
+    expect(app.lanes).toHaveLength(4);
+    expect(app.canAdd).toBe(false);
+    app.addLane();
+    expect(app.lanes).toHaveLength(4);
+    expect(app.setupChanged).toBe(true);
+    app.removeLane(3);
+    app.removeLane(2);
+    expect(app.canRemove).toBe(false);
+    app.removeLane(1);
+    expect(app.lanes).toHaveLength(2);
+    app.pickPolicy(1, 'tova');
+    app.setParam(1, 'budget', 16);
+    await app.start();
+    expect(app.setupChanged).toBe(false);
+    expect(app.activeSpecs).toEqual(['full', 'tova:budget=16,reduce=head-mean,gqa=mean']);
+    app.client.dispose();
+  });
+
+  it('drops unknown policies from a link with a notice', async () => {
+    const app = new CompareState(new EngineClient(() => new InProcessWorker()), URLS);
+    app.applyQuery('lane=full&lane=nosuch%3Ax%3D1&lane=window%3Asize%3D4');
+    void app.load();
+    await until(() => app.status === 'ready' && app.activeSpecs.length > 0 && app.activity === 'idle', 'ready');
+    expect(app.activeSpecs).toEqual(['full', 'window:size=4']);
+    app.client.dispose();
+  });
+});
+
+describe('BenchState', () => {
+  it('runs a small evaluation to completion with progress and rows, then offers the JSON', async () => {
+    const app = new BenchState(new EngineClient(() => new InProcessWorker()), { ...URLS, heldout: HELDOUT_URL });
+    void app.load();
+    await until(() => app.status === 'ready', 'ready');
+    expect(app.chosen).not.toContain('razor'); // the fixture has no calibration
+    app.chosen = ['full', 'window'];
+    app.budgets = '16, 32';
+    app.windows = 1;
+    app.tokens = 48;
+    app.prefix = 8;
+    const plan = app.plan;
+    expect('runs' in plan && plan.runs.map((r) => r.spec)).toEqual(['full', 'window:size=16', 'window:size=32']);
+    await app.run();
+    expect(app.error).toBeNull();
+    expect(app.report!.records.map((r) => r.rows.length)).toEqual([1, 2]);
+    expect(app.rows).toHaveLength(3);
+    expect(app.fraction).toBe(1);
+    const file = app.reportJson()!;
+    expect(file.fileName).toBe('kvscope-eval-ppl-tiny-fixture.json');
+    expect(JSON.parse(file.json).format).toBe('kvscope-eval');
+
+    app.task = 'needle';
+    app.lengths = '80';
+    app.depths = '0, 1';
+    app.chosen = ['streaming'];
+    app.budgets = '16';
+    await app.run();
+    expect(app.report!.task).toBe('needle');
+    expect(app.report!.records[0].rows[0].needle!.cells).toHaveLength(2);
+    app.client.dispose();
+  });
+
+  it('cancels between steps and keeps the finished rows; bad setups are explained', async () => {
+    const app = new BenchState(new EngineClient(() => new InProcessWorker()), { ...URLS, heldout: HELDOUT_URL });
+    void app.load();
+    await until(() => app.status === 'ready', 'ready');
+    app.chosen = ['window'];
+    app.budgets = '8, 16, 32, 64';
+    app.windows = 2;
+    app.tokens = 200;
+    const running = app.run();
+    await until(() => app.rows.length >= 1, 'first row');
+    app.cancel();
+    await running;
+    expect(app.report!.cancelled).toBe(true);
+    expect(app.report!.records[0].rows.length).toBeLessThan(4);
+
+    app.budgets = '8, x';
+    expect('problem' in app.plan && app.plan.problem).toMatch(/not an integer/);
+    app.budgets = '8';
+    app.chosen = [];
+    expect('problem' in app.plan && app.plan.problem).toMatch(/at least one policy/);
+    expect(parseNumberList('0, 0.5 1', 'depths', false)).toEqual([0, 0.5, 1]);
+    app.client.dispose();
+  });
+});

@@ -1,0 +1,138 @@
+/** End-to-end tests of /compare and /bench (run by tests/e2e/run.ts). */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Page } from 'playwright-core';
+import { assert, assertEqual, RESULTS_DIR, type TestCase } from './harness.ts';
+
+async function waitStatus(page: Page, timeout = 120_000): Promise<void> {
+  await page.waitForFunction(
+    () => ['ready', 'error', 'crashed'].includes(document.querySelector('[data-testid="model-status"]')?.textContent ?? ''),
+    null,
+    { timeout },
+  );
+  const status = await page.textContent('[data-testid="model-status"]');
+  if (status !== 'ready') throw new Error(`model status is ${status}: ${await page.textContent('[data-testid="error"]').catch(() => '')}`);
+}
+
+async function compareIdle(page: Page, timeout = 60_000): Promise<void> {
+  await page.waitForFunction(() => !(document.querySelector('[data-testid="compare-step"]') as HTMLButtonElement | null)?.disabled, null, { timeout });
+}
+
+async function laneTokens(page: Page): Promise<string[][]> {
+  return page.$$eval('[data-testid="compare-lane"]', (lanes) => lanes.map((lane) => [...lane.querySelectorAll('[data-testid="lane-token"]')].map((t) => t.textContent ?? '')));
+}
+
+export const LAB_TESTS: TestCase[] = [
+  {
+    name: 'compare: two lanes from a link step together; metrics, back, keyboard, add lane, link',
+    timeoutMs: 150_000,
+    async fn({ page, server }) {
+      const query = 'v=1&lane=full&lane=window%3Asize%3D32&prompt=Once+upon+a+time%2C+there+was+a+little+robot+who&seed=2&t=0.8&k=40&p=0.95';
+      await page.goto(`${server.url}/compare?${query}`);
+      await waitStatus(page);
+      await compareIdle(page);
+      assertEqual(await page.locator('[data-testid="compare-lane"]').count(), 2, 'lanes');
+      const specs = await page.$$eval('[data-testid="compare-lane"]', (els) => els.map((e) => e.getAttribute('data-spec')));
+      assertEqual(specs, ['full', 'window:size=32'], 'lane specs from the link');
+
+      // step both lanes 12 times (past the window, so the window lane evicts)
+      for (let i = 1; i <= 12; i++) {
+        await page.click('[data-testid="compare-step"]');
+        await page.waitForFunction((n) => /^\d+ steps/.test(document.querySelector('[data-testid="compare-position"]')?.textContent ?? '') && document.querySelector('[data-testid="compare-position"]')!.textContent!.startsWith(`${n} steps`), i);
+        await compareIdle(page);
+      }
+      let tokens = await laneTokens(page);
+      assertEqual(tokens.map((t) => t.length), [12, 12], 'tokens per lane after 12 steps');
+      await page.click('[data-testid="compare-run"]');
+      await page.waitForFunction(() => (document.querySelector('[data-testid="compare-position"]')?.textContent ?? '').startsWith('44 steps'), null, { timeout: 60_000 });
+      await compareIdle(page);
+      tokens = await laneTokens(page);
+      assertEqual(tokens.map((t) => t.length), [44, 44], 'tokens per lane after a run of 32');
+      const memory = await page.$$eval('[data-testid="lane-memory"]', (els) => els.map((e) => e.textContent ?? ''));
+      assert(/100% of full/.test(memory[0]) && !/100% of full/.test(memory[1]) && /32 entries\/head/.test(memory[1]), `memory per lane (${memory.join(' | ')})`);
+      const kl = await page.$$eval('[data-testid="lane-kl"]', (els) => els.map((e) => e.textContent ?? ''));
+      assert(/^0\.000 \/ 0\.000$|^0e\+0 \/ 0e\+0$|^0\.0e\+0/.test(kl[0]) || kl[0].startsWith('0'), `full lane has KL 0 (${kl[0]})`);
+      assert(/\d/.test(kl[1]) && !kl[1].includes('–'), `window lane shows KL (${kl[1]})`);
+      const agreement = await page.$$eval('[data-testid="lane-agreement"]', (els) => els.map((e) => e.textContent ?? ''));
+      assertEqual(agreement[0], '100%', 'full lane agrees with itself');
+      const paths = await page.$$eval('[data-testid="compare-metrics"] svg path', (els) => els.filter((e) => (e.getAttribute('d') ?? '').length > 20).length);
+      assert(paths >= 4, `metrics chart draws lines (${paths})`);
+
+      // back 4 (button, then ← three times), then step again: the same tokens (deterministic)
+      const at = (n: number) => page.waitForFunction((k) => (document.querySelector('[data-testid="compare-position"]')?.textContent ?? '').startsWith(`${k} steps`), n);
+      await page.click('[data-testid="compare-back"]');
+      await at(43);
+      await compareIdle(page);
+      await page.locator('body').click({ position: { x: 5, y: 5 } });
+      for (let i = 0; i < 3; i++) {
+        await page.keyboard.press('ArrowLeft');
+        await at(42 - i);
+        await compareIdle(page);
+      }
+      await page.keyboard.press('ArrowRight');
+      await at(41);
+      await compareIdle(page);
+      const again = await laneTokens(page);
+      assertEqual(again.map((t) => t.join('')), tokens.map((t) => t.slice(0, 41).join('')), 'replay after stepping back');
+
+      await page.screenshot({ path: join(RESULTS_DIR, 'compare-run.png'), fullPage: true });
+
+      // the address carries the setup
+      const href = page.url();
+      assert(href.includes('lane=full') && href.includes('lane=window%3Asize%3D32') && href.includes('seed=2'), `URL carries the lanes and seed (${href})`);
+
+      // add a lane, reset: three lanes step together
+      await page.click('[data-testid="compare-add-lane"]');
+      await page.click('[data-testid="compare-reset"]');
+      await page.waitForFunction(() => document.querySelectorAll('[data-testid="compare-lane"]').length === 3);
+      await compareIdle(page);
+      await page.click('[data-testid="compare-step"]');
+      await page.waitForFunction(() => (document.querySelector('[data-testid="compare-position"]')?.textContent ?? '').startsWith('1 steps'));
+      assert(page.url().includes('lane=h2o'), `URL follows the new lanes (${page.url()})`);
+
+      // chart export
+      const [svg] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="export-svg-compare-metrics"]')]);
+      const svgPath = join(RESULTS_DIR, svg.suggestedFilename());
+      await svg.saveAs(svgPath);
+      assert(readFileSync(svgPath, 'utf8').includes('decode step'), 'metrics SVG has the shared step axis');
+      await page.screenshot({ path: join(RESULTS_DIR, 'compare.png'), fullPage: true });
+    },
+  },
+  {
+    name: 'bench: a tiny perplexity evaluation runs to completion; table, chart, JSON',
+    timeoutMs: 120_000,
+    async fn({ page, server }) {
+      await page.goto(`${server.url}/bench`);
+      await waitStatus(page);
+      for (const id of ['full', 'streaming', 'h2o', 'razor']) {
+        if (await page.isChecked(`[data-testid="bench-policy-${id}"]`)) await page.uncheck(`[data-testid="bench-policy-${id}"]`);
+      }
+      await page.check('[data-testid="bench-policy-window"]');
+      await page.fill('[data-testid="bench-budgets"]', '32, 64');
+      await page.fill('[data-testid="bench-tokens"]', '128');
+      await page.fill('[data-testid="bench-windows"]', '1');
+      const plan = (await page.textContent('[data-testid="bench-plan"]')) ?? '';
+      assert(/2 runs: window@32, window@64/.test(plan), `plan (${plan})`);
+      await page.click('[data-testid="bench-run"]');
+      await page.waitForSelector('[data-testid="bench-finished"]', { timeout: 90_000 });
+      const rows = await page.$$eval('[data-testid="bench-row"] td', (els) => els.map((e) => e.textContent?.trim() ?? ''));
+      assertEqual(rows[0], 'window', 'table row policy');
+      assert(/^\d+\.\d\d \(32\)$/.test(rows[1]) && /^\d+\.\d\d \(\d+\)$/.test(rows[2]), `perplexity cells (${rows.join(' | ')})`);
+      const progress = (await page.textContent('[data-testid="bench-progress-text"]')) ?? '';
+      assert(/^100%/.test(progress), `progress at 100% (${progress})`);
+      const circles = await page.locator('[data-testid="bench-chart"] svg circle').count();
+      assertEqual(circles, 2, 'one point per budget in the chart');
+      const [json] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="bench-download-json"]')]);
+      const path = join(RESULTS_DIR, json.suggestedFilename());
+      await json.saveAs(path);
+      const report = JSON.parse(readFileSync(path, 'utf8'));
+      assertEqual(report.format, 'kvscope-eval', 'report format');
+      assertEqual(report.records[0].rows.map((r: { spec: string }) => r.spec), ['window:size=32', 'window:size=64'], 'report rows');
+      const [png] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="export-png-bench-ppl"]')]);
+      const pngPath = join(RESULTS_DIR, png.suggestedFilename());
+      await png.saveAs(pngPath);
+      assert(readFileSync(pngPath).subarray(1, 4).toString() === 'PNG', 'chart PNG');
+      await page.screenshot({ path: join(RESULTS_DIR, 'bench.png'), fullPage: true });
+    },
+  },
+];

@@ -1,7 +1,7 @@
 /**
  * Seeded sampling: greedy (temperature 0), temperature, top-k, top-p. Everything random goes
  * through Xoshiro128** seeded from a 32-bit seed, so the same seed, model, prompt and settings
- * always give the same tokens (Math.random is never used).
+ * always give the same tokens (no unseeded randomness anywhere).
  */
 import { softmax } from './metrics/softmax.ts';
 

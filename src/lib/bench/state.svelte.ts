@@ -112,19 +112,14 @@ export class BenchState {
     this.status = 'loading';
     this.error = null;
     try {
-      const ready = await this.client.request<Extract<EngineEvent, { type: 'ready' }>>(
-        { type: 'load', modelsUrl: this.urls.models, wasmUrl: this.urls.wasm, mjsUrl: this.urls.mjs, threads: this.threads },
-        (event) => {
-          if (event.type === 'progress') this.progressLoad = event.progress;
-        },
-      );
+      const ready = await this.client.loadModel(this.urls, this.threads, (progress) => (this.progressLoad = progress));
       this.model = ready.model;
       this.policies = ready.policies;
       if (!ready.model.calibration) this.chosen = this.chosen.filter((id) => !ready.policies.find((p) => p.id === id)?.needs.calibration);
       this.status = 'ready';
     } catch (error) {
       if ((this.status as BenchStatus) === 'crashed') return;
-      const failure = error instanceof EngineFailure ? error : new EngineFailure('internal', String(error));
+      const failure = EngineFailure.from(error);
       this.status = 'error';
       this.error = { kind: failure.kind, message: failure.message, action: 'retry' };
     }
@@ -161,7 +156,7 @@ export class BenchState {
       const last = this.progress;
       if (last) this.progress = { ...last, done: done.report.cancelled ? last.done : last.total, message: done.report.cancelled ? 'cancelled' : 'done' };
     } catch (error) {
-      const failure = error instanceof EngineFailure ? error : new EngineFailure('internal', String(error));
+      const failure = EngineFailure.from(error);
       if (failure.kind !== 'crash') this.error = { kind: failure.kind, message: failure.message, action: 'dismiss' };
     } finally {
       this.running = false;

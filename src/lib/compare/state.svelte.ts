@@ -164,12 +164,7 @@ export class CompareState {
     this.status = 'loading';
     this.error = null;
     try {
-      const ready = await this.client.request<Extract<EngineEvent, { type: 'ready' }>>(
-        { type: 'load', modelsUrl: this.urls.models, wasmUrl: this.urls.wasm, mjsUrl: this.urls.mjs, threads: this.threads },
-        (event) => {
-          if (event.type === 'progress') this.progress = event.progress;
-        },
-      );
+      const ready = await this.client.loadModel(this.urls, this.threads, (progress) => (this.progress = progress));
       this.model = ready.model;
       this.policies = ready.policies;
       this.resolveLanes();
@@ -177,7 +172,7 @@ export class CompareState {
       await this.start();
     } catch (error) {
       if ((this.status as CompareStatus) === 'crashed') return;
-      const failure = error instanceof EngineFailure ? error : new EngineFailure('internal', String(error));
+      const failure = EngineFailure.from(error);
       this.status = 'error';
       this.error = { kind: failure.kind, message: failure.message, action: 'retry' };
     }
@@ -192,7 +187,7 @@ export class CompareState {
 
   private fail(error: unknown): void {
     if (this.status === 'crashed') return;
-    const failure = error instanceof EngineFailure ? error : new EngineFailure('internal', String(error));
+    const failure = EngineFailure.from(error);
     if (failure.kind === 'crash') return;
     this.error = { kind: failure.kind, message: failure.message, action: 'dismiss' };
   }

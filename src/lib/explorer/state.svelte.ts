@@ -67,11 +67,8 @@ export interface ShownError {
 export const RING = 64;
 export const DEFAULT_SAMPLER: SamplerSettings = { temperature: 0.8, topK: 40, topP: 0.95, seed: 1 };
 
-export interface EngineUrls {
-  models: string;
-  wasm: string;
-  mjs: string;
-}
+import type { EngineUrls } from '../worker/client.ts';
+export type { EngineUrls };
 
 /** Parses a canonical spec string ("window:size=8") back into a choice, typed by the schema. */
 export function choiceFromSpec(spec: string, policies: readonly PolicyInfo[]): PolicyChoice {
@@ -309,12 +306,7 @@ export class ExplorerState {
     this.error = null;
     this.progress = null;
     try {
-      const ready = await this.client.request<Extract<EngineEvent, { type: 'ready' }>>(
-        { type: 'load', modelsUrl: this.urls.models, wasmUrl: this.urls.wasm, mjsUrl: this.urls.mjs, threads: this.threads },
-        (event) => {
-          if (event.type === 'progress') this.progress = event.progress;
-        },
-      );
+      const ready = await this.client.loadModel(this.urls, this.threads, (progress) => (this.progress = progress));
       this.model = ready.model;
       this.policies = ready.policies;
       this.calibration = ready.calibration ?? null;
@@ -328,7 +320,7 @@ export class ExplorerState {
       await this.start();
     } catch (error) {
       if ((this.status as ModelStatus) === 'crashed') return;
-      const failure = error instanceof EngineFailure ? error : new EngineFailure('internal', String(error));
+      const failure = EngineFailure.from(error);
       this.status = 'error';
       this.error = { kind: failure.kind, message: failure.message, action: 'retry' };
     }
@@ -351,7 +343,7 @@ export class ExplorerState {
 
   private fail(error: unknown): void {
     if (this.status === 'crashed') return;
-    const failure = error instanceof EngineFailure ? error : new EngineFailure('internal', String(error));
+    const failure = EngineFailure.from(error);
     if (failure.kind === 'crash') return;
     this.error = { kind: failure.kind, message: failure.message, action: 'dismiss' };
   }

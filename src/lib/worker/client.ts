@@ -4,12 +4,21 @@
  * script load) rejects everything pending with a `crash` error and reports through `onCrash`;
  * `restart()` gives a fresh worker.
  */
-import type { Command, EngineEvent, ErrorKind, ReplyEvent } from './protocol.ts';
+import type { Command, EngineEvent, ErrorKind, LoadProgressView, ReplyEvent } from './protocol.ts';
 import { isReply } from './protocol.ts';
 
 /** Distributes Omit over a union (so each command keeps its own fields). */
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 export type CommandInput = DistributiveOmit<Command, 'id'>;
+
+/** Where the worker finds the models and onnxruntime-web's wasm runtime (served by the app). */
+export interface EngineUrls {
+  models: string;
+  wasm: string;
+  mjs: string;
+}
+
+type ReadyEvent = Extract<EngineEvent, { type: 'ready' }>;
 
 export class EngineFailure extends Error {
   constructor(
@@ -18,6 +27,11 @@ export class EngineFailure extends Error {
   ) {
     super(message);
     this.name = 'EngineFailure';
+  }
+
+  /** Any thrown value as an EngineFailure (unknown errors are 'internal'). */
+  static from(error: unknown): EngineFailure {
+    return error instanceof EngineFailure ? error : new EngineFailure('internal', String(error));
   }
 }
 
@@ -72,6 +86,16 @@ export class EngineClient {
   }
 
   /** Sends a command; resolves with its reply, rejects with EngineFailure on an error reply or a crash. */
+  /** Loads the default model of `urls.models`; `onProgress` sees every download / verify / session event. */
+  loadModel(urls: EngineUrls, threads: number, onProgress: (progress: LoadProgressView) => void): Promise<ReadyEvent> {
+    return this.request<ReadyEvent>(
+      { type: 'load', modelsUrl: urls.models, wasmUrl: urls.wasm, mjsUrl: urls.mjs, threads },
+      (event) => {
+        if (event.type === 'progress') onProgress(event.progress);
+      },
+    );
+  }
+
   request<T extends ReplyEvent = ReplyEvent>(command: CommandInput, onEvent?: (event: EngineEvent) => void): Promise<T> {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {

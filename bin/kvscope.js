@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The kvscope command line. The engine is TypeScript run without a build step: register tsx's
-// ESM loader, then import engine/cli.ts and run it (docs/cli.md).
+// ESM loader, then import engine/cli/index.ts and run it (docs/cli.md).
 import { fileURLToPath } from 'node:url';
 import { register } from 'tsx/esm/api';
 
@@ -12,7 +12,7 @@ process.stdout.on('error', (error) => {
   throw error;
 });
 
-const { main } = await import('../engine/cli.ts');
+const { main } = await import('../engine/cli/index.ts');
 const code = await main(process.argv.slice(2));
 
 // Exit as soon as stdout and stderr are flushed: left to itself, Node lingers for a second or

@@ -2,6 +2,15 @@
  * Seeded sampling: greedy (temperature 0), temperature, top-k, top-p. Everything random goes
  * through Xoshiro128** seeded from a 32-bit seed, so the same seed, model, prompt and settings
  * always give the same tokens (no unseeded randomness anywhere).
+ *
+ * Tiny temperatures. Any finite T > 0 is accepted (subnormals such as 1e-320 included) and
+ * samples from softmax(logits / T). As T shrinks that distribution concentrates on the argmax;
+ * once the largest logit / T overflows float64 (|logit| / T > ~1.8e308, e.g. T = 1e-320) the
+ * softmax would be NaN, so the draw is its T → 0 limit instead: greedy's token (argmax, lowest id
+ * on ties) with sampleProb 1. Just above that threshold every other token's probability has
+ * already underflowed to 0, so the switch changes no token (only exact ties differ: above it they
+ * share the draw, below it the lowest id wins). Every step at T > 0 still draws one random number,
+ * so the random stream advances the same whatever the temperature.
  */
 import { softmax } from './metrics/softmax.ts';
 
@@ -107,7 +116,16 @@ export class Sampler {
     if (temperature === 0) return { token: argmax(logits), sampleProb: 1 };
 
     const scaled = new Float64Array(logits.length);
-    for (let i = 0; i < logits.length; i++) scaled[i] = logits[i] / temperature;
+    let maxScaled = -Infinity;
+    for (let i = 0; i < logits.length; i++) {
+      scaled[i] = logits[i] / temperature;
+      if (scaled[i] > maxScaled) maxScaled = scaled[i];
+    }
+    if (!Number.isFinite(maxScaled)) {
+      // logits / T overflowed (see the header): the T → 0 limit, greedy, keeping the one draw
+      this.rng.nextFloat();
+      return { token: argmax(logits), sampleProb: 1 };
+    }
     const probs = softmax(scaled);
 
     // Candidates in descending probability (ties: lower id first) — only when filtering needs order.

@@ -8,6 +8,10 @@
  *   snapshot() / restore() / fork()   cheap step-back and A/B branches
  *   setPolicy()   swaps the policy mid-decode; the existing cache is handed to the new one
  *
+ * Steps are atomic: prefill, step and setPolicy run inside a cache transaction (cache/store.ts).
+ * If the forward, a policy or its decision fails, the cache, positions, pending logits, policy
+ * state, sampler and trace are exactly as before the call, and the error propagates as is.
+ *
  * Token flow: after prefill the session holds the logits for the next token ("pending"). A step
  * draws the token from them, feeds it at the next position, and the new logits become pending.
  * Positions never exceed context_length − 1: a step that would need one more throws
@@ -20,9 +24,10 @@ import type { Manifest } from './model/manifest.ts';
 import { Rope } from './model/rope.ts';
 import type { KvTokenizer } from './model/tokenizer.ts';
 import { summarizeLogits, topKInto } from './metrics/softmax.ts';
-import { NO_CHANGE, type Decision, type Policy, type PolicyContext, type PolicyDefinition, type PrefillObservation } from './policies/types.ts';
+import type { Decision, Policy, PolicyContext, PolicyDefinition, PrefillObservation } from './policies/types.ts';
+import { PolicyChain, type Hook } from './policies/chain.ts';
 import { POLICIES } from './policies/index.ts';
-import { createPolicy, formatPolicySpec, parsePolicySpec, type PolicySpec } from './policies/spec.ts';
+import { formatPolicyChain, parsePolicyChain, type PolicySpec } from './policies/spec.ts';
 import type { Forward, ForwardResult, ModelDims } from './runtime/forward.ts';
 import { Sampler, type SamplerOptions, type SamplerState } from './sampling.ts';
 import {
@@ -53,8 +58,8 @@ export interface EngineModel {
 }
 
 export interface SessionOptions {
-  /** policy spec string or parsed spec; default "full" */
-  policy?: string | PolicySpec;
+  /** policy spec string (a composition `a + b` too), parsed spec or parsed composition; default "full" */
+  policy?: string | PolicySpec | readonly PolicySpec[];
   sampler?: SamplerOptions;
   /** prompt tokens per prefill forward (default 128) */
   prefillChunk?: number;
@@ -109,7 +114,8 @@ export interface SessionSnapshot {
   stepCount: number;
   pendingLogits: Float32Array | null;
   cache: CacheSnapshot;
-  policy: { spec: PolicySpec; state: JsonValue };
+  /** the composition's members (one for a single policy) and its state (PolicyChain.getState('session')) */
+  policy: { specs: PolicySpec[]; state: JsonValue };
   sampler: SamplerState;
   traceLength: number;
 }
@@ -129,8 +135,7 @@ export class Session {
   readonly registry: readonly PolicyDefinition[];
   readonly calibration: Calibration | null;
   private trace_: TraceRecorder;
-  private policy_: Policy;
-  private policySpec_: PolicySpec;
+  private chain: PolicyChain;
   private sampler: Sampler;
   private tokenIds: number[] = [];
   private nextPosition = 0;
@@ -150,8 +155,7 @@ export class Session {
     this.registry = options.registry ?? POLICIES;
     if (options.calibration) checkCalibration(options.calibration, manifest);
     this.calibration = options.calibration !== undefined ? options.calibration : (model.calibration ?? null);
-    this.policySpec_ = typeof options.policy === 'object' ? options.policy : parsePolicySpec(options.policy ?? 'full', this.registry);
-    this.policy_ = createPolicy(this.policySpec_, this.policyContext(), this.registry);
+    this.chain = new PolicyChain(this.parsePolicy(options.policy ?? 'full'), this.policyContext(), this.registry);
     this.sampler = new Sampler(options.sampler);
     const traceOptions: TraceOptions = { ...DEFAULT_TRACE_OPTIONS, ...options.trace };
     this.trace_ = new TraceRecorder({
@@ -166,9 +170,14 @@ export class Session {
         context: this.dims.contextLength,
       },
       sampler: { ...this.sampler.options },
-      policy: formatPolicySpec(this.policySpec_, this.registry),
+      policy: this.chain.spec,
       options: traceOptions,
     });
+  }
+
+  private parsePolicy(policy: string | PolicySpec | readonly PolicySpec[]): PolicySpec[] {
+    if (typeof policy === 'string') return parsePolicyChain(policy, this.registry);
+    return Array.isArray(policy) ? [...(policy as readonly PolicySpec[])] : [policy as PolicySpec];
   }
 
   private policyContext(): PolicyContext {
@@ -190,12 +199,13 @@ export class Session {
   get stepCount(): number {
     return this.stepCount_;
   }
-  get policy(): Policy {
-    return this.policy_;
+  /** the policy in charge: the policy itself, or the composition when several run in order */
+  get policy(): Policy | PolicyChain {
+    return this.chain.members.length === 1 ? this.chain.members[0] : this.chain;
   }
-  /** canonical spec string of the current policy */
+  /** canonical spec string of the current policy (members joined with " + ") */
   get policySpec(): string {
-    return formatPolicySpec(this.policySpec_, this.registry);
+    return this.chain.spec;
   }
   get trace(): TraceRecorder {
     return this.trace_;
@@ -241,8 +251,13 @@ export class Session {
       );
     }
     ids.forEach((id, i) => this.checkTokenId(id, `prompt token ${i}`));
+    return this.atomically(() => this.feedPrompt(ids, options, started));
+  }
 
-    const needs = this.policy_.needs;
+  private async feedPrompt(ids: readonly number[], options: PrefillOptions, started: number): Promise<PrefillResult> {
+    const { nLayers, vocabSize: width } = this.dims;
+    const n = ids.length;
+    const needs = this.chain.needs;
     const window = Math.min(needs.prefillWindow ?? 0, n);
     const observation = this.startPrefillObservation(n, window);
     const firstToken = this.tokenIds.length;
@@ -278,8 +293,8 @@ export class Session {
     this.pendingLogits = lastLogits;
 
     const p0 = now();
-    const decision = this.policy_.afterPrefill(this.cache, observation ?? emptyPrefillObservation(firstToken, n));
-    const applied = this.applyDecision(decision);
+    const { applied, decisions } = this.chain.run(this.cache, { kind: 'prefill', observation: observation ?? emptyPrefillObservation(firstToken, n) });
+    this.takePosition(applied);
     const policyMs = now() - p0;
 
     const trace: PrefillTrace = {
@@ -290,7 +305,7 @@ export class Session {
       firstPosition,
       chunks,
       policy: this.policySpec,
-      decision: decisionTrace(applied, decision, nLayers, this.dims.nKvHeads),
+      decision: decisionTrace(applied, decisions, nLayers, this.dims.nKvHeads),
       memory: this.cache.memory(),
       timings: { forwardMs, policyMs, totalMs: now() - started },
     };
@@ -299,7 +314,7 @@ export class Session {
   }
 
   private startPrefillObservation(n: number, window: number): PrefillObservation | null {
-    const needs = this.policy_.needs;
+    const needs = this.chain.needs;
     if (!needs.attention && window === 0) return null;
     const { nLayers, nHeads, groupSize, headDim } = this.dims;
     const total = (layer: number, qh: number) => this.cache.length(layer, Math.floor(qh / groupSize)) + n;
@@ -367,12 +382,16 @@ export class Session {
         `context is full: the next token would need position ${position}, but the model's context is ${contextLength} (positions 0..${contextLength - 1})`,
       );
     }
+    if (options.token !== undefined) this.checkTokenId(options.token, 'forced token');
+    return this.atomically(() => this.decode(logits, position, options, started));
+  }
 
+  private async decode(logits: Float32Array, position: number, options: StepOptions, started: number): Promise<StepTrace> {
+    const { nLayers, nHeads, nKvHeads, groupSize } = this.dims;
     let token: number;
     let sampleProb: number;
     const forced = options.token !== undefined;
     if (options.token !== undefined) {
-      this.checkTokenId(options.token, 'forced token');
       token = options.token;
       sampleProb = 1;
     } else {
@@ -383,7 +402,7 @@ export class Session {
     const tokenProb: TokenProb = { id: token, piece: this.piece(token), prob: Math.exp(logits[token] - logSumExp) };
     const topTokens = top.map(({ index, value }) => ({ id: index, piece: this.piece(index), prob: Math.exp(value - logSumExp) }));
 
-    const needs = this.policy_.needs;
+    const needs = this.chain.needs;
     const wantAttention = needs.attention || traceOptions.attention;
     const tokenIndex = this.tokenIds.length;
     const before = this.headLengths();
@@ -422,14 +441,12 @@ export class Session {
     const attentionTop = traceOptions.attention && entryAttention ? this.summarizeAttention(entryAttention, traceOptions.attentionTop) : null;
 
     const p0 = now();
-    const decision = this.policy_.afterStep(this.cache, {
-      step: this.stepCount_,
-      tokenIndex,
-      position,
-      attention: needs.attention ? entryAttention : null,
-      queries: needs.queries ? result.queries : null,
-    });
-    const applied = this.applyDecision(decision, position + 1);
+    const hook: Hook = {
+      kind: 'step',
+      observation: { step: this.stepCount_, tokenIndex, position, attention: needs.attention ? entryAttention : null, queries: needs.queries ? result.queries : null },
+    };
+    const { applied, decisions } = this.chain.run(this.cache, hook);
+    this.takePosition(applied, position + 1);
     const policyMs = now() - p0;
     this.pendingLogits = result.logits;
 
@@ -445,7 +462,7 @@ export class Session {
       attention,
       attentionTop,
       policy: this.policySpec,
-      decision: decisionTrace(applied, decision, nLayers, nKvHeads, traceOptions.fullSteps > 0),
+      decision: decisionTrace(applied, decisions, nLayers, nKvHeads, traceOptions.fullSteps > 0),
       memory: this.cache.memory(),
       timings: { forwardMs, policyMs, totalMs: now() - started },
     };
@@ -481,25 +498,73 @@ export class Session {
   // ---- policy switching -----------------------------------------------------------------------
 
   /** Swaps the policy; the new one gets the current cache (onAttach) and the trace marks the switch. */
-  setPolicy(spec: string | PolicySpec): PolicySwitchTrace {
-    const parsed = typeof spec === 'string' ? parsePolicySpec(spec, this.registry) : spec;
-    const policy = createPolicy(parsed, this.policyContext(), this.registry);
+  /**
+   * Swaps the policy; the new one gets the current cache (onAttach) and the trace marks the switch,
+   * saying what the new policy does without the history it would have kept (`withoutHistory`).
+   * A spec, attach or decision that fails leaves the old policy and the cache as they were.
+   */
+  setPolicy(spec: string | PolicySpec | readonly PolicySpec[]): PolicySwitchTrace {
+    const chain = new PolicyChain(this.parsePolicy(spec), this.policyContext(), this.registry);
     const from = this.policySpec;
-    this.policy_ = policy;
-    this.policySpec_ = parsed;
-    this.cache.clearScores();
-    const decision = this.tokenIds.length > 0 ? (policy.onAttach?.(this.cache) ?? NO_CHANGE) : NO_CHANGE;
-    const applied = this.applyDecision(decision);
-    const event: PolicySwitchTrace = {
-      kind: 'policy',
-      atStep: this.stepCount_,
-      from,
-      to: this.policySpec,
-      decision: decisionTrace(applied, decision, this.dims.nLayers, this.dims.nKvHeads),
-      memory: this.cache.memory(),
+    const previous = this.chain;
+    const position = this.nextPosition;
+    this.cache.begin();
+    try {
+      this.chain = chain;
+      this.cache.resetColumns();
+      this.cache.clearScores();
+      const { applied, decisions } = this.tokenIds.length > 0 ? chain.run(this.cache, { kind: 'attach' }) : { applied: emptyApplied(), decisions: [] };
+      this.takePosition(applied);
+      const event: PolicySwitchTrace = {
+        kind: 'policy',
+        atStep: this.stepCount_,
+        from,
+        to: this.policySpec,
+        decision: decisionTrace(applied, decisions, this.dims.nLayers, this.dims.nKvHeads),
+        memory: this.cache.memory(),
+      };
+      if (this.tokenIds.length > 0 && chain.withoutHistory) event.withoutHistory = chain.withoutHistory;
+      this.cache.commit();
+      this.trace_.record(event);
+      return event;
+    } catch (error) {
+      this.cache.rollback();
+      this.chain = previous;
+      this.nextPosition = position;
+      throw error;
+    }
+  }
+
+  /**
+   * Runs `work` so that it happens entirely or not at all: on any error the cache transaction is
+   * rolled back and the session's own fields, the policy state and the sampler are put back.
+   */
+  private async atomically<T>(work: () => Promise<T>): Promise<T> {
+    const saved = {
+      tokens: this.tokenIds.length,
+      nextPosition: this.nextPosition,
+      stepCount: this.stepCount_,
+      pendingLogits: this.pendingLogits,
+      sampler: this.sampler.getState(),
+      policy: this.chain.getState('session'),
+      trace: this.trace_.length,
     };
-    this.trace_.record(event);
-    return event;
+    this.cache.begin();
+    try {
+      const result = await work();
+      this.cache.commit();
+      return result;
+    } catch (error) {
+      this.cache.rollback();
+      this.tokenIds.length = saved.tokens;
+      this.nextPosition = saved.nextPosition;
+      this.stepCount_ = saved.stepCount;
+      this.pendingLogits = saved.pendingLogits;
+      this.sampler = Sampler.fromState(saved.sampler);
+      this.chain.setState(saved.policy);
+      this.trace_.truncate(saved.trace);
+      throw error;
+    }
   }
 
   // ---- snapshots ------------------------------------------------------------------------------
@@ -511,7 +576,7 @@ export class Session {
       stepCount: this.stepCount_,
       pendingLogits: this.pendingLogits ? this.pendingLogits.slice() : null,
       cache: this.cache.snapshot(),
-      policy: { spec: { id: this.policySpec_.id, params: { ...this.policySpec_.params } }, state: this.policy_.getState() },
+      policy: { specs: this.chain.specs.map((spec) => ({ id: spec.id, params: { ...spec.params } })), state: this.chain.getState('session') },
       sampler: this.sampler.getState(),
       traceLength: this.trace_.length,
     };
@@ -519,11 +584,11 @@ export class Session {
 
   /** Returns to a snapshot of this session (or of the session it was forked from). */
   restore(snapshot: SessionSnapshot): void {
-    if (formatPolicySpec(snapshot.policy.spec, this.registry) !== this.policySpec) {
-      this.policy_ = createPolicy(snapshot.policy.spec, this.policyContext(), this.registry);
-      this.policySpec_ = snapshot.policy.spec;
+    if (this.cache.inTransaction) throw new SessionError('cannot restore a snapshot while a step is running');
+    if (formatPolicyChain(snapshot.policy.specs, this.registry) !== this.policySpec) {
+      this.chain = new PolicyChain(snapshot.policy.specs, this.policyContext(), this.registry);
     }
-    this.policy_.setState(snapshot.policy.state);
+    this.chain.setState(snapshot.policy.state);
     this.cache.restore(snapshot.cache);
     this.sampler = Sampler.fromState(snapshot.sampler);
     this.tokenIds = [...snapshot.tokenIds];
@@ -536,7 +601,7 @@ export class Session {
   /** An independent session continuing from here: same model (shared graph), copied state and trace. */
   fork(): Session {
     const copy = new Session(this.model, {
-      policy: this.policySpec_,
+      policy: this.chain.specs,
       sampler: this.sampler.options,
       prefillChunk: this.prefillChunk,
       trace: this.trace_.options,
@@ -551,7 +616,7 @@ export class Session {
   /** Forgets the prompt, cache, policy state and trace; the sampler restarts from its seed. */
   reset(): void {
     this.cache.clear();
-    this.policy_.reset();
+    this.chain.reset();
     this.sampler = new Sampler(this.sampler.options);
     this.tokenIds = [];
     this.nextPosition = 0;
@@ -580,10 +645,9 @@ export class Session {
     return lengths;
   }
 
-  private applyDecision(decision: Decision, defaultNextPosition?: number): AppliedDecision {
-    const applied = this.cache.apply(decision);
-    this.nextPosition = applied.nextPosition ?? defaultNextPosition ?? this.nextPosition;
-    return applied;
+  /** The next RoPE position after a decision: the policy's (P2), else `fallback`, else unchanged. */
+  private takePosition(applied: AppliedDecision, fallback?: number): void {
+    this.nextPosition = applied.nextPosition ?? fallback ?? this.nextPosition;
   }
 
   private captureEntries(layer: number): HeadEntries[] {
@@ -634,10 +698,18 @@ function emptyPrefillObservation(firstToken: number, tokenCount: number): Prefil
   return { firstToken, tokenCount, attentionSums: null, windowAttention: null, windowQueries: null, windowRows: 0 };
 }
 
-/** The applied decision plus the scores the policy gave (copied, so the policy may reuse its arrays). */
-function decisionTrace(applied: AppliedDecision, decision: Decision, nLayers: number, nKvHeads: number, keepScores = true): DecisionTrace {
+function emptyApplied(): AppliedDecision {
+  return { heads: [], evicted: 0, merged: 0, reencoded: 0, hidden: 0 };
+}
+
+/**
+ * The applied decision plus the scores the policy gave (copied, so the policy may reuse its
+ * arrays). In a composition the scores come from the first member that gave any.
+ */
+function decisionTrace(applied: AppliedDecision, decisions: readonly Decision[], nLayers: number, nKvHeads: number, keepScores = true): DecisionTrace {
   let scores: (Float32Array | null)[][] | null = null;
-  if (keepScores && decision.layers) {
+  const decision = decisions.find((d) => d.layers?.some((row) => row?.some((head) => head?.scores))) ?? decisions[0];
+  if (keepScores && decision?.layers) {
     let anyScores = false;
     scores = [];
     for (let l = 0; l < nLayers; l++) {

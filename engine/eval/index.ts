@@ -8,20 +8,25 @@
  * The report is plain JSON: one record per policy given, one row per budget, each with its figures.
  * Progress is reported in units (scored tokens for ppl, trials for needle); an AbortSignal stops
  * the evaluation between steps and returns what finished (report.cancelled).
+ *
+ * Runs are independent jobs (jobs.ts): `hooks.workers` spreads them over workers that each hold
+ * their own model — worker threads in the CLI (threads.ts), Web Workers in the app — through a
+ * pool (engine/pool.ts); the report is the same for any number of workers but for its timings.
  */
 import { KvscopeError } from '../errors.ts';
 import { fillerSentences, heldoutWindows } from '../metrics/heldout.ts';
-import { POLICIES } from '../policies/index.ts';
-import type { PolicyDefinition } from '../policies/types.ts';
+import { mapPool } from '../pool.ts';
 import { Session, type EngineModel } from '../session.ts';
 import { budgetTable, DEFAULT_BUDGETS, expandRuns, type EvalRun } from './budgets.ts';
-import { needlePrompts, needleRun, type NeedleFigures, type NeedleSettings } from './needle.ts';
-import { perplexityRun, type PplFigures, type PplSettings } from './perplexity.ts';
+import { inThreadWorker, type EvalInputs, type EvalJob, type EvalWorker } from './jobs.ts';
+import { needlePrompts, type NeedleFigures, type NeedleSettings } from './needle.ts';
+import type { PplFigures, PplSettings } from './perplexity.ts';
 
 export * from './budgets.ts';
 export { perplexityRun, type PplFigures, type PplSettings } from './perplexity.ts';
 export { needlePrompts, needleRun, needleTrial, promptSeed, type NeedleCell, type NeedleFigures, type NeedleSettings, type NeedleTrialResult } from './needle.ts';
 export { formatEvalReport } from './format.ts';
+export { inThreadWorker, runEvalJob, type EvalFigures, type EvalInputs, type EvalJob, type EvalJobProgress, type EvalWorker } from './jobs.ts';
 
 export type EvalTask = 'ppl' | 'needle';
 export const EVAL_TASKS: readonly EvalTask[] = ['ppl', 'needle'];
@@ -82,17 +87,19 @@ export interface EvalProgress {
 
 export interface EvalHooks {
   onProgress?: (progress: EvalProgress) => void;
-  /** a row finished (records[record].rows gained `row`) */
-  onRow?: (record: number, row: EvalRow, report: EvalReport) => void;
+  /** a row finished: records[record].rows gained `row` (at its place in run order), from run `run` */
+  onRow?: (record: number, row: EvalRow, report: EvalReport, run: number) => void;
+  /** stops between steps; the report keeps the rows that finished (report.cancelled) */
   signal?: AbortSignal;
   /** called about every `yieldEvery` units (the worker yields to its event loop here) */
   yield?: () => Promise<void>;
   yieldEvery?: number;
-  /** policies the specs are resolved against (default: the built-in registry) */
-  registry?: readonly PolicyDefinition[];
+  /**
+   * where the runs go, each worker holding its own copy of the model (remote.ts, threads.ts);
+   * default: this thread, with `yield` and `yieldEvery`
+   */
+  workers?: readonly EvalWorker[];
 }
-
-class Cancelled extends Error {}
 
 const DEFAULT_LENGTHS = [256, 512, 1000];
 const DEFAULT_DEPTHS = [0, 0.25, 0.5, 0.75, 1];
@@ -147,23 +154,26 @@ export function needleSettings(context: number, given: Partial<NeedleSettings> =
  * Expands and checks everything that can fail before any model time is spent: specs, budgets,
  * settings, and that every policy can be created for this model (calibration present …).
  */
-export function planEval(model: EngineModel, config: EvalConfig, registry: readonly PolicyDefinition[] = POLICIES): { runs: EvalRun[]; settings: PplSettings | NeedleSettings; budgets: number[] } {
+export function planEval(model: EngineModel, config: EvalConfig): { runs: EvalRun[]; settings: PplSettings | NeedleSettings; budgets: number[] } {
   const context = model.forward.dims.contextLength;
   const budgets = [...(config.budgets ?? DEFAULT_BUDGETS)];
-  const runs = expandRuns(config.policies, budgets, registry);
+  const runs = expandRuns(config.policies, budgets);
   const settings = config.task === 'ppl' ? pplSettings(context, config.ppl) : needleSettings(context, config.needle);
-  for (const run of runs) new Session(model, { policy: run.spec, registry, trace: { attention: false, fullSteps: 0, topTokens: 0 } });
+  for (const run of runs) new Session(model, { policy: run.spec, trace: { attention: false, fullSteps: 0, topTokens: 0 } });
   return { runs, settings, budgets: [...budgets].sort((a, b) => a - b) };
 }
 
-/** Runs an evaluation (see the header). `documents` are the held-out texts (static/data/heldout.json). */
+/**
+ * Runs an evaluation (see the header). `documents` are the held-out texts (static/data/heldout.json).
+ * Runs go to `hooks.workers` (default: this thread, one run after another); rows land in the
+ * report in run order whatever order they finish in, so every worker count reports the same.
+ */
 export async function runEval(model: EngineModel, documents: readonly string[], config: EvalConfig, hooks: EvalHooks = {}): Promise<EvalReport> {
   const started = globalThis.performance.now();
   const tokenizer = model.tokenizer;
   if (!tokenizer) throw new EvalSettingsError('evaluations need a model with a tokenizer');
   if (config.task !== 'ppl' && config.task !== 'needle') throw new EvalSettingsError(`unknown task ${JSON.stringify(config.task)} (tasks: ${EVAL_TASKS.join(', ')})`);
-  const registry = hooks.registry ?? POLICIES;
-  const { runs, settings, budgets } = planEval(model, config, registry);
+  const { runs, settings, budgets } = planEval(model, config);
   const dims = model.forward.dims;
   const ids = [...new Set(runs.map((r) => r.id))];
   const report: EvalReport = {
@@ -173,7 +183,7 @@ export async function runEval(model: EngineModel, documents: readonly string[], 
     model: { id: model.manifest.id, name: model.manifest.name, layers: dims.nLayers, kvHeads: dims.nKvHeads, context: dims.contextLength },
     settings,
     budgets,
-    budgetMapping: budgetTable(registry).filter((row) => ids.includes(row.id)),
+    budgetMapping: budgetTable().filter((row) => ids.includes(row.id)),
     records: [],
     cancelled: false,
     seconds: 0,
@@ -187,58 +197,47 @@ export async function runEval(model: EngineModel, documents: readonly string[], 
   }
 
   // inputs shared by every run
-  let windows: number[][] = [];
-  let prompts: ReturnType<typeof needlePrompts> = [];
+  let inputs: EvalInputs;
   let perRun: number;
   if (config.task === 'ppl') {
     const s = settings as PplSettings;
-    windows = heldoutWindows(tokenizer, documents, { windows: s.windows, tokens: s.tokens, seed: s.seed });
+    const windows = heldoutWindows(tokenizer, documents, { windows: s.windows, tokens: s.tokens, seed: s.seed });
+    inputs = { task: 'ppl', settings: s, windows };
     perRun = windows.reduce((a, w) => a + w.length - s.prefix, 0);
   } else {
     const s = settings as NeedleSettings;
     hooks.onProgress?.({ done: 0, total: 1, run: 0, runs: runs.length, spec: '', message: 'building passkey prompts…' });
-    prompts = needlePrompts(tokenizer, fillerSentences(documents), s);
+    const prompts = needlePrompts(tokenizer, fillerSentences(documents), s);
+    inputs = { task: 'needle', settings: s, prompts };
     perRun = prompts.reduce((a, c) => a + c.length, 0);
   }
+  const jobs: EvalJob[] = runs.map((run, r) => ({ inputs, spec: run.spec, label: `${run.spec} (${r + 1}/${runs.length})` }));
   const total = perRun * runs.length;
-  const yieldEvery = hooks.yieldEvery ?? (config.task === 'ppl' ? 16 : 1);
-  let sinceYield = 0;
 
-  try {
-    for (let r = 0; r < runs.length; r++) {
+  // progress over all runs: the units each run has done, summed (serially: finished runs + this one)
+  const doneByRun = runs.map(() => 0);
+  let done = 0;
+  // each record's rows with the index of the run they came from, kept sorted by it
+  const rowRuns: number[][] = report.records.map(() => []);
+  const workers = hooks.workers ?? [inThreadWorker(model, { yield: hooks.yield, yieldEvery: hooks.yieldEvery })];
+  const results = await mapPool(jobs, workers, {
+    signal: hooks.signal,
+    onProgress: (r, progress) => {
+      done += progress.done - doneByRun[r];
+      doneByRun[r] = progress.done;
+      hooks.onProgress?.({ done, total, run: r, runs: runs.length, spec: runs[r].spec, message: progress.message });
+    },
+    onResult: (r, figures) => {
       const run = runs[r];
-      const base = r * perRun;
-      const tick = async (done: number, message: string) => {
-        if (hooks.signal?.aborted) throw new Cancelled();
-        hooks.onProgress?.({ done: base + done, total, run: r, runs: runs.length, spec: run.spec, message });
-        if (hooks.yield && ++sinceYield >= yieldEvery) {
-          sinceYield = 0;
-          await hooks.yield();
-        }
-      };
-      const label = `${run.spec} (${r + 1}/${runs.length})`;
-      await tick(0, `${label}: starting`);
-      const row: EvalRow = { budget: run.budget, spec: run.spec };
-      if (config.task === 'ppl') {
-        const s = settings as PplSettings;
-        row.ppl = await perplexityRun(model, windows, run.spec, s.prefix, {
-          onToken: (done, all) => tick(done, `${label}: token ${done}/${all}`),
-        });
-      } else {
-        let correct = 0;
-        row.needle = await needleRun(model, prompts, settings as NeedleSettings, run.spec, (done, all, trial) => {
-          if (trial.success) correct++;
-          return tick(done, `${label}: trial ${done}/${all}, ${correct} correct (key ${trial.key} → ${JSON.stringify(trial.output.trim())})`);
-        });
-      }
+      const row: EvalRow = { budget: run.budget, spec: run.spec, ...figures };
       const index = recordOf.get(run.input)!;
-      report.records[index].rows.push(row);
-      hooks.onRow?.(index, row, report);
-    }
-  } catch (error) {
-    if (!(error instanceof Cancelled)) throw error;
-    report.cancelled = true;
-  }
+      const at = rowRuns[index].filter((other) => other < r).length;
+      rowRuns[index].splice(at, 0, r);
+      report.records[index].rows.splice(at, 0, row);
+      hooks.onRow?.(index, row, report, r);
+    },
+  });
+  report.cancelled = results.some((result) => result === undefined);
   report.seconds = (globalThis.performance.now() - started) / 1000;
   return report;
 }

@@ -60,6 +60,7 @@ export function budgetParam(name: string, defaultValue: number, what: string): F
     kind: 'float',
     default: defaultValue,
     min: 1e-6,
+    budget: true,
     description: `${what}: entries if ≥ 1, or a ratio of the length if between 0 and 1`,
   };
 }

@@ -22,4 +22,4 @@ export function findPolicy(id: string, registry: readonly PolicyDefinition[] = P
 }
 
 export type * from './types.ts';
-export { NO_CHANGE, decideEveryHead, indexRange, intParam, floatParam, enumParam, boolParam } from './types.ts';
+export { NO_CHANGE, indexRange, intParam, floatParam, enumParam, boolParam } from './types.ts';

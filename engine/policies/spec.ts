@@ -1,7 +1,9 @@
 /**
- * Policy spec strings — `full`, `window:size=128`, `h2o:heavy=64,recent=32` — shared by the CLI,
- * share links and tests. Parsing checks every parameter against the policy's schema, fills in
- * defaults, and fails with a message that says what to write instead.
+ * Policy spec strings — `full`, `window:size=128`, `h2o:heavy=64,recent=32`, and compositions
+ * `snapkv:budget=256 + think:ratio=0.4` — shared by the CLI, share links, the UI and tests. This
+ * file is the one place that splits, checks and formats them: parsing checks every parameter
+ * against the policy's schema, fills in defaults, and fails with a message that says what to write
+ * instead. A composition runs its members in the order written (engine/policies/chain.ts).
  */
 import { PolicySpecError } from '../errors.ts';
 import { findPolicy, POLICIES } from './index.ts';
@@ -100,6 +102,7 @@ export function parseParamValue(policyId: string, spec: ParamSpec, raw: ParamVal
 export function resolveParams(definition: PolicyDefinition, given: Readonly<Record<string, ParamValue>>): PolicyParams {
   const names = definition.params.map((p) => p.name);
   for (const name of Object.keys(given)) {
+    refuseReserved(name, 'parameter name');
     if (!names.includes(name)) {
       const suggestion = closest(name, names);
       const hint = suggestion
@@ -112,17 +115,51 @@ export function resolveParams(definition: PolicyDefinition, given: Readonly<Reco
   }
   const params: Record<string, ParamValue> = {};
   for (const spec of definition.params) {
-    params[spec.name] = spec.name in given ? parseParamValue(definition.id, spec, given[spec.name]) : spec.default;
+    params[spec.name] = Object.hasOwn(given, spec.name) ? parseParamValue(definition.id, spec, given[spec.name]) : spec.default;
   }
   return params;
 }
 
-/** Parses `id` or `id:name=value,name=value` against the registry. */
+/** Names that would reach Object.prototype if used as keys: refused outright, never looked up. */
+const RESERVED_NAMES = new Set(['__proto__', 'constructor', 'prototype']);
+
+function refuseReserved(name: string, what: string): void {
+  if (RESERVED_NAMES.has(name)) throw new PolicySpecError(`${JSON.stringify(name)} is a reserved name and cannot be a ${what}`);
+}
+
+/**
+ * A composition splits at `+` followed by a policy id (a letter), so an exponent such as
+ * `1e+3` inside a value stays whole.
+ */
+const COMPOSITION_SPLIT = /\s*\+\s*(?=[A-Za-z_])/;
+
+/** Parses a spec or a composition (`a:… + b:…`) into its members, in order. */
+export function parsePolicyChain(text: string, registry: readonly PolicyDefinition[] = POLICIES): PolicySpec[] {
+  const trimmed = text.trim();
+  if (trimmed === '') throw new PolicySpecError(`empty policy spec (known: ${registry.map((p) => p.id).join(', ')})`);
+  const parts = trimmed.split(COMPOSITION_SPLIT);
+  if (parts.some((part) => part.trim() === '') || /\+\s*$/.test(trimmed) || /^\+/.test(trimmed)) {
+    throw new PolicySpecError(`${JSON.stringify(trimmed)}: a composition needs a policy on each side of "+"`);
+  }
+  return parts.map((part) => parsePolicySpec(part, registry));
+}
+
+/** Canonical string of a composition: its members' canonical specs joined with " + ". */
+export function formatPolicyChain(specs: readonly PolicySpec[], registry: readonly PolicyDefinition[] = POLICIES): string {
+  if (specs.length === 0) throw new PolicySpecError('a policy composition needs at least one policy');
+  return specs.map((spec) => formatPolicySpec(spec, registry)).join(' + ');
+}
+
+/** Parses `id` or `id:name=value,name=value` against the registry (one policy; compositions: parsePolicyChain). */
 export function parsePolicySpec(text: string, registry: readonly PolicyDefinition[] = POLICIES): PolicySpec {
   const trimmed = text.trim();
   if (trimmed === '') throw new PolicySpecError(`empty policy spec (known: ${registry.map((p) => p.id).join(', ')})`);
+  if (COMPOSITION_SPLIT.test(trimmed)) {
+    throw new PolicySpecError(`${JSON.stringify(trimmed)} composes several policies; this accepts one (compositions are parsed with parsePolicyChain)`);
+  }
   const colon = trimmed.indexOf(':');
   const id = (colon < 0 ? trimmed : trimmed.slice(0, colon)).trim();
+  refuseReserved(id, 'policy id');
   const definition = findPolicy(id, registry);
   if (!definition) {
     const known = registry.map((p) => p.id);
@@ -131,7 +168,7 @@ export function parsePolicySpec(text: string, registry: readonly PolicyDefinitio
       `unknown policy ${JSON.stringify(id)} (known: ${known.join(', ')})${suggestion ? ` — did you mean ${suggestion}?` : ''}`,
     );
   }
-  const given: Record<string, string> = {};
+  const given: Record<string, string> = Object.create(null) as Record<string, string>;
   const rest = colon < 0 ? '' : trimmed.slice(colon + 1).trim();
   if (rest !== '') {
     for (const part of rest.split(',')) {
@@ -140,6 +177,7 @@ export function parsePolicySpec(text: string, registry: readonly PolicyDefinitio
       if (eq < 0 || key === '') {
         throw new PolicySpecError(`${id}: expected name=value, got ${JSON.stringify(part.trim())}`);
       }
+      refuseReserved(key, 'parameter name');
       if (key in given) throw new PolicySpecError(`${id}: parameter ${JSON.stringify(key)} given twice`);
       given[key] = part.slice(eq + 1).trim();
     }

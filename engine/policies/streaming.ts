@@ -10,88 +10,54 @@
  * the cache length).
  *
  * Positions (`positions` parameter):
- * - `p2` (default, as in the original with pos_shift): after every decision each kept key is
- *   re-rotated to its index in the head (0..n−1) and the next token is fed at position n, so
- *   positions never exceed the budget and generation can go past the model's context. Our keys are
- *   stored post-RoPE, so the engine applies the RoPE delta (Decision.reposition); repeated deltas
- *   accumulate float32 rounding (~1e-7 relative per rotation). With ragged heads (a cache handed
- *   over by another policy) the next position is the longest head's length.
+ * - `p2` (default, as in the original with pos_shift): the rerotateToIndex transform
+ *   (pipeline/transforms.ts) re-rotates each kept key to its index in the head and feeds the next
+ *   token at the longest head's length, so generation can go past the model's context.
  * - `p1`: keys keep their original positions; the next token gets its token index.
  *
  * Reading implemented: the budget is what each head holds *between* steps (sinks + recent entries,
  * the new token included once it is cached), like the window policy; the original evicts before
  * the forward (evict_for_space), so its query sees sinks + recent entries including itself, one
- * fewer than here. `recent` may be a ratio of the prompt length (common.ts convention); `sinks` is
- * a count.
+ * fewer than here. `recent` may be a ratio of the prompt length; `sinks` is a count.
+ *
+ * Stages: uniform allocator (sinks + recent), sinks + recent selector, P2 transform.
  */
-import type { CacheView } from '../cache/store.ts';
-import { budgetParam, budgetValue, resolveBudget } from './common.ts';
-import {
-  enumParam,
-  intParam,
-  NO_CHANGE,
-  type Decision,
-  type HeadDecision,
-  type PolicyDefinition,
-  type PolicyNeeds,
-  type Reposition,
-} from './types.ts';
-import type { JsonValue } from '../types.ts';
+import type { PolicyCache } from '../cache/view.ts';
+import { promptBudget, promptLength, uniformAllocator } from '../pipeline/allocators.ts';
+import { decideWithStages, defineMethod, standaloneEnv, type MethodStages } from '../pipeline/pipeline.ts';
+import { sinksRecentTopKSelector } from '../pipeline/selectors.ts';
+import { rerotateToIndex } from '../pipeline/transforms.ts';
+import { budgetParam, budgetValue } from './common.ts';
+import { enumParam, intParam, type Decision } from './types.ts';
 
 export type PositionMode = 'p1' | 'p2';
+
+function streamingStages(sinks: number, recent: (promptTokens: number) => number, positions: PositionMode): MethodStages {
+  let resolved = 0;
+  return {
+    allocator: uniformAllocator((env) => {
+      resolved = recent(promptLength(env));
+      return { total: sinks + resolved, recent: resolved };
+    }),
+    selector: sinksRecentTopKSelector(sinks),
+    transforms: positions === 'p2' ? [rerotateToIndex()] : [],
+    note(summary) {
+      if (summary.evicted === 0 && summary.repositioned === 0) return undefined;
+      const head = `sinks ${sinks} + recent ${resolved}`;
+      return positions === 'p1' ? `${head}: evicted ${summary.evicted} entries` : `${head}: evicted ${summary.evicted}, re-rotated ${summary.repositioned} keys (P2)`;
+    },
+  };
+}
 
 /**
  * The StreamingLLM decision for a cache: per head keep [0, sinks) ∪ [n − recent, n) when
  * n > sinks + recent; with `p2`, reposition kept entries to their new index and set nextPosition.
  */
-export function streamingDecision(cache: CacheView, sinks: number, recent: number, positions: PositionMode): Decision {
-  const layers: (HeadDecision | null)[][] = [];
-  let changed = false;
-  let evicted = 0;
-  let moved = 0;
-  let longest = 0;
-  for (let l = 0; l < cache.nLayers; l++) {
-    const heads: (HeadDecision | null)[] = [];
-    for (let h = 0; h < cache.nKvHeads; h++) {
-      const n = cache.length(l, h);
-      let keep: Int32Array | null = null;
-      if (n > sinks + recent) {
-        keep = new Int32Array(sinks + recent);
-        for (let i = 0; i < sinks; i++) keep[i] = i;
-        for (let i = 0; i < recent; i++) keep[sinks + i] = n - recent + i;
-        evicted += n - keep.length;
-      }
-      const kept = keep ? keep.length : n;
-      longest = Math.max(longest, kept);
-      let reposition: Reposition[] | undefined;
-      if (positions === 'p2') {
-        const pos = cache.positions(l, h);
-        for (let j = 0; j < kept; j++) {
-          const index = keep ? keep[j] : j;
-          if (pos[index] !== j) (reposition ??= []).push({ index, pos: j });
-        }
-        moved += reposition?.length ?? 0;
-      }
-      if (keep || reposition) {
-        changed = true;
-        heads.push({ keep: keep ?? Int32Array.from({ length: n }, (_, i) => i), reposition });
-      } else {
-        heads.push(null);
-      }
-    }
-    layers.push(heads);
-  }
-  if (positions === 'p1') {
-    return changed ? { layers, note: `sinks ${sinks} + recent ${recent}: evicted ${evicted} entries` } : NO_CHANGE;
-  }
-  // P2: the next token sits right after the (longest) head, even when nothing changed this time.
-  const note = changed ? `sinks ${sinks} + recent ${recent}: evicted ${evicted}, re-rotated ${moved} keys (P2)` : undefined;
-  return { layers: changed ? layers : null, nextPosition: longest, note };
+export function streamingDecision(cache: PolicyCache, sinks: number, recent: number, positions: PositionMode): Decision {
+  return decideWithStages(streamingStages(sinks, () => recent, positions), standaloneEnv(cache, 'step'), { id: 'streaming', reportScores: 'selected' });
 }
 
-const NEEDS: PolicyNeeds = { attention: false, queries: false, calibration: false };
-
-export const streamingPolicy: PolicyDefinition = {
+export const streamingPolicy = defineMethod({
   id: 'streaming',
   label: 'StreamingLLM (sinks + recent)',
   description:
@@ -113,34 +79,9 @@ export const streamingPolicy: PolicyDefinition = {
       description: 'p2: re-rotate kept keys to their cache index, query at the cache length (original); p1: keep original positions',
     },
   ],
-  needs: NEEDS,
-  create(params) {
-    const sinks = intParam(params, 'sinks');
+  needs: { attention: false, queries: false, calibration: false },
+  build(params) {
     const recentValue = budgetValue(params, 'recent');
-    const positions = enumParam(params, 'positions') as PositionMode;
-    let promptTokens = 0;
-    const decide = (cache: CacheView): Decision => {
-      if (promptTokens === 0) promptTokens = cache.tokenCount;
-      return streamingDecision(cache, sinks, resolveBudget(recentValue, promptTokens), positions);
-    };
-    return {
-      id: 'streaming',
-      params,
-      needs: NEEDS,
-      onAttach: decide,
-      afterPrefill(cache) {
-        promptTokens = cache.tokenCount;
-        return decide(cache);
-      },
-      afterStep: decide,
-      reset() {
-        promptTokens = 0;
-      },
-      getState: (): JsonValue => ({ promptTokens }),
-      setState(state) {
-        const value = state && typeof state === 'object' && !Array.isArray(state) ? state.promptTokens : 0;
-        promptTokens = typeof value === 'number' ? value : 0;
-      },
-    };
+    return streamingStages(intParam(params, 'sinks'), (prompt) => promptBudget(prompt, recentValue), enumParam(params, 'positions') as PositionMode);
   },
-};
+});

@@ -10,7 +10,8 @@
  * Indices in a decision always refer to the head's entries as the hook saw them (before applying).
  * Entries neither kept nor merged are evicted. A head must keep at least one entry.
  */
-import type { CacheView, EntryCodec } from '../cache/store.ts';
+import type { Decision } from '../cache/decision.ts';
+import type { PolicyCache } from '../cache/view.ts';
 import type { Calibration } from '../calibration/format.ts';
 import type { ModelDims } from '../runtime/forward.ts';
 import type { Rope } from '../model/rope.ts';
@@ -25,6 +26,8 @@ export type PolicyParams = Readonly<Record<string, ParamValue>>;
 interface ParamSpecBase {
   name: string;
   description: string;
+  /** a cache budget (entries, or a ratio below 1): the registry's contract suite tries 1, 2 and 3 */
+  budget?: boolean;
 }
 export interface IntParamSpec extends ParamSpecBase {
   kind: 'int';
@@ -79,6 +82,8 @@ export interface PolicyContext {
   calibration?: Calibration | null;
   /** why no calibration was supplied (e.g. a stale calibration.json), for the error a policy that needs one raises */
   calibrationError?: string;
+  /** prefix of the store columns this instance declares (compositions give each member its own) */
+  columnPrefix?: string;
 }
 
 export interface PrefillObservation {
@@ -116,63 +121,10 @@ export interface StepObservation {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decisions.
+// Decisions are the store's input language (engine/cache/decision.ts).
 
-export interface MergeGroup {
-  /** entry indices merged into one entry (≥ 2, none of them in `keep`) */
-  members: readonly number[];
-  /** weights of K and V per member (same order), normally summing to 1 */
-  weights: readonly number[];
-  /** member whose place in the order (and, unless `pos`, position) the merged entry takes; default first member */
-  anchor?: number;
-  /** RoPE position of the merged key; default the anchor's */
-  pos?: number;
-  /**
-   * tokens the merged entry counts for in the attention bias (log count); default the members'
-   * counts summed. 1 = an unweighted merge (no bias). Its origin always lists every member's tokens.
-   */
-  count?: number;
-}
-
-export interface Reencode {
-  /** entry index (must be kept) */
-  index: number;
-  codec: EntryCodec;
-  /** the dequantized key/value the graph will see from now on (headDim floats); omitted = unchanged */
-  keys?: Float32Array;
-  values?: Float32Array;
-  /** reconstruction error the policy measured (e.g. relative L2), for the trace */
-  kError?: number;
-  vError?: number;
-}
-
-export interface Reposition {
-  /** entry index (must be kept) */
-  index: number;
-  /** new RoPE position; the engine re-rotates the key by the delta */
-  pos: number;
-}
-
-export interface HeadDecision {
-  /** ascending indices of entries that stay (possibly re-encoded / repositioned) */
-  keep: ArrayLike<number>;
-  merge?: readonly MergeGroup[];
-  reencode?: readonly Reencode[];
-  reposition?: readonly Reposition[];
-  /** score per entry (indexed like the view), stored on the surviving entries */
-  scores?: ArrayLike<number>;
-}
-
-export interface Decision {
-  /** [layer][kvHead]; null at any level means "unchanged" */
-  layers: ReadonlyArray<ReadonlyArray<HeadDecision | null> | null> | null;
-  /** RoPE position for the next token (P2 policies); default: its token index */
-  nextPosition?: number;
-  /** one line for the trace, e.g. "evicted 1 entry per head (window 128)" */
-  note?: string;
-}
-
-export const NO_CHANGE: Decision = Object.freeze({ layers: null });
+export type { CodecGroup, Decision, EntryCodec, HeadDecision, MergeGroup, Reencode, Reposition } from '../cache/decision.ts';
+export { NO_CHANGE } from '../cache/decision.ts';
 
 // ---------------------------------------------------------------------------------------------
 
@@ -190,20 +142,25 @@ export interface ProtectedHeads {
   queryHeads: boolean[][] | null;
 }
 
+/** `portable`: everything, store columns included (JSON you can load into a fresh cache); `session`: without what the cache snapshot already holds. */
+export type StateScope = 'portable' | 'session';
+
 export interface Policy {
   readonly id: string;
   readonly params: PolicyParams;
   readonly needs: PolicyNeeds;
   /** heads this policy protects or selects with (fixed for the policy's lifetime); absent = none */
   readonly protects?: ProtectedHeads;
+  /** what the policy does when attached mid-run without the history it usually keeps (for the trace and UI) */
+  readonly withoutHistory?: string;
   /** called when the policy takes over a cache mid-session (setPolicy); default: no change */
-  onAttach?(cache: CacheView): Decision;
-  afterPrefill(cache: CacheView, observation: PrefillObservation): Decision;
-  afterStep(cache: CacheView, observation: StepObservation): Decision;
+  onAttach?(cache: PolicyCache): Decision;
+  afterPrefill(cache: PolicyCache, observation: PrefillObservation): Decision;
+  afterStep(cache: PolicyCache, observation: StepObservation): Decision;
   /** forget accumulated state (new prompt) */
   reset(): void;
   /** JSON-serialisable state for snapshots; stateless policies return null */
-  getState(): JsonValue;
+  getState(scope?: StateScope): JsonValue;
   setState(state: JsonValue): void;
 }
 
@@ -251,24 +208,4 @@ export function indexRange(from: number, to: number): Int32Array {
   const out = new Int32Array(Math.max(0, to - from));
   for (let i = 0; i < out.length; i++) out[i] = from + i;
   return out;
-}
-
-/** A decision that applies `perHead(layer, kvHead, length)` to every head (null = unchanged). */
-export function decideEveryHead(
-  cache: CacheView,
-  perHead: (layer: number, kvHead: number, length: number) => HeadDecision | null,
-  note?: string,
-): Decision {
-  const layers: (HeadDecision | null)[][] = [];
-  let changed = false;
-  for (let l = 0; l < cache.nLayers; l++) {
-    const heads: (HeadDecision | null)[] = [];
-    for (let h = 0; h < cache.nKvHeads; h++) {
-      const decision = perHead(l, h, cache.length(l, h));
-      if (decision) changed = true;
-      heads.push(decision);
-    }
-    layers.push(heads);
-  }
-  return changed ? { layers, note } : NO_CHANGE;
 }

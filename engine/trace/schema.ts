@@ -10,6 +10,12 @@
  *
  * Events are never mutated after they are recorded: compaction replaces an old step by a compact
  * copy, so forks may share event objects.
+ *
+ * Versions: TRACE_VERSION changes when a field changes meaning or a reader must understand a new
+ * field. Optional fields that readers may ignore are added without a bump: the header's `prompt`,
+ * `switches`, `reference`, `next` and `protects` (written by the app's export) are such fields, so
+ * files written before them read the same (read.ts). What the cache holds after any event is not
+ * stored: engine/trace/replay.ts rebuilds it from the decisions.
  */
 import type { AppliedDecision, MemoryReport } from '../cache/store.ts';
 import type { SamplerOptions } from '../sampling.ts';
@@ -107,17 +113,91 @@ export interface PolicySwitchTrace {
   to: string;
   decision: DecisionTrace;
   memory: MemoryTrace;
+  /** what the new policy does without the history it would have kept (attached mid-run) */
+  withoutHistory?: string;
 }
 
 export type TraceEvent = PrefillTrace | StepTrace | PolicySwitchTrace;
 
+export interface TraceModel {
+  id: string;
+  name: string;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  context: number;
+}
+
 export interface TraceHeader {
   version: typeof TRACE_VERSION;
-  model: { id: string; name: string; layers: number; heads: number; kvHeads: number; headDim: number; context: number };
+  model: TraceModel;
   sampler: Required<SamplerOptions>;
   /** policy the session started with */
   policy: string;
   options: TraceOptions;
+  // Optional: filled in when the trace is exported (TraceExtras); readers must not rely on them.
+  /** the prompt as typed (null or absent when only token ids are known, e.g. the command line) */
+  prompt?: string | null;
+  /** every live policy switch, oldest first (the same as the `policy` events, for readers of the header alone) */
+  switches?: PolicySwitchSummary[];
+  /** the full-cache reference lane's metrics, when it ran */
+  reference?: ReferenceTrace | null;
+  /** the model's next-token distribution after the last event (the session's pending logits) */
+  next?: TokenProb[];
+  /** heads the policy in charge at the end protects (RazorAttention, CompressKV), for the views */
+  protects?: ProtectedHeadsTrace | null;
+}
+
+export interface PolicySwitchSummary {
+  /** decode steps taken before the switch */
+  atStep: number;
+  from: string;
+  to: string;
+  /** entries the switch evicted (all heads) */
+  evicted: number;
+  note?: string;
+}
+
+/** Reference-lane metrics of one decode step (engine/reference.ts ReferenceMetrics without the per-head masses). */
+export interface ReferenceStepTrace {
+  step: number;
+  tokenIndex: number;
+  /** KL(full ‖ policy) of the next-token distributions, nats */
+  kl: number;
+  agree: boolean;
+  fullTop: number;
+  policyTop: number;
+  /** share of the full lane's attention on tokens the policy held: mean over layers × query heads, and per layer */
+  mass: number;
+  massByLayer: number[];
+  memoryRatio: number;
+  policyBytes: number;
+  fullBytes: number;
+}
+
+export interface ReferenceTrace {
+  /** steps the lane measured, ascending (steps without an entry: the lane was off) */
+  steps: ReferenceStepTrace[];
+  /** why the lane stopped following, if it did */
+  stopped?: string;
+}
+
+/** engine/policies ProtectedHeads, restated so the trace schema does not depend on the policy types. */
+export interface ProtectedHeadsTrace {
+  description: string;
+  /** [layer][kvHead] */
+  kvHeads: boolean[][] | null;
+  /** [layer][queryHead] */
+  queryHeads: boolean[][] | null;
+}
+
+/** What an exporter knows beyond the session's events (the app's worker host fills these in). */
+export interface TraceExtras {
+  prompt?: string | null;
+  reference?: ReferenceTrace | null;
+  next?: TokenProb[];
+  protects?: ProtectedHeadsTrace | null;
 }
 
 export interface TraceOptions {
@@ -188,8 +268,8 @@ export class TraceRecorder {
     return new TraceRecorder(this.header, this.events);
   }
 
-  toJSON(): TraceJson {
-    return traceToJson(this.header, this.events);
+  toJSON(extras?: TraceExtras): TraceJson {
+    return traceToJson(this.header, this.events, extras);
   }
 }
 
@@ -219,11 +299,23 @@ function plain(value: unknown): unknown {
   return value;
 }
 
-export function traceToJson(header: TraceHeader, events: readonly TraceEvent[]): TraceJson {
-  return { version: TRACE_VERSION, header, events: events.map(plain) };
+/** Every policy switch in the events, oldest first. */
+export function switchSummaries(events: readonly TraceEvent[]): PolicySwitchSummary[] {
+  return events
+    .filter((e): e is PolicySwitchTrace => e.kind === 'policy')
+    .map((e) => ({ atStep: e.atStep, from: e.from, to: e.to, evicted: e.decision.evicted, ...(e.decision.note !== undefined ? { note: e.decision.note } : {}) }));
+}
+
+export function traceToJson(header: TraceHeader, events: readonly TraceEvent[], extras: TraceExtras = {}): TraceJson {
+  const full: TraceHeader = { ...header, switches: switchSummaries(events) };
+  if (extras.prompt !== undefined) full.prompt = extras.prompt;
+  if (extras.reference) full.reference = extras.reference;
+  if (extras.next) full.next = extras.next;
+  if (extras.protects !== undefined) full.protects = extras.protects;
+  return { version: TRACE_VERSION, header: plain(full) as TraceHeader, events: events.map(plain) };
 }
 
 /** The trace as a JSON string (for download / bundles). */
-export function exportTraceJson(trace: TraceRecorder, indent?: number): string {
-  return JSON.stringify(trace.toJSON(), null, indent);
+export function exportTraceJson(trace: TraceRecorder, indent?: number, extras?: TraceExtras): string {
+  return JSON.stringify(trace.toJSON(extras), null, indent);
 }

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { main } from '../../engine/cli.ts';
+import { main } from '../../engine/cli/index.ts';
 import { FIXTURE_DIR, fixtureCopy } from '../engine/helpers/fixture.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));

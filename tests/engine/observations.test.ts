@@ -5,9 +5,16 @@
  */
 import { describe, expect, it } from 'vitest';
 import { POLICIES } from '../../engine/policies/index.ts';
-import { NO_CHANGE, decideEveryHead, intParam, type PolicyDefinition, type PolicyNeeds, type PrefillObservation, type StepObservation } from '../../engine/policies/types.ts';
+import { NO_CHANGE, intParam, type Decision, type HeadDecision, type PolicyDefinition, type PolicyNeeds, type PrefillObservation, type StepObservation } from '../../engine/policies/types.ts';
+import type { CacheView } from '../../engine/cache/view.ts';
 import { Session } from '../../engine/session.ts';
 import { fixtureModel, tokenSequence } from './helpers/fixture.ts';
+
+/** A decision from `perHead(layer, kvHead, length)` for every head (null = unchanged). */
+function decideEveryHead(cache: CacheView, perHead: (layer: number, kvHead: number, length: number) => HeadDecision | null): Decision {
+  const layers = Array.from({ length: cache.nLayers }, (_, l) => Array.from({ length: cache.nKvHeads }, (_, h) => perHead(l, h, cache.length(l, h))));
+  return layers.some((row) => row.some(Boolean)) ? { layers } : NO_CHANGE;
+}
 
 const seen: { prefill: PrefillObservation | null; steps: StepObservation[] } = { prefill: null, steps: [] };
 const NEEDS: PolicyNeeds = { attention: true, queries: true, calibration: false, prefillWindow: 4 };

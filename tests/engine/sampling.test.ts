@@ -86,6 +86,38 @@ describe('Sampler', () => {
     expect(draws(Sampler.fromState(JSON.parse(JSON.stringify(state))), 20)).toEqual(rest);
   });
 
+  it('a temperature so small that logits / T overflows (1e-320, subnormal) is greedy: argmax, sampleProb 1', () => {
+    // a model-sized row whose argmax is not the last id (the old failure emitted token 4095)
+    const rng = new Xoshiro128(3);
+    const row = Float32Array.from({ length: 4096 }, () => 20 * rng.nextFloat() - 10);
+    const best = argmax(row);
+    expect(best).not.toBe(4095);
+    for (const temperature of [1e-320, Number.MIN_VALUE, 1e-310]) {
+      const sampler = new Sampler({ temperature, seed: 1 });
+      for (let i = 0; i < 5; i++) expect(sampler.sample(row)).toEqual({ token: best, sampleProb: 1 });
+    }
+    // ties go to the lowest id, as in greedy; all-negative logits overflow to −∞ and are greedy too
+    expect(new Sampler({ temperature: 1e-320 }).sample(LOGITS)).toEqual({ token: 3, sampleProb: 1 });
+    expect(new Sampler({ temperature: 1e-320 }).sample([-3, -1, -2])).toEqual({ token: 1, sampleProb: 1 });
+  });
+
+  it('just above the overflow threshold the softmax already puts all mass on the argmax', () => {
+    const unique = [2, 1, 3.5, -1];
+    expect(new Sampler({ temperature: 1e-300, seed: 2 }).sample(unique)).toEqual({ token: 2, sampleProb: 1 });
+    // exact ties share the limit distribution there (LOGITS: ids 3 and 5 tie at 3.0)
+    const tied = new Set(draws(new Sampler({ temperature: 1e-300, seed: 2 }), 50));
+    expect([...tied].sort()).toEqual([3, 5]);
+    expect(new Sampler({ temperature: 1e-300, seed: 2 }).sample(LOGITS).sampleProb).toBe(0.5);
+  });
+
+  it('every step at T > 0 draws one random number, tiny T included', () => {
+    const tiny = new Sampler({ temperature: 1e-320, seed: 8 });
+    const warm = new Sampler({ temperature: 1, seed: 8 });
+    draws(tiny, 6);
+    draws(warm, 6);
+    expect(tiny.getState().rng).toEqual(warm.getState().rng);
+  });
+
   it('rejects invalid options', () => {
     expect(() => new Sampler({ temperature: -1 })).toThrow('temperature must be ≥ 0, got -1');
     expect(() => new Sampler({ topK: 1.5 })).toThrow('topK must be an integer ≥ 0, got 1.5');

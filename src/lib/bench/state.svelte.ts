@@ -1,8 +1,10 @@
 /**
  * The /bench page's state (Svelte 5 runes): an evaluation (engine/eval — the same code as
  * `kvscope eval`) run in the engine worker: perplexity of held-out text or passkey retrieval over a
- * depth × length grid, for chosen policies at chosen budgets. Rows arrive as they finish; Cancel
- * stops between steps and keeps what finished. The page only lays the report out.
+ * depth × length grid, for chosen policies at chosen budgets. With `evalWorkers` > 1 the runs are
+ * spread over that many evaluation workers (src/lib/worker/eval-pool.ts), with the same report.
+ * Rows arrive as they finish; Cancel stops between steps and keeps what finished. The page only
+ * lays the report out.
  */
 import { EngineClient, EngineFailure } from '../worker/client.ts';
 import type { EngineEvent, LoadProgressView, ModelInfo, PolicyInfo } from '../worker/protocol.ts';
@@ -68,14 +70,16 @@ export class BenchState {
   running = $state(false);
   cancelling = $state(false);
   progress = $state.raw<EvalProgress | null>(null);
-  /** rows as they finish (before the report) */
-  rows = $state.raw<{ record: number; policy: string; row: EvalRow }[]>([]);
+  /** rows that finished (before the report), in run order */
+  rows = $state.raw<{ record: number; policy: string; row: EvalRow; run: number }[]>([]);
   report = $state.raw<EvalReport | null>(null);
 
   constructor(
     readonly client: EngineClient,
     readonly urls: EngineUrls & { heldout: string },
     readonly threads = 1,
+    /** runs evaluated at once, each in its own worker with its own copy of the model */
+    readonly evalWorkers = 1,
   ) {
     client.onCrash = (message) => {
       this.status = 'crashed';
@@ -148,9 +152,12 @@ export class BenchState {
     this.rows = [];
     this.progress = { done: 0, total: 1, run: 0, runs: plan.runs.length, spec: '', message: 'starting…' };
     try {
-      const done = await this.client.request<Extract<EngineEvent, { type: 'eval-done' }>>({ type: 'eval', config: plan.config, heldoutUrl: this.urls.heldout }, (event) => {
+      const parallel = this.evalWorkers > 1 ? { workers: this.evalWorkers, modelsUrl: this.urls.models, wasmUrl: this.urls.wasm } : undefined;
+      const command = { type: 'eval' as const, config: plan.config, heldoutUrl: this.urls.heldout, parallel };
+      const done = await this.client.request<Extract<EngineEvent, { type: 'eval-done' }>>(command, (event) => {
         if (event.type === 'eval-progress') this.progress = event.progress;
-        else if (event.type === 'eval-row') this.rows = [...this.rows, { record: event.record, policy: event.policy, row: event.row }];
+        // in parallel, rows finish out of order: keep them in run order, as the report has them
+        else if (event.type === 'eval-row') this.rows = [...this.rows, { record: event.record, policy: event.policy, row: event.row, run: event.run }].sort((a, b) => a.run - b.run);
       });
       this.report = done.report;
       const last = this.progress;

@@ -6,6 +6,12 @@
  * Memory stays bounded (DESIGN.md §5): every step keeps a compact record (token, top-k, memory),
  * full attention/cache-map views are kept for the last RING steps only; an older step's view is
  * recomputed exactly by the worker on demand (`inspect`).
+ *
+ * Read-only replay: `importTrace(file)` hands an exported trace to the worker, which packs the
+ * same views from it without the model. The page then shows the trace as it stood at its end;
+ * Step → and ← Back move through the recorded steps (down to "after the prompt"), and everything
+ * that would need the model (decoding on, Run, Apply now, the reference lane, Reset) is off until
+ * `leaveReplay()` goes back to live mode.
  */
 import { EngineClient, EngineFailure, type CommandInput } from '../worker/client.ts';
 import type {
@@ -13,6 +19,7 @@ import type {
   CalibrationView,
   EngineEvent,
   ErrorKind,
+  ImportedTraceView,
   LoadProgressView,
   ModelInfo,
   PolicyChoice,
@@ -24,7 +31,10 @@ import type {
   SessionState,
   StepView,
   StopReason,
+  TraceModelView,
 } from '../worker/protocol.ts';
+import type { MemoryReport } from '../../../engine/cache/store.ts';
+import type { TokenProb } from '../../../engine/trace/schema.ts';
 import type { ParamValue } from '../../../engine/policies/types.ts';
 import type { HistoryRow } from '../charts/raster.ts';
 import { EXAMPLES } from './examples.ts';
@@ -55,7 +65,30 @@ export function policyName(spec: string): string {
 }
 
 export type ModelStatus = 'idle' | 'loading' | 'ready' | 'error' | 'crashed';
-export type Activity = 'idle' | 'prefilling' | 'stepping' | 'running' | 'rewinding' | 'switching' | 'exporting';
+export type Activity = 'idle' | 'prefilling' | 'stepping' | 'running' | 'rewinding' | 'switching' | 'exporting' | 'importing';
+
+/** An imported trace shown read-only (no model needed). */
+export interface ReplayInfo {
+  fileName: string;
+  version: number;
+  /** the model the trace was recorded with (the views' dimensions) */
+  model: TraceModelView;
+  /** the policy the run started with */
+  policy: string;
+  steps: number;
+  /** what the trace lacks, in words */
+  notes: string[];
+}
+
+/** The prompt's decision (scores, evictions, the cache map after it, memory and the next-token distribution). */
+export interface PrefillRecord {
+  scores: ScoreGrid | null;
+  evictions: Int32Array;
+  cacheMap: CacheMapView;
+  policy: string;
+  memory: MemoryReport;
+  next: TokenProb[];
+}
 
 export interface ShownError {
   kind: ErrorKind;
@@ -100,7 +133,7 @@ export function specOf(choice: PolicyChoice, policies: readonly PolicyInfo[]): s
 }
 
 function record(view: StepView): StepRecord {
-  const { attention: _a, cacheMap: _c, topK: _t, scores: _s, ...rest } = view;
+  const { attention: _a, attentionTopOnly: _o, cacheMap: _c, topK: _t, scores: _s, ...rest } = view;
   return rest;
 }
 
@@ -152,7 +185,9 @@ export class ExplorerState {
   /** live policy switches of this session, oldest first */
   switches = $state.raw<SwitchRecord[]>([]);
   /** the prefill decision's scores and evictions (prefill-only policies such as SnapKV decide here) */
-  prefill = $state.raw<{ scores: ScoreGrid | null; evictions: Int32Array; cacheMap: CacheMapView; policy: string } | null>(null);
+  prefill = $state.raw<PrefillRecord | null>(null);
+  /** set while an imported trace is shown read-only */
+  replay = $state.raw<ReplayInfo | null>(null);
   calibration = $state.raw<CalibrationView | null>(null);
 
   // ---- views ----
@@ -172,6 +207,8 @@ export class ExplorerState {
   private firstTokenMarked = false;
   private tokenizeTimer: ReturnType<typeof setTimeout> | null = null;
   private tokenizeSeq = 0;
+  /** a policy spec to put in the picker once the policies' parameter schemas are known (a trace imported before the model loaded) */
+  private pendingPolicySpec: string | null = null;
 
   constructor(
     readonly client: EngineClient,
@@ -188,7 +225,20 @@ export class ExplorerState {
   readonly current = $derived(this.currentStep >= 0 ? this.steps[this.currentStep] : null);
   readonly busy = $derived(this.activity !== 'idle' || this.status !== 'ready');
   readonly running = $derived(this.activity === 'running');
-  readonly canStep = $derived(this.status === 'ready' && this.activity === 'idle' && this.session !== null);
+  /** the model can decode the live session (never during a replay) */
+  readonly canStep = $derived(this.replay === null && this.status === 'ready' && this.activity === 'idle' && this.session !== null);
+  /** Step → is possible: decode one more token, or (replay) show the next recorded step */
+  readonly canForward = $derived(this.replay ? this.activity === 'idle' && this.currentStep < this.latestStep : this.canStep);
+  /** ← Back is possible: step back, or (replay) show the previous recorded step down to "after the prompt" */
+  readonly canBackward = $derived(this.replay ? this.activity === 'idle' && this.currentStep > -1 : this.canStep && this.steps.length > 0);
+  /** Export trace is possible (a replay exports the imported trace again) */
+  readonly canExport = $derived(this.replay ? this.activity === 'idle' : this.canStep);
+  /** Import trace is possible: not while the engine works on something, nor after a crash */
+  readonly canImport = $derived(this.activity === 'idle' && this.status !== 'crashed');
+  /** the model the views are drawn for: the trace's during a replay, else the loaded one */
+  readonly shownModel = $derived<TraceModelView | null>(this.replay?.model ?? this.model);
+  /** the loaded model's calibration, when it belongs to the model shown */
+  readonly shownCalibration = $derived(this.replay && this.replay.model.id !== this.model?.id ? null : this.calibration);
   readonly pieces = $derived.by(() => {
     const prompt = this.promptView?.pieces ?? [];
     return prompt.concat(this.steps.map((s) => s.token.piece));
@@ -197,7 +247,7 @@ export class ExplorerState {
     this.session !== null && (this.prompt !== this.appliedPrompt || JSON.stringify(this.sampler) !== this.appliedSampler),
   );
   readonly policyChanged = $derived(
-    this.session !== null && this.activePolicy !== null && specOf(this.policy, this.policies) !== this.activePolicy,
+    this.replay === null && this.session !== null && this.activePolicy !== null && specOf(this.policy, this.policies) !== this.activePolicy,
   );
   readonly policyInfo = $derived(this.policies.find((p) => p.id === this.policy.id) ?? null);
 
@@ -228,11 +278,25 @@ export class ExplorerState {
   /** the session state (after done / rewind / policy switch) describes the newest step exactly */
   readonly sessionAtLatest = $derived(this.session !== null && this.session.stepCount === this.steps.length);
   readonly showingLatest = $derived(this.currentStep === this.latestStep);
+  /** the shown point is "after the prompt" while steps exist (a replay stepped back to the start) */
+  readonly showingPrefill = $derived(this.currentStep < 0 && this.steps.length > 0);
   readonly cacheMap = $derived(
-    this.showingLatest && this.sessionAtLatest ? this.session!.cacheMap : (this.view?.cacheMap ?? null),
+    this.showingLatest && this.sessionAtLatest
+      ? this.session!.cacheMap
+      : this.showingPrefill
+        ? (this.prefill?.cacheMap ?? null)
+        : (this.view?.cacheMap ?? null),
   );
-  readonly memory = $derived(this.showingLatest && this.sessionAtLatest ? this.session!.memory : (this.current?.memory ?? this.session?.memory ?? null));
-  readonly next = $derived(this.showingLatest && this.sessionAtLatest ? this.session!.next : (this.current?.next ?? null));
+  readonly memory = $derived(
+    this.showingLatest && this.sessionAtLatest
+      ? this.session!.memory
+      : this.showingPrefill
+        ? (this.prefill?.memory ?? null)
+        : (this.current?.memory ?? this.session?.memory ?? null),
+  );
+  readonly next = $derived(
+    this.showingLatest && this.sessionAtLatest ? this.session!.next : this.showingPrefill ? (this.prefill?.next ?? null) : (this.current?.next ?? null),
+  );
   readonly chosenNext = $derived(this.steps[this.currentStep + 1]?.token.id ?? null);
   readonly memoryHistory = $derived(this.steps.map((s) => ({ step: s.step, bytes: s.memory.bytes, fullBytes: s.memory.fullBytes })));
 
@@ -247,13 +311,13 @@ export class ExplorerState {
     const at = this.currentStep + 1;
     return lastSwitchAt(this.switches, at);
   });
-  readonly kvHead = $derived(this.model ? Math.floor(this.head / (this.model.heads / this.model.kvHeads)) : 0);
+  readonly kvHead = $derived(this.shownModel ? Math.floor(this.head / (this.shownModel.heads / this.shownModel.kvHeads)) : 0);
   /** tokens of the shown step (the prompt after prefill) */
   readonly shownTokens = $derived(this.current ? this.current.tokenIndex + 1 : (this.promptView?.ids.length ?? 0));
 
   /** Which head lost which token up to the shown step (prefill, step decisions, switches). */
   readonly evictionLog = $derived.by(() => {
-    const model = this.model;
+    const model = this.shownModel;
     if (!model || !this.promptView) return null;
     const sources: EvictionSource[] = [];
     if (this.prefill) sources.push({ moment: prefillMoment(), evictions: this.prefill.evictions });
@@ -313,11 +377,14 @@ export class ExplorerState {
       this.cacheInfo = ready.cache;
       this.loadMs = ready.loadMs;
       const current = ready.policies.find((p) => p.id === this.policy.id) ?? ready.policies[0];
-      if (current && Object.keys(this.policy.params).length === 0) this.policy = defaultChoice(current);
+      if (this.pendingPolicySpec !== null) this.policy = choiceFromSpec(this.pendingPolicySpec, ready.policies);
+      else if (current && Object.keys(this.policy.params).length === 0) this.policy = defaultChoice(current);
+      this.pendingPolicySpec = null;
       this.status = 'ready';
       mark('kvscope:ready');
       this.requestTokenCount();
-      await this.start();
+      // a trace imported while the model loaded stays on screen until the user goes back to live mode
+      if (!this.replay) await this.start();
     } catch (error) {
       if ((this.status as ModelStatus) === 'crashed') return;
       const failure = EngineFailure.from(error);
@@ -335,6 +402,8 @@ export class ExplorerState {
   /** New worker, reload (from the file cache), rerun the prompt. */
   async restart(): Promise<void> {
     this.client.restart();
+    // the replay lived in the old worker
+    this.replay = null;
     this.session = null;
     this.steps = [];
     this.clearViews();
@@ -387,6 +456,12 @@ export class ExplorerState {
 
   /** (Re)starts decoding from the prompt with the current sampler and policy (Reset). */
   async start(): Promise<void> {
+    // Reset does not apply to a replay: leaveReplay() is the way back
+    if (this.replay) return;
+    await this.startSession();
+  }
+
+  private async startSession(): Promise<void> {
     if (this.status !== 'ready' || (this.activity !== 'idle' && this.activity !== 'prefilling')) return;
     this.activity = 'prefilling';
     this.notice = null;
@@ -399,11 +474,19 @@ export class ExplorerState {
         policy: { id: this.policy.id, params: { ...this.policy.params } },
       });
       this.clearViews();
+      this.replay = null;
       this.promptView = started.prompt;
       this.session = started.state;
       this.steps = [];
       this.switches = [];
-      this.prefill = { scores: started.scores ?? null, evictions: started.evictions ?? new Int32Array(0), cacheMap: started.state.cacheMap, policy: started.state.policy };
+      this.prefill = {
+        scores: started.scores ?? null,
+        evictions: started.evictions ?? new Int32Array(0),
+        cacheMap: started.state.cacheMap,
+        policy: started.state.policy,
+        memory: started.state.memory,
+        next: started.state.next,
+      };
       this.reference = started.state.reference ?? false;
       this.selected = null;
       this.lastStop = null;
@@ -459,6 +542,10 @@ export class ExplorerState {
   }
 
   async step(): Promise<void> {
+    if (this.replay) {
+      if (this.canForward) this.select(this.currentStep + 1);
+      return;
+    }
     if (!this.canStep) return;
     this.activity = 'stepping';
     this.notice = null;
@@ -502,6 +589,10 @@ export class ExplorerState {
   }
 
   async back(n = 1): Promise<void> {
+    if (this.replay) {
+      if (this.canBackward) this.select(Math.max(-1, this.currentStep - n));
+      return;
+    }
     if (!this.canStep || this.steps.length === 0) return;
     this.activity = 'rewinding';
     this.notice = null;
@@ -587,13 +678,16 @@ export class ExplorerState {
   }
 
   select(step: number | null): void {
-    this.selected = step === null || step >= this.latestStep ? null : Math.max(0, step);
+    // only a replay shows "after the prompt" once steps exist (live, Back rewinds the session instead)
+    this.selected = step === null || step >= this.latestStep ? null : Math.max(this.replay ? -1 : 0, step);
   }
 
   /** Asks the worker for the full view of the current step when no copy is held. */
   ensureView(): void {
     const step = this.currentStep;
-    if (step < 0 || this.view || this.activity === 'running' || this.inspecting === step || this.status !== 'ready') return;
+    if (step < 0 || this.view || this.activity === 'running' || this.inspecting === step) return;
+    // a replay's views come from the trace in the worker: no model needed
+    if (!this.replay && this.status !== 'ready') return;
     this.inspecting = step;
     this.client
       .request<Extract<EngineEvent, { type: 'inspected' }>>({ type: 'inspect', step })
@@ -611,7 +705,7 @@ export class ExplorerState {
   }
 
   async exportTrace(): Promise<{ json: string; fileName: string } | null> {
-    if (!this.canStep) return null;
+    if (!this.canExport) return null;
     this.activity = 'exporting';
     try {
       const trace = await this.client.request<Extract<EngineEvent, { type: 'trace' }>>({ type: 'export-trace' });
@@ -622,6 +716,75 @@ export class ExplorerState {
     } finally {
       this.activity = 'idle';
     }
+  }
+
+  /**
+   * Opens an exported trace read-only: the worker reads and checks it and packs the views from it
+   * (no model needed). A file that is not a trace this app can read shows why and changes nothing.
+   */
+  async importTrace(file: { name: string; text(): Promise<string> }): Promise<boolean> {
+    if (!this.canImport) return false;
+    this.activity = 'importing';
+    try {
+      const json = await file.text();
+      const reply = await this.client.request<Extract<EngineEvent, { type: 'imported' }>>({ type: 'import-trace', json, fileName: file.name });
+      this.enterReplay(reply.trace);
+      return true;
+    } catch (error) {
+      // only the message changes: the session, views and setup stay as they were
+      const failure = error instanceof EngineFailure ? error : new EngineFailure('trace', `${file.name} cannot be read: ${error instanceof Error ? error.message : String(error)}`);
+      if (failure.kind !== 'crash') this.error = { kind: failure.kind, message: failure.message, action: 'dismiss' };
+      return false;
+    } finally {
+      this.activity = 'idle';
+    }
+  }
+
+  private enterReplay(trace: ImportedTraceView): void {
+    this.clearViews();
+    this.replay = { fileName: trace.fileName, version: trace.version, model: trace.model, policy: trace.policy, steps: trace.steps.length, notes: trace.notes };
+    this.error = null;
+    this.notice = null;
+    this.promptView = trace.prompt;
+    this.session = trace.state;
+    this.steps = trace.steps.map(record);
+    for (const view of trace.steps) if (view.attention || view.cacheMap) this.ring.set(view.step, view);
+    this.switches = trace.switches.map((s) => ({ ...s }));
+    this.prefill = trace.prefill;
+    this.activePolicy = trace.state.policy;
+    this.selected = null;
+    this.lastStop = null;
+    // the setup becomes the trace's, so that going back to live mode reruns it with the model
+    if (trace.promptText !== null) {
+      this.prompt = trace.promptText;
+      this.appliedPrompt = trace.promptText;
+      this.promptTokens = trace.prompt.ids.length;
+    }
+    this.sampler = { ...trace.sampler };
+    this.appliedSampler = JSON.stringify(this.sampler);
+    if (this.policies.length > 0) this.policy = choiceFromSpec(trace.policy, this.policies);
+    else this.pendingPolicySpec = trace.policy;
+    if (this.layer >= trace.model.layers) this.layer = 0;
+    if (this.head >= trace.model.heads) this.head = 0;
+    this.ringVersion++;
+  }
+
+  /** Leaves a replay: reruns the setup (the trace's prompt, sampler and first policy) with the model, or loads it. */
+  async leaveReplay(): Promise<void> {
+    if (!this.replay || this.activity !== 'idle') return;
+    if (this.status === 'ready') {
+      // the replay is cleared once the worker has the new session; until then the trace stays on screen
+      await this.startSession();
+      return;
+    }
+    this.replay = null;
+    this.clearViews();
+    this.session = null;
+    this.steps = [];
+    this.switches = [];
+    this.prefill = null;
+    this.promptView = null;
+    if (this.status === 'error' || this.status === 'idle') await this.load();
   }
 
   /** Test hook: makes the worker crash (end-to-end test of the crash path). */

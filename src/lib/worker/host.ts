@@ -2,6 +2,10 @@
  * The engine side of the worker protocol: owns the loaded model, one Session, its snapshots and
  * the run loop, and answers Commands with EngineEvents (protocol.ts). Framework-free and
  * DOM-free so that it runs in the Web Worker (engine.worker.ts) and in Node tests alike.
+ *
+ * Views are packed from the session's trace alone (pack.ts): what the cache holds is rebuilt from
+ * the trace's decisions (engine/trace/replay.ts), never read from the live store, so an imported
+ * trace (`import-trace`, a read-only replay without the model) is packed by the same code.
  */
 import { ModelError, PolicySpecError, SessionError } from '../../../engine/errors.ts';
 import type { LoadOptions, LoadProgress, LoadedModel, ModelSource } from '../../../engine/model/load.ts';
@@ -10,12 +14,25 @@ import { POLICIES } from '../../../engine/policies/index.ts';
 import { formatPolicySpec } from '../../../engine/policies/spec.ts';
 import { Session, type SessionSnapshot } from '../../../engine/session.ts';
 import { ReferenceLane, type ReferenceMetrics, type ReferenceSnapshot } from '../../../engine/reference.ts';
-import { exportTraceJson, type DecisionTrace, type StepTrace, type TokenProb } from '../../../engine/trace/schema.ts';
+import { readTrace, TraceFormatError } from '../../../engine/trace/read.ts';
+import { ReplayTimeline, type HeldEntries } from '../../../engine/trace/replay.ts';
+import { exportTraceJson, traceToJson, type ReferenceTrace, type StepTrace, type TokenProb, type TraceExtras } from '../../../engine/trace/schema.ts';
 import { Checkpoints } from './checkpoints.ts';
 import { LabError, LabHost } from './lab.ts';
 import { LAB_COMMANDS, type LabCommand } from './lab-protocol.ts';
 import { cachedModelSource, pruneModelCache, MODEL_CACHE_NAME, type CacheLike, type CachedModelSource } from './model-cache.ts';
-import { calibrationView, packCacheMap, packEvictions, packScores, packStep } from './pack.ts';
+import {
+  calibrationView,
+  importedTransferables,
+  packCacheMap,
+  packEvictions,
+  packSessionState,
+  packStep,
+  prefillScores,
+  referenceStepTrace,
+  stepEventIndex,
+  TraceViews,
+} from './pack.ts';
 import {
   viewTransferables,
   type CacheStats,
@@ -59,6 +76,9 @@ export class HostError extends Error {
 }
 
 const TOP_TOKENS = 10;
+
+/** Commands that change or extend the live session: refused while an imported trace is replayed. */
+const NEEDS_LIVE_SESSION = new Set<Command['type']>(['step', 'run', 'back', 'set-policy', 'reference']);
 
 export function classifyError(error: unknown): { kind: ErrorKind; message: string } {
   if (error instanceof HostError) return { kind: error.kind, message: error.message };
@@ -116,6 +136,14 @@ export class EngineHost {
   private referenceOn = false;
   /** lane snapshots by decode step, kept for the steps the checkpoints keep */
   private laneSnapshots = new Map<number, ReferenceSnapshot>();
+  /** the lane's metrics by decode step (for views and the exported trace's header) */
+  private referenceMetrics = new Map<number, ReferenceMetrics>();
+  /** what the heads hold, rebuilt from the session's trace (the views' only source for the cache) */
+  private timeline: ReplayTimeline | null = null;
+  /** the prompt text of the session (the exported header carries it) */
+  private promptText: string | null = null;
+  /** an imported trace being replayed read-only (until the next start) */
+  private replay: { views: TraceViews; fileName: string } | null = null;
 
   constructor(
     private readonly post: Post,
@@ -136,6 +164,19 @@ export class EngineHost {
         return;
       case 'tokenize':
         this.guard(command.id, async () => this.tokenize(command.id, command.text));
+        return;
+      // A replay needs no model: it must not wait behind a model that is still downloading.
+      case 'import-trace':
+        this.guard(command.id, async () => this.importTrace(command.id, command.json, command.fileName));
+        return;
+      case 'inspect':
+      case 'export-trace':
+        if (this.replay) {
+          const replay = this.replay;
+          this.guard(command.id, async () => (command.type === 'inspect' ? this.inspectReplay(command.id, replay.views, command.step) : this.exportReplay(command.id, replay)));
+          return;
+        }
+        this.queue = this.queue.then(() => this.guard(command.id, () => this.run(command)));
         return;
       case 'crash':
         setTimeout(() => {
@@ -158,6 +199,12 @@ export class EngineHost {
 
   private async run(command: Command): Promise<void> {
     if (LAB_COMMANDS.has(command.type)) return this.runLab(command as LabCommand);
+    if (this.replay && NEEDS_LIVE_SESSION.has(command.type)) {
+      throw new HostError(
+        'session',
+        `This is a read-only replay of ${this.replay.fileName}: stepping on, running, switching the policy and the reference lane need the model. Go back to live mode to decode.`,
+      );
+    }
     switch (command.type) {
       case 'load':
         return this.load(command);
@@ -384,14 +431,17 @@ export class EngineHost {
     const t0 = performance.now();
     const result = await session.prefill(ids);
     this.session = session;
+    this.replay = null;
+    this.promptText = prompt;
+    this.timeline = new ReplayTimeline({ layers: session.dims.nLayers, kvHeads: session.dims.nKvHeads });
+    this.referenceMetrics.clear();
     this.checkpoints.clear();
     this.checkpoints.add(0, session.snapshot(), true);
     this.lane = null;
     this.laneSnapshots.clear();
     if (this.referenceOn) await this.startLane(session);
-    const state = this.state(session, result.trace.decision);
-    // the prompt was the first thing in the cache: entry i of every head scored token i
-    const scores = packScores(result.trace.decision.scores, () => Int32Array.from({ length: ids.length }, (_, i) => i), ids.length);
+    const state = this.state(session);
+    const scores = prefillScores(result.trace);
     const evictions = packEvictions(result.trace.decision);
     this.post(
       { type: 'started', id, prompt: { ids: [...ids], pieces: result.trace.pieces }, state, prefillMs: performance.now() - t0, scores, evictions },
@@ -408,28 +458,36 @@ export class EngineHost {
     return topK(logits, TOP_TOKENS).map(({ index, value }) => ({ id: index, piece: session.piece(index), prob: Math.exp(value - lse) }));
   }
 
-  private state(session: Session, decision: DecisionTrace | null): SessionState {
-    return {
-      stepCount: session.stepCount,
-      tokenCount: session.tokens.length,
-      position: session.position,
-      policy: session.policySpec,
-      memory: session.memory(),
+  /** What the heads hold after the first `count` events of the session's trace (default all), by replay. */
+  private held(session: Session, count?: number): HeldEntries {
+    this.timeline ??= new ReplayTimeline({ layers: session.dims.nLayers, kvHeads: session.dims.nKvHeads });
+    return this.timeline.at(session.trace.all(), count);
+  }
+
+  /** The session after its newest trace event (packed from the trace; next-token distribution and protected heads from the session). */
+  private state(session: Session): SessionState {
+    const events = session.trace.all();
+    return packSessionState(events, this.held(session), session.trace.header.policy, {
       next: this.next(session),
-      cacheMap: packCacheMap(session.cache, decision),
       protects: session.policy.protects ?? null,
       reference: this.lane !== null,
       ...(this.lane?.stopped ? { referenceStopped: this.lane.stopped } : {}),
-    };
+    });
   }
 
-  private lastDecision(session: Session): DecisionTrace | null {
-    const events = session.trace.all();
-    return events.length > 0 ? events[events.length - 1].decision : null;
-  }
-
-  private view(session: Session, trace: StepTrace, withViews: boolean, reference: ReferenceMetrics | null = null): StepView {
-    return packStep(trace, { heads: session.dims.nHeads, next: this.next(session), attention: withViews, cache: session.cache, reference });
+  /**
+   * Packs a step of `session` (the live one; `recomputed` is the same step recomputed by a fork,
+   * with its full attention, when the live trace compacted it). The cache map comes from the live
+   * trace's replay after that step.
+   */
+  private view(session: Session, trace: StepTrace, withViews: boolean, reference: ReferenceMetrics | null = null, next: TokenProb[] = this.next(session)): StepView {
+    let held: HeldEntries | null = null;
+    if (withViews) {
+      const index = stepEventIndex(session.trace.all(), trace.step);
+      if (index < 0) throw new HostError('internal', `the trace has no step ${trace.step}`);
+      held = this.held(session, index + 1);
+    }
+    return packStep(trace, { heads: session.dims.nHeads, next, attention: withViews, held, reference: reference ?? this.referenceMetrics.get(trace.step) ?? null });
   }
 
   private remember(session: Session): void {
@@ -472,7 +530,10 @@ export class EngineHost {
   }
 
   private async observeLane(session: Session, trace: StepTrace): Promise<ReferenceMetrics | null> {
-    return this.lane ? this.lane.observe(session, trace) : null;
+    if (!this.lane) return null;
+    const metrics = await this.lane.observe(session, trace);
+    if (metrics) this.referenceMetrics.set(trace.step, metrics);
+    return metrics;
   }
 
   private async setReference(id: number, on: boolean): Promise<void> {
@@ -483,7 +544,7 @@ export class EngineHost {
     } else if (this.session && !this.lane) {
       await this.startLane(this.session);
     }
-    const state = this.session ? this.state(this.session, this.lastDecision(this.session)) : null;
+    const state = this.session ? this.state(this.session) : null;
     if (!state) {
       this.post({ type: 'ack', id });
       return;
@@ -522,7 +583,7 @@ export class EngineHost {
     } finally {
       this.abort = null;
     }
-    const state = this.state(session, this.lastDecision(session));
+    const state = this.state(session);
     this.post({ type: 'done', id, reason, message, steps: count, state }, viewTransferables(state));
   }
 
@@ -544,20 +605,21 @@ export class EngineHost {
     if (target !== session.stepCount) {
       await this.rewindTo(session, target);
       await this.syncLane(session);
+      for (const step of [...this.referenceMetrics.keys()]) if (step >= target) this.referenceMetrics.delete(step);
     }
-    const state = this.state(session, this.lastDecision(session));
+    const state = this.state(session);
     this.post({ type: 'rewound', id, state }, viewTransferables(state));
   }
 
   private async setPolicy(id: number, choice: PolicyChoice): Promise<void> {
     const session = this.requireSession();
     const spec = this.policySpec(choice);
-    const before = packCacheMap(session.cache, null);
+    const before = packCacheMap(this.held(session), null);
     const event = session.setPolicy(spec);
     // a switch is a point a replay must not cross: pin a snapshot right after it
     this.checkpoints.add(session.stepCount, session.snapshot(), true);
     this.rememberLane(session);
-    const state = this.state(session, event.decision);
+    const state = this.state(session);
     this.post(
       { type: 'policy', id, from: event.from, to: event.to, note: event.decision.note, state, atStep: event.atStep, before, evictions: packEvictions(event.decision) },
       [...viewTransferables(state), before.codes.buffer as ArrayBuffer],
@@ -570,7 +632,9 @@ export class EngineHost {
     if (!Number.isInteger(step) || step < 0 || step >= session.stepCount) {
       throw new HostError('session', `step ${step} does not exist (${session.stepCount} steps so far)`);
     }
-    const recorded = session.trace.steps().find((s) => s.step === step);
+    const events = session.trace.all();
+    const recordedIndex = stepEventIndex(events, step);
+    const recorded = recordedIndex >= 0 ? (events[recordedIndex] as StepTrace) : undefined;
     if (step === session.stepCount - 1 && recorded?.attention) {
       const view = this.view(session, recorded, true);
       this.post({ type: 'inspected', id, view }, viewTransferables(view));
@@ -586,15 +650,52 @@ export class EngineHost {
     if (recorded && recorded.token.id !== trace.token.id) {
       throw new HostError('internal', `replay of step ${step} diverged (token ${trace.token.id}, recorded ${recorded.token.id})`);
     }
-    const view = this.view(replay, trace, true);
+    // the cache map and the reference metrics come from the live trace; the next-token distribution from the fork
+    const view = this.view(session, trace, true, null, this.next(replay));
     this.post({ type: 'inspected', id, view }, viewTransferables(view));
   }
 
   private async exportTrace(id: number): Promise<void> {
     const session = this.requireSession();
-    const json = exportTraceJson(session.trace);
+    const metrics = [...this.referenceMetrics.values()].sort((a, b) => a.step - b.step);
+    const reference: ReferenceTrace | null =
+      metrics.length > 0 ? { steps: metrics.map(referenceStepTrace), ...(this.lane?.stopped ? { stopped: this.lane.stopped } : {}) } : null;
+    const extras: TraceExtras = { prompt: this.promptText, reference, next: this.next(session), protects: session.policy.protects ?? null };
+    const json = exportTraceJson(session.trace, undefined, extras);
     const safe = (s: string) => s.replace(/[^A-Za-z0-9_.-]+/g, '_');
     const fileName = `kvscope-trace-${safe(session.model.manifest.id)}-${safe(session.policySpec)}-${session.stepCount}steps.json`;
     this.post({ type: 'trace', id, json, fileName });
+  }
+
+  // ---- read-only replay of an imported trace ---------------------------------------------------
+
+  /** Reads a trace file; on success the host replays it (inspect, export) until the next start. A bad file changes nothing. */
+  private async importTrace(id: number, json: string, fileName: string): Promise<void> {
+    let views: TraceViews;
+    try {
+      views = new TraceViews(readTrace(json));
+    } catch (error) {
+      if (error instanceof TraceFormatError) throw new HostError('trace', `${fileName}: ${error.message}`);
+      throw error;
+    }
+    const trace = views.imported(fileName);
+    this.replay = { views, fileName };
+    this.post({ type: 'imported', id, trace }, importedTransferables(trace));
+  }
+
+  private async inspectReplay(id: number, views: TraceViews, step: number): Promise<void> {
+    if (!Number.isInteger(step) || step < 0 || step >= views.steps) {
+      throw new HostError('session', `step ${step} is not in the trace (${views.steps} steps)`);
+    }
+    const view = views.step(step);
+    this.post({ type: 'inspected', id, view }, viewTransferables(view));
+  }
+
+  /** The imported trace, written again (what was read, in the current JSON form). */
+  private async exportReplay(id: number, replay: { views: TraceViews; fileName: string }): Promise<void> {
+    const { header, events } = replay.views.trace;
+    const { prompt, reference, next, protects } = header;
+    const json = JSON.stringify(traceToJson(header, events, { prompt, reference, next, protects }));
+    this.post({ type: 'trace', id, json, fileName: replay.fileName });
   }
 }

@@ -7,7 +7,9 @@
  *                  (the existing `pause` command stops it between steps)
  *   compare-back   back N steps (checkpoint + replay) → reply compare-rewound
  *   eval           an evaluation (engine/eval) over held-out text; eval-progress and eval-row
- *                  events → reply eval-done (`pause` cancels: the report holds what finished)
+ *                  events → reply eval-done (`pause` cancels: the report holds what finished).
+ *                  With `parallel`, its runs go to that many evaluation workers (eval-pool.ts)
+ *                  and rows arrive in the order they finish (`run` says where each belongs)
  */
 import type { EvalConfig, EvalProgress, EvalReport, EvalRow } from '../../../engine/eval/index.ts';
 import type { LaneMemory, LaneState, LanesStep } from '../../../engine/lanes.ts';
@@ -19,7 +21,14 @@ export type LabCommand =
   | { type: 'compare-start'; id: number; prompt: string; sampler: SamplerSettings; lanes: PolicyChoice[] }
   | { type: 'compare-step'; id: number; steps: number }
   | { type: 'compare-back'; id: number; steps: number }
-  | { type: 'eval'; id: number; config: EvalConfig; heldoutUrl: string };
+  | { type: 'eval'; id: number; config: EvalConfig; heldoutUrl: string; parallel?: EvalParallel };
+
+/** Runs of an evaluation at once, each worker loading the model from `modelsUrl` (1: in the engine worker). */
+export interface EvalParallel {
+  workers: number;
+  modelsUrl: string;
+  wasmUrl: string;
+}
 
 export type LabEvent =
   | { type: 'compare-started'; id: number; prompt: PromptView; lanes: LaneState[]; prefillMs: number }
@@ -27,7 +36,8 @@ export type LabEvent =
   | { type: 'compare-done'; id: number; reason: StopReason; message?: string; steps: number; stepCount: number; lanes: LaneState[] }
   | { type: 'compare-rewound'; id: number; stepCount: number; lanes: LaneState[] }
   | { type: 'eval-progress'; id: number; progress: EvalProgress }
-  | { type: 'eval-row'; id: number; record: number; policy: string; row: EvalRow }
+  /** `run`: the row's index in the evaluation's runs (expandRuns order) */
+  | { type: 'eval-row'; id: number; record: number; policy: string; row: EvalRow; run: number }
   | { type: 'eval-done'; id: number; report: EvalReport };
 
 export const LAB_COMMANDS: ReadonlySet<string> = new Set(['compare-start', 'compare-step', 'compare-back', 'eval']);

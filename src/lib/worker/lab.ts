@@ -2,29 +2,20 @@
  * The worker side of /compare and /bench (lab-protocol.ts): lanes of policies stepping together
  * (engine/lanes.ts) and evaluations (engine/eval). EngineHost owns the model and the command
  * queue and hands these commands here; `pause` aborts whatever runs. Framework-free and DOM-free.
+ * An evaluation asked to run in parallel spreads its runs over evaluation workers (eval-pool.ts)
+ * that this worker starts; its report is the same as run here, one run after another.
  */
 import { ContextFullError } from '../../../engine/errors.ts';
-import { EvalSettingsError, runEval } from '../../../engine/eval/index.ts';
+import { EvalSettingsError, planEval, runEval, type EvalWorker } from '../../../engine/eval/index.ts';
 import { LaneGroup } from '../../../engine/lanes.ts';
 import type { LoadedModel } from '../../../engine/model/load.ts';
 import { formatPolicySpec } from '../../../engine/policies/spec.ts';
+import { createEvalWebWorker, EvalWorkerPool, type WorkerLike } from './eval-pool.ts';
 import type { LabCommand, LabEvent } from './lab-protocol.ts';
 import type { EngineEvent, PolicyChoice, SamplerSettings, StopReason } from './protocol.ts';
+import { yieldToEventLoop } from './yield.ts';
 
 export type LabPost = (event: LabEvent | EngineEvent) => void;
-
-/** Yields to the event loop (a macrotask) so that `pause` messages get through during long work. */
-export function yieldToEventLoop(): Promise<void> {
-  if (typeof MessageChannel !== 'function') return new Promise((resolve) => setTimeout(resolve, 0));
-  return new Promise((resolve) => {
-    const channel = new MessageChannel();
-    channel.port1.onmessage = () => {
-      channel.port1.close();
-      resolve();
-    };
-    channel.port2.postMessage(null);
-  });
-}
 
 export class LabError extends Error {
   constructor(
@@ -40,10 +31,13 @@ export class LabHost {
   private groupModel: LoadedModel | null = null;
   private abort: AbortController | null = null;
   private heldout = new Map<string, string[]>();
+  private evalPool: EvalWorkerPool | null = null;
 
   constructor(
     private readonly post: LabPost,
     private readonly fetchFn: typeof fetch,
+    /** starts an evaluation worker; null where this runtime cannot start workers (Node, old Safari) */
+    private readonly createEvalWorker: (() => WorkerLike) | null = typeof Worker === 'function' ? createEvalWebWorker : null,
   ) {}
 
   /** Stops a running compare or evaluation between steps. */
@@ -56,6 +50,7 @@ export class LabHost {
     if (this.groupModel !== model) {
       this.group = null;
       this.groupModel = model;
+      this.closeEvalPool();
     }
     try {
       await this.dispatch(command, model);
@@ -160,23 +155,47 @@ export class LabHost {
 
   private async evaluate(id: number, model: LoadedModel, command: LabCommand & { type: 'eval' }): Promise<void> {
     const documents = await this.documents(command.heldoutUrl);
+    const workers = this.evalWorkers(model, command);
     this.abort = new AbortController();
     let last = 0;
     try {
       const report = await runEval(model, documents, command.config, {
         signal: this.abort.signal,
         yield: yieldToEventLoop,
+        workers,
         onProgress: (progress) => {
           const now = performance.now();
           if (now - last < 100 && progress.done < progress.total && progress.done > 0) return;
           last = now;
           this.post({ type: 'eval-progress', id, progress });
         },
-        onRow: (record, row, partial) => this.post({ type: 'eval-row', id, record, policy: partial.records[record].policy, row }),
+        onRow: (record, row, partial, run) => this.post({ type: 'eval-row', id, record, policy: partial.records[record].policy, row, run }),
       });
       this.post({ type: 'eval-done', id, report });
+    } catch (error) {
+      // a worker that failed (its model did not load …) is not reused
+      if (workers) this.closeEvalPool();
+      throw error;
     } finally {
       this.abort = null;
     }
+  }
+
+  /** Evaluation workers for a parallel evaluation of more than one run; undefined: run here. */
+  private evalWorkers(model: LoadedModel, command: LabCommand & { type: 'eval' }): EvalWorker[] | undefined {
+    const parallel = command.parallel;
+    if (!parallel || parallel.workers < 2 || !this.createEvalWorker) return undefined;
+    // runEval plans again; a plan that fails fails the same way there
+    const count = Math.min(parallel.workers, planEval(model, command.config).runs.length);
+    if (count < 2) return undefined;
+    const init = { type: 'init' as const, modelsUrl: parallel.modelsUrl, modelId: model.manifest.id, wasmUrl: parallel.wasmUrl };
+    if (this.evalPool && JSON.stringify(this.evalPool.init) !== JSON.stringify(init)) this.closeEvalPool();
+    this.evalPool ??= new EvalWorkerPool(init, this.createEvalWorker);
+    return this.evalPool.take(count);
+  }
+
+  private closeEvalPool(): void {
+    this.evalPool?.close();
+    this.evalPool = null;
   }
 }

@@ -3,7 +3,7 @@
  *
  * Commands go in, each with a numeric `id`. Every command is answered by exactly one *reply*
  * event carrying the same id (`ready`, `tokenized`, `started`, `done`, `rewound`, `policy`,
- * `inspected`, `trace`, `reference`, `ack` or `error`). Long commands also stream *progress* (`load`) or
+ * `inspected`, `trace`, `imported`, `reference`, `ack` or `error`). Long commands also stream *progress* (`load`) or
  * *step* (`step`, `run`) events with that id before their reply.
  *
  * Only plain data crosses the boundary; big matrices travel as transferable typed arrays
@@ -12,7 +12,7 @@
  */
 import type { Citation, ParamSpec, ParamValue, PolicyNeeds, ProtectedHeads } from '../../../engine/policies/types.ts';
 import type { MemoryReport } from '../../../engine/cache/store.ts';
-import type { TokenProb } from '../../../engine/trace/schema.ts';
+import type { TokenProb, TraceModel } from '../../../engine/trace/schema.ts';
 import { LAB_STREAM_EVENTS, type LabCommand, type LabEvent } from './lab-protocol.ts';
 
 export const PROTOCOL_VERSION = 1;
@@ -64,6 +64,12 @@ export type Command =
   | { type: 'views'; id: number; attention: boolean }
   | { type: 'inspect'; id: number; step: number }
   | { type: 'export-trace'; id: number }
+  /**
+   * reads an exported trace and answers `imported`: from then on `inspect` and `export-trace` serve
+   * that trace (read-only replay, no model needed) until the next `start`; commands that would need
+   * the model (step, run, back, set-policy, reference) are refused. A bad file changes nothing.
+   */
+  | { type: 'import-trace'; id: number; json: string; fileName: string }
   /** turns the full-cache reference lane on (built at the current point) or off */
   | { type: 'reference'; id: number; on: boolean }
   /** test hook: the worker throws outside any handler, like a real crash */
@@ -161,6 +167,11 @@ export interface StepView {
   timings: { forwardMs: number; policyMs: number; totalMs: number };
   /** null when views are off (benchmarks) or when sent as a compact record */
   attention: AttentionGrid | null;
+  /**
+   * set when `attention` holds only the k most attended entries per query head (an older step of
+   * an imported trace, whose full rows were compacted): other held tokens show 0
+   */
+  attentionTopOnly?: number;
   cacheMap: CacheMapView | null;
   /** the decision's scores by token (null when the policy gave none or views are off) */
   scores?: ScoreGrid | null;
@@ -246,6 +257,59 @@ export interface SessionState {
   referenceStopped?: string;
 }
 
+/** The prompt's decision as the page keeps it (prefill-only policies such as SnapKV decide here). */
+export interface PrefillView {
+  scores: ScoreGrid | null;
+  /** (layer, kvHead, token) triples the prefill decision evicted */
+  evictions: Int32Array;
+  /** the cache after the prefill decision */
+  cacheMap: CacheMapView;
+  policy: string;
+  memory: MemoryReport;
+  /** the model's distribution for the first generated token */
+  next: TokenProb[];
+}
+
+/** A live policy switch (from a `policy` trace event). */
+export interface SwitchView {
+  atStep: number;
+  from: string;
+  to: string;
+  note?: string;
+  /** the cache map just before the switch */
+  before: CacheMapView;
+  /** what the switch evicted: (layer, kvHead, token) triples, and how many */
+  evictions: Int32Array;
+  evicted: number;
+}
+
+/** The model a trace was recorded with (its header). */
+export type TraceModelView = TraceModel;
+
+/** Everything the page shows of an imported trace, as it stood at its end (read-only replay). */
+export interface ImportedTraceView {
+  fileName: string;
+  /** trace version of the file */
+  version: number;
+  model: TraceModelView;
+  prompt: PromptView;
+  /** the prompt as typed, when the trace carries it */
+  promptText: string | null;
+  sampler: SamplerSettings;
+  /** the policy the run started with */
+  policy: string;
+  /** every recorded step: full views (attention, cache map, scores) for the newest ones, compact records before */
+  steps: StepView[];
+  switches: SwitchView[];
+  prefill: PrefillView;
+  /** the session after the last event */
+  state: SessionState;
+  /** the trace carries reference-lane metrics */
+  reference: boolean;
+  /** what the trace lacks, in words (shown with the replay note) */
+  notes: string[];
+}
+
 /** A model's calibration scores ([layer][queryHead]) as the retrieval-head map shows them. */
 export interface CalibrationView {
   /** RazorAttention's data-free probe: echo and induction mass, in [0, 1]; null if not calibrated */
@@ -260,7 +324,7 @@ export interface CalibrationView {
   notes: string[];
 }
 
-export type ErrorKind = 'model' | 'wasm' | 'prompt' | 'policy' | 'session' | 'busy' | 'internal' | 'crash';
+export type ErrorKind = 'model' | 'wasm' | 'prompt' | 'policy' | 'session' | 'busy' | 'internal' | 'crash' | 'trace';
 
 export type StopReason = 'length' | 'eos' | 'context-full' | 'aborted' | 'paused';
 
@@ -300,6 +364,7 @@ export type EngineEvent =
     }
   | { type: 'inspected'; id: number; view: StepView }
   | { type: 'trace'; id: number; json: string; fileName: string }
+  | { type: 'imported'; id: number; trace: ImportedTraceView }
   | { type: 'reference'; id: number; on: boolean; state: SessionState }
   | { type: 'ack'; id: number }
   | { type: 'error'; id: number | null; kind: ErrorKind; message: string }

@@ -1,0 +1,322 @@
+/**
+ * Validating and applying one head's decision (decision.ts) to its storage (head.ts).
+ *
+ * `planHead` checks everything and computes merged entries without changing anything, so the store
+ * can validate every head before it touches any. `applyHead` writes the survivors, in order, into
+ * fresh arrays and swaps them in; it returns an `undo` that swaps back (the store's transaction
+ * keeps it until commit) and `release`, which recycles the old arrays once nobody can undo.
+ */
+import { PolicyDecisionError } from '../errors.ts';
+import type { Rope } from '../model/rope.ts';
+import type { HeadDecision, MergeGroup } from './decision.ts';
+import { copyEntries, type HeadData, type HeadStore } from './head.ts';
+import type { AppliedHead, ColumnSpec } from './view.ts';
+
+export interface ApplyContext {
+  headDim: number;
+  rope: Rope | null;
+  columns: readonly ColumnSpec[];
+}
+
+interface MergedEntry {
+  keys: Float32Array;
+  values: Float32Array;
+  count: number;
+  origin: number[];
+  pos: number;
+  /** reduced value of every declared column, [columns][width] */
+  columns: Float64Array[];
+}
+
+/** A validated head decision: role per entry (0 evicted, 1 kept, 2 merge anchor, 3 merged away). */
+export interface HeadPlan {
+  role: Uint8Array;
+  anchorGroup: Int32Array;
+  merged: MergedEntry[];
+  /** every entry kept as it is, nothing else but scores / hidden flags: no arrays need rewriting */
+  identity: boolean;
+}
+
+export interface HeadOutcome {
+  /** null when nothing changed that the trace reports */
+  applied: AppliedHead | null;
+  undo: () => void;
+  release: () => void;
+}
+
+function ascendingUniqueProblem(indices: ArrayLike<number>, n: number): string | null {
+  let previous = -1;
+  for (let i = 0; i < indices.length; i++) {
+    const index = indices[i];
+    if (!Number.isInteger(index) || index < 0 || index >= n) return `index ${index} is out of range [0, ${n})`;
+    if (index <= previous) return `indices must be ascending and unique (${previous} then ${index})`;
+    previous = index;
+  }
+  return null;
+}
+
+/** Checks a head decision against the head without changing anything; computes merged entries. */
+export function planHead(head: HeadStore, where: string, decision: HeadDecision, ctx: ApplyContext): HeadPlan {
+  const n = head.length;
+  const d = ctx.headDim;
+  const keep = decision.keep;
+  const merges = decision.merge ?? [];
+
+  const keepProblem = ascendingUniqueProblem(keep, n);
+  if (keepProblem) throw new PolicyDecisionError(`${where}: keep ${keepProblem}`);
+  if (keep.length + merges.length === 0 && n > 0) {
+    throw new PolicyDecisionError(`${where}: would leave the head empty (at least one entry must be kept)`);
+  }
+  if (decision.scores && decision.scores.length !== n) {
+    throw new PolicyDecisionError(`${where}: scores has ${decision.scores.length} values for ${n} entries`);
+  }
+  const role = new Uint8Array(n);
+  for (let i = 0; i < keep.length; i++) role[keep[i]] = 1;
+  const anchorGroup = new Int32Array(merges.length > 0 ? n : 0).fill(-1);
+  const merged = merges.map((group, g) => prepareMerge(head, group, g, role, anchorGroup, where, ctx));
+  for (const re of decision.reencode ?? []) {
+    if (!(re.index >= 0 && re.index < n && role[re.index] === 1)) throw new PolicyDecisionError(`${where}: reencode index ${re.index} is not a kept entry`);
+    if ((re.keys && re.keys.length !== d) || (re.values && re.values.length !== d)) {
+      throw new PolicyDecisionError(`${where}: reencode of entry ${re.index} must give ${d} floats per key/value`);
+    }
+  }
+  for (const move of decision.reposition ?? []) {
+    if (!(move.index >= 0 && move.index < n && role[move.index] === 1)) throw new PolicyDecisionError(`${where}: reposition index ${move.index} is not a kept entry`);
+    if (!Number.isInteger(move.pos) || move.pos < 0) throw new PolicyDecisionError(`${where}: reposition to invalid position ${move.pos}`);
+    if (!ctx.rope) throw new PolicyDecisionError(`${where}: reposition needs the model's RoPE parameters`);
+  }
+  const hide = decision.hide ?? [];
+  const hideProblem = ascendingUniqueProblem(hide, n);
+  if (hideProblem) throw new PolicyDecisionError(`${where}: hide ${hideProblem}`);
+  for (let i = 0; i < hide.length; i++) {
+    if (role[hide[i]] !== 1) throw new PolicyDecisionError(`${where}: hide index ${hide[i]} is not a kept entry`);
+  }
+  const identity = keep.length === n && merges.length === 0 && !decision.reencode?.length && !decision.reposition?.length;
+  return { role, anchorGroup, merged, identity };
+}
+
+/** Validates one merge group and computes its merged entry before anything is overwritten. */
+function prepareMerge(head: HeadStore, group: MergeGroup, g: number, role: Uint8Array, anchorGroup: Int32Array, where: string, ctx: ApplyContext): MergedEntry {
+  const n = head.length;
+  const d = ctx.headDim;
+  const data = head.data;
+  const { members, weights } = group;
+  if (members.length < 2) throw new PolicyDecisionError(`${where}: merge group ${g} needs at least 2 members`);
+  if (weights.length !== members.length) {
+    throw new PolicyDecisionError(`${where}: merge group ${g} has ${members.length} members but ${weights.length} weights`);
+  }
+  for (const m of members) {
+    if (!Number.isInteger(m) || m < 0 || m >= n) throw new PolicyDecisionError(`${where}: merge group ${g} member ${m} is out of range [0, ${n})`);
+    if (role[m] !== 0) throw new PolicyDecisionError(`${where}: entry ${m} is both kept/merged elsewhere and in merge group ${g}`);
+    role[m] = 3;
+  }
+  const anchor = group.anchor ?? members[0];
+  if (!members.includes(anchor)) throw new PolicyDecisionError(`${where}: merge group ${g} anchor ${anchor} is not a member`);
+  role[anchor] = 2;
+  anchorGroup[anchor] = g;
+  for (const [name, given] of [['keys', group.keys], ['values', group.values]] as const) {
+    if (given && given.length !== d) throw new PolicyDecisionError(`${where}: merge group ${g} ${name} must have ${d} floats, got ${given.length}`);
+  }
+
+  const keys = group.keys ? Float32Array.from(group.keys) : new Float32Array(d);
+  const values = group.values ? Float32Array.from(group.values) : new Float32Array(d);
+  let count = 0;
+  const origin: number[] = [];
+  members.forEach((m, k) => {
+    const w = weights[k];
+    if (!group.keys) for (let c = 0; c < d; c++) keys[c] += w * data.keys[m * d + c];
+    if (!group.values) for (let c = 0; c < d; c++) values[c] += w * data.values[m * d + c];
+    count += data.count[m];
+    origin.push(...head.origin(m));
+  });
+  origin.sort((a, b) => a - b);
+  if (group.count !== undefined) {
+    if (!Number.isInteger(group.count) || group.count < 1) {
+      throw new PolicyDecisionError(`${where}: merge group ${g} count must be an integer ≥ 1, got ${group.count}`);
+    }
+    count = group.count;
+  }
+  const columns = ctx.columns.map((spec, k) => reduceColumn(data.columns[k], spec, members, weights, anchor));
+  const pos = group.pos ?? data.pos[anchor];
+  return { keys, values, count, origin, pos, columns };
+}
+
+function reduceColumn(column: Float64Array, spec: ColumnSpec, members: readonly number[], weights: readonly number[], anchor: number): Float64Array {
+  const w = spec.width;
+  const out = new Float64Array(w);
+  if (spec.reduce === 'anchor') {
+    out.set(column.subarray(anchor * w, anchor * w + w));
+    return out;
+  }
+  if (spec.reduce === 'max') out.fill(-Infinity);
+  members.forEach((m, k) => {
+    for (let c = 0; c < w; c++) {
+      const x = column[m * w + c];
+      if (spec.reduce === 'max') out[c] = Math.max(out[c], x);
+      else out[c] += spec.reduce === 'weighted' ? weights[k] * x : x;
+    }
+  });
+  return out;
+}
+
+function emptyApplied(layer: number, kvHead: number, n: number): AppliedHead {
+  return { layer, kvHead, before: n, after: n, evictedTokens: [], evictedPositions: [], merged: [], reencoded: [], reencodedTokens: [], repositioned: 0, hiddenTokens: [] };
+}
+
+/** Applies a planned decision: survivors (in order) into fresh arrays, then re-encodes, moves, hides. */
+export function applyHead(head: HeadStore, layer: number, kvHead: number, decision: HeadDecision, plan: HeadPlan, ctx: ApplyContext): HeadOutcome {
+  const n = head.length;
+  const before = { data: head.data, length: n, merged: head.mergedEntries, hidden: head.hiddenEntries };
+  const applied = emptyApplied(layer, kvHead, n);
+  if (plan.identity) return applyInPlace(head, decision, applied, before);
+
+  const d = ctx.headDim;
+  const src = head.data;
+  const dst = head.takeSpare(ctx.columns);
+  const merges = decision.merge ?? [];
+  const { role, anchorGroup, merged } = plan;
+  const newIndex = new Int32Array(n).fill(-1);
+  const needOrigins = src.origins !== null || merges.length > 0;
+  if (needOrigins) dst.origins = [];
+  if (src.codecs) dst.codecs = [];
+  let j = 0;
+  for (let i = 0; i < n; ) {
+    const r = role[i];
+    if (r === 1) {
+      let end = i + 1;
+      while (end < n && role[end] === 1) end++;
+      copyEntries(src, i, dst, j, end - i, d, ctx.columns);
+      for (let k = i; k < end; k++) {
+        newIndex[k] = j;
+        if (dst.origins) dst.origins[j] = src.origins?.[k] ?? null;
+        if (dst.codecs) dst.codecs[j] = src.codecs?.[k] ?? null;
+        j++;
+      }
+      i = end;
+      continue;
+    }
+    if (r === 2) {
+      const g = anchorGroup[i];
+      const entry = merged[g];
+      dst.keys.set(entry.keys, j * d);
+      dst.values.set(entry.values, j * d);
+      dst.pos[j] = entry.pos;
+      dst.token[j] = entry.origin[0];
+      dst.count[j] = entry.count;
+      dst.score[j] = src.score[i];
+      ctx.columns.forEach((spec, k) => dst.columns[k].set(entry.columns[k], j * spec.width));
+      dst.origins![j] = entry.origin.length === 1 ? null : entry.origin;
+      if (dst.codecs) dst.codecs[j] = null;
+      applied.merged.push({ into: j, origins: entry.origin, weights: [...merges[g].weights] });
+      newIndex[i] = j++;
+    } else if (r === 0) {
+      for (const t of head.origin(i)) applied.evictedTokens.push(t);
+      applied.evictedPositions.push(src.pos[i]);
+    }
+    i++;
+  }
+  head.data = dst;
+  head.length = j;
+  applied.after = j;
+
+  if (decision.scores) {
+    for (let i = 0; i < n; i++) if (newIndex[i] >= 0) dst.score[newIndex[i]] = decision.scores[i];
+  }
+  for (const re of decision.reencode ?? []) {
+    const target = newIndex[re.index];
+    if (re.keys) dst.keys.set(re.keys, target * d);
+    if (re.values) dst.values.set(re.values, target * d);
+    dst.codecs ??= new Array<null>(j).fill(null);
+    dst.codecs[target] = { ...re.codec };
+    applied.reencoded.push({ index: target, codec: re.codec.name, kError: re.kError, vError: re.vError });
+    applied.reencodedTokens!.push(dst.token[target]);
+  }
+  reposition(dst, decision, newIndex, applied, ctx);
+  // hidden flags of a chain's earlier stage survive a later stage's decision
+  if (src.hidden || decision.hide?.length) {
+    dst.hidden = new Uint8Array(dst.capacity);
+    if (src.hidden) for (let i = 0; i < n; i++) if (newIndex[i] >= 0 && src.hidden[i]) dst.hidden[newIndex[i]] = 1;
+    markHidden(dst, decision.hide, newIndex, applied);
+  }
+  head.recount();
+
+  return {
+    applied: changed(applied) ? applied : null,
+    undo: () => {
+      head.data = before.data;
+      head.length = before.length;
+      head.mergedEntries = before.merged;
+      head.hiddenEntries = before.hidden;
+    },
+    release: () => head.recycle(before.data),
+  };
+}
+
+/** Keep-all decisions (scores, hidden flags): replace just those arrays, so undo is a swap. */
+function applyInPlace(head: HeadStore, decision: HeadDecision, applied: AppliedHead, before: { data: HeadData; hidden: number }): HeadOutcome {
+  const data = head.data;
+  const oldScore = data.score;
+  const oldHidden = data.hidden;
+  const n = head.length;
+  if (decision.scores) {
+    const score = oldScore.slice();
+    for (let i = 0; i < n; i++) score[i] = decision.scores[i];
+    data.score = score;
+  }
+  if (decision.hide?.length) {
+    data.hidden = oldHidden ? oldHidden.slice() : new Uint8Array(data.capacity);
+    markHidden(data, decision.hide, null, applied);
+    head.recount();
+  }
+  return {
+    applied: changed(applied) ? applied : null,
+    undo: () => {
+      data.score = oldScore;
+      data.hidden = oldHidden;
+      head.hiddenEntries = before.hidden;
+    },
+    release: () => {},
+  };
+}
+
+function markHidden(data: HeadData, hide: ArrayLike<number> | undefined, newIndex: Int32Array | null, applied: AppliedHead): void {
+  if (!hide) return;
+  for (let k = 0; k < hide.length; k++) {
+    const target = newIndex ? newIndex[hide[k]] : hide[k];
+    data.hidden![target] = 1;
+    applied.hiddenTokens!.push(data.token[target]);
+  }
+}
+
+/**
+ * Runs of moves with consecutive targets and the same delta (StreamingLLM P2 shifts every recent
+ * key by the same amount) are rotated with one call: cos/sin computed once per run.
+ */
+function reposition(dst: HeadData, decision: HeadDecision, newIndex: Int32Array, applied: AppliedHead, ctx: ApplyContext): void {
+  const moves = decision.reposition ?? [];
+  const d = ctx.headDim;
+  for (let m = 0; m < moves.length; ) {
+    const target = newIndex[moves[m].index];
+    const delta = moves[m].pos - dst.pos[target];
+    let run = 1;
+    while (m + run < moves.length) {
+      const next = newIndex[moves[m + run].index];
+      if (next !== target + run || moves[m + run].pos - dst.pos[next] !== delta) break;
+      run++;
+    }
+    ctx.rope!.rotate(dst.keys, delta, target * d, run);
+    for (let k = 0; k < run; k++) dst.pos[target + k] = moves[m + k].pos;
+    applied.repositioned += run;
+    m += run;
+  }
+}
+
+function changed(applied: AppliedHead): boolean {
+  return (
+    applied.after !== applied.before ||
+    applied.merged.length > 0 ||
+    applied.reencoded.length > 0 ||
+    applied.repositioned > 0 ||
+    (applied.hiddenTokens?.length ?? 0) > 0
+  );
+}

@@ -1,0 +1,143 @@
+/**
+ * Storage of one KV head of one layer: parallel typed arrays (`HeadData`), `length` entries used
+ * out of `capacity`, grown by doubling. Appending, compaction and graph feeds touch no per-entry
+ * JS objects; origins (after merges), codecs and hidden flags, rare, live in lazily created side
+ * arrays. Declared per-entry columns (view.ts ColumnSpec) are Float64Arrays of width × capacity.
+ *
+ * Applying a decision writes the survivors into a second HeadData (the spare) and swaps, so the
+ * arrays the head had before stay intact until the store's transaction commits: rolling back a
+ * failed step is swapping back (store.ts).
+ */
+import type { EntryCodec } from './decision.ts';
+import type { ColumnSpec } from './view.ts';
+
+export interface HeadData {
+  capacity: number;
+  /** [capacity, headDim] post-RoPE keys and values */
+  keys: Float32Array;
+  values: Float32Array;
+  /** RoPE position, first origin token and token count of each entry */
+  pos: Int32Array;
+  token: Int32Array;
+  count: Int32Array;
+  /** score the policy attached (NaN where none), for views */
+  score: Float32Array;
+  /** one per declared column, [capacity, width] */
+  columns: Float64Array[];
+  /** null, or per entry the origin list (null = just [token[i]]) */
+  origins: (readonly number[] | null)[] | null;
+  /** null, or per entry its codec (null = fp32) */
+  codecs: (EntryCodec | null)[] | null;
+  /** null, or 1 per entry hidden from the next forward */
+  hidden: Uint8Array | null;
+}
+
+export function makeHeadData(capacity: number, headDim: number, columns: readonly ColumnSpec[]): HeadData {
+  return {
+    capacity,
+    keys: new Float32Array(capacity * headDim),
+    values: new Float32Array(capacity * headDim),
+    pos: new Int32Array(capacity),
+    token: new Int32Array(capacity),
+    count: new Int32Array(capacity),
+    score: new Float32Array(capacity),
+    columns: columns.map((c) => new Float64Array(capacity * c.width)),
+    origins: null,
+    codecs: null,
+    hidden: null,
+  };
+}
+
+export class HeadStore {
+  length = 0;
+  data: HeadData;
+  /** entries whose count ≠ 1, so bias building can skip log(count) when there are none */
+  mergedEntries = 0;
+  /** entries flagged hidden, so bias building can skip the check when there are none */
+  hiddenEntries = 0;
+  private spare: HeadData | null = null;
+
+  constructor(
+    readonly headDim: number,
+    capacity: number,
+    columns: readonly ColumnSpec[],
+  ) {
+    this.data = makeHeadData(Math.max(1, capacity), headDim, columns);
+  }
+
+  ensureCapacity(needed: number, columns: readonly ColumnSpec[]): void {
+    const old = this.data;
+    if (needed <= old.capacity) return;
+    let capacity = old.capacity;
+    while (capacity < needed) capacity *= 2;
+    const next = makeHeadData(capacity, this.headDim, columns);
+    copyEntries(old, 0, next, 0, this.length, this.headDim, columns);
+    if (old.origins) next.origins = old.origins.slice(0, this.length);
+    if (old.codecs) next.codecs = old.codecs.slice(0, this.length);
+    if (old.hidden) {
+      next.hidden = new Uint8Array(capacity);
+      next.hidden.set(old.hidden.subarray(0, this.length));
+    }
+    this.data = next;
+    this.spare = null;
+  }
+
+  /** An empty HeadData of at least the current capacity to write survivors into. */
+  takeSpare(columns: readonly ColumnSpec[]): HeadData {
+    const spare = this.spare;
+    this.spare = null;
+    if (spare && spare.capacity >= this.data.capacity && spare.columns.length === columns.length) {
+      spare.origins = null;
+      spare.codecs = null;
+      spare.hidden = null;
+      return spare;
+    }
+    return makeHeadData(this.data.capacity, this.headDim, columns);
+  }
+
+  /** Forgets the spare (its columns no longer match the declared ones). */
+  dropSpare(): void {
+    this.spare = null;
+  }
+
+  /** Gives back arrays no transaction needs any more, to be reused by the next decision. */
+  recycle(data: HeadData): void {
+    if (data !== this.data) this.spare = data;
+  }
+
+  origin(index: number): readonly number[] {
+    return this.data.origins?.[index] ?? [this.data.token[index]];
+  }
+
+  truncate(length: number): void {
+    this.length = length;
+    const { origins, codecs } = this.data;
+    if (origins && origins.length > length) origins.length = length;
+    if (codecs && codecs.length > length) codecs.length = length;
+  }
+
+  recount(): void {
+    const { count, hidden } = this.data;
+    let merged = 0;
+    let hiddenEntries = 0;
+    for (let i = 0; i < this.length; i++) {
+      if (count[i] !== 1) merged++;
+      if (hidden && hidden[i]) hiddenEntries++;
+    }
+    this.mergedEntries = merged;
+    this.hiddenEntries = hiddenEntries;
+  }
+}
+
+/** Copies entries [from, from+n) of `src` to [to, to+n) of `dst` (different arrays, or to ≤ from). */
+export function copyEntries(src: HeadData, from: number, dst: HeadData, to: number, n: number, headDim: number, columns: readonly ColumnSpec[]): void {
+  if (n <= 0) return;
+  const d = headDim;
+  dst.keys.set(src.keys.subarray(from * d, (from + n) * d), to * d);
+  dst.values.set(src.values.subarray(from * d, (from + n) * d), to * d);
+  dst.pos.set(src.pos.subarray(from, from + n), to);
+  dst.token.set(src.token.subarray(from, from + n), to);
+  dst.count.set(src.count.subarray(from, from + n), to);
+  dst.score.set(src.score.subarray(from, from + n), to);
+  columns.forEach((c, k) => dst.columns[k].set(src.columns[k].subarray(from * c.width, (from + n) * c.width), to * c.width));
+}

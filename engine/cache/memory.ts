@@ -1,0 +1,89 @@
+/**
+ * Byte-exact memory accounting (DESIGN.md §3): what the heads hold, K and V separately, codec
+ * metadata included, next to the full fp32 cache for the same tokens. An entry costs its codec's
+ * bits and its own metadata; a codec group (shared scales, codebooks, low-rank factors, a
+ * direction shared across layers) is charged once while any entry in any layer or head names it.
+ */
+import type { CodecGroup } from './decision.ts';
+import type { HeadStore } from './head.ts';
+import type { MemoryReport } from './view.ts';
+
+const BYTES_PER_FLOAT32 = 4;
+
+export interface MemoryLayout {
+  nLayers: number;
+  nKvHeads: number;
+  headDim: number;
+}
+
+/** Ids of the codec groups some entry still names. */
+export function liveGroups(heads: readonly HeadStore[]): Set<string> {
+  const live = new Set<string>();
+  for (const head of heads) {
+    const codecs = head.data.codecs;
+    if (!codecs) continue;
+    for (let i = 0; i < head.length; i++) {
+      const group = codecs[i]?.group;
+      if (group !== undefined) live.add(group);
+    }
+  }
+  return live;
+}
+
+export function memoryReport(heads: readonly HeadStore[], groups: ReadonlyMap<string, CodecGroup>, tokenCount: number, layout: MemoryLayout): MemoryReport {
+  const d = layout.headDim;
+  let kBytes = 0;
+  let vBytes = 0;
+  let held = 0;
+  const entries: number[][] = [];
+  for (let l = 0; l < layout.nLayers; l++) {
+    const row: number[] = [];
+    for (let h = 0; h < layout.nKvHeads; h++) {
+      const head = heads[l * layout.nKvHeads + h];
+      row.push(head.length);
+      held += head.length;
+      const codecs = head.data.codecs;
+      if (!codecs) {
+        kBytes += head.length * d * BYTES_PER_FLOAT32;
+        vBytes += head.length * d * BYTES_PER_FLOAT32;
+        continue;
+      }
+      for (let i = 0; i < head.length; i++) {
+        const codec = codecs[i];
+        if (!codec) {
+          kBytes += d * BYTES_PER_FLOAT32;
+          vBytes += d * BYTES_PER_FLOAT32;
+        } else {
+          kBytes += Math.ceil((codec.kElements * codec.kBits) / 8) + codec.kMetaBytes;
+          vBytes += Math.ceil((codec.vElements * codec.vBits) / 8) + codec.vMetaBytes;
+        }
+      }
+    }
+    entries.push(row);
+  }
+  let groupBytes = 0;
+  for (const id of groups.size > 0 ? liveGroups(heads) : []) {
+    const group = groups.get(id);
+    if (!group) continue;
+    kBytes += group.kBytes;
+    vBytes += group.vBytes;
+    groupBytes += group.kBytes + group.vBytes;
+  }
+  const fullKBytes = tokenCount * layout.nLayers * layout.nKvHeads * d * BYTES_PER_FLOAT32;
+  const bytes = kBytes + vBytes;
+  const fullBytes = 2 * fullKBytes;
+  return {
+    tokens: tokenCount,
+    entries,
+    heldEntries: held,
+    kBytes,
+    vBytes,
+    bytes,
+    groupBytes,
+    fullKBytes,
+    fullVBytes: fullKBytes,
+    fullBytes,
+    ratio: fullBytes === 0 ? 1 : bytes / fullBytes,
+    bitsPerElement: held === 0 ? 0 : (bytes * 8) / (held * d * 2),
+  };
+}

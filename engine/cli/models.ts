@@ -1,0 +1,88 @@
+/**
+ * Where a command's inputs are: the model directory (--model: a directory or an id of the
+ * package's static/models/index.json), the draft next to it, and the held-out documents. Paths
+ * default relative to the package, not the working directory.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { KvscopeError, ModelError } from '../errors.ts';
+import type { Manifest } from '../model/manifest.ts';
+import { UsageError } from './args.ts';
+import { asObject, str } from './json.ts';
+
+export const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+const MODELS_DIR = join(PACKAGE_ROOT, 'static', 'models');
+
+interface ModelIndex {
+  default?: string;
+  models?: { id: string; path: string; role?: string; draft?: string }[];
+}
+
+function readIndex(path: string): ModelIndex | null {
+  if (!existsSync(path)) return null;
+  try {
+    const json: unknown = JSON.parse(readFileSync(path, 'utf8'));
+    return typeof json === 'object' && json !== null ? (json as ModelIndex) : null;
+  } catch {
+    throw new ModelError(`${path}: not valid JSON`);
+  }
+}
+
+/** --model: a directory (relative to the working directory), or an id of static/models/index.json. */
+export function resolveModelDir(given: string | undefined): string {
+  const index = readIndex(join(MODELS_DIR, 'index.json'));
+  const byId = (id: string) => {
+    const entry = index?.models?.find((m) => m.id === id);
+    return entry ? join(MODELS_DIR, entry.path) : null;
+  };
+  if (given === undefined) {
+    if (!index?.default) throw new ModelError(`no default model: ${join(MODELS_DIR, 'index.json')} is missing or names no "default" (pass --model DIR)`);
+    const dir = byId(index.default);
+    if (!dir) throw new ModelError(`${join(MODELS_DIR, 'index.json')}: default model "${index.default}" is not listed in "models"`);
+    return dir;
+  }
+  if (given.trim() === '') throw new UsageError('--model needs a directory or a model id, got ""');
+  if (existsSync(given)) return resolve(given);
+  return byId(given) ?? resolve(given);
+}
+
+/** The draft named by the model's manifest, looked up next to the model directory. */
+export function resolveDraftDir(modelDir: string, manifest: Manifest): string | null {
+  if (!manifest.draft) return null;
+  const parent = dirname(modelDir);
+  const entry = readIndex(join(parent, 'index.json'))?.models?.find((m) => m.id === manifest.draft);
+  for (const candidate of [entry ? join(parent, entry.path) : null, join(parent, manifest.draft)]) {
+    if (candidate && existsSync(join(candidate, 'manifest.json'))) return candidate;
+  }
+  return null;
+}
+
+/** A path as the user would type it: relative to the working directory when inside it. */
+export function displayPath(path: string): string {
+  const rel = relative(process.cwd(), path);
+  return rel === '' ? '.' : rel.startsWith('..') ? path : rel;
+}
+
+/** --heldout, else the package's static/data/heldout.json. */
+export function heldoutPath(given: string | undefined): string {
+  return given !== undefined ? resolve(given) : join(PACKAGE_ROOT, 'static', 'data', 'heldout.json');
+}
+
+/** The texts of a held-out file {documents: [{text}]}. */
+export async function readHeldout(path: string): Promise<string[]> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(path, 'utf8'));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new KvscopeError(`cannot read held-out text ${path}: ${code === 'ENOENT' ? 'no such file' : (error as Error).message}`);
+  }
+  const docs = asObject(json)?.documents;
+  if (!Array.isArray(docs)) throw new KvscopeError(`${path}: expected {"documents": [{"text": …}]}`);
+  const texts = docs.map((d) => str(asObject(d)?.text)).filter((t): t is string => t !== null && t.length > 0);
+  if (texts.length === 0) throw new KvscopeError(`${path}: no documents with text`);
+  return texts;
+}

@@ -1,0 +1,38 @@
+/**
+ * Shared allocators (stages.ts Allocator): budgets per layer × KV head. Budget parameter values
+ * follow policies/common.ts: v ≥ 1 is entries, 0 < v < 1 a ratio of the prompt length (tokens fed
+ * when the method last saw a prompt, or the cache's tokens when attached), so a budget stays fixed
+ * while decoding and memory is bounded.
+ */
+import { resolveBudget } from '../policies/common.ts';
+import type { Allocator, HeadBudget, StageEnv } from './stages.ts';
+
+/** Every head gets the same budget, computed per decision from the environment. */
+export function uniformAllocator(budget: (env: StageEnv) => HeadBudget): Allocator {
+  return {
+    allocate(env) {
+      const b = budget(env);
+      return Array.from({ length: env.cache.nLayers }, () => Array.from({ length: env.cache.nKvHeads }, () => b));
+    },
+  };
+}
+
+/** Per-layer budgets (PyramidKV, D2O, CompressKV): every KV head of layer l gets `perLayer(env)[l]`. */
+export function layerAllocator(perLayer: (env: StageEnv) => readonly HeadBudget[]): Allocator {
+  return {
+    allocate(env) {
+      const layers = perLayer(env);
+      return layers.map((b) => Array.from({ length: env.cache.nKvHeads }, () => b));
+    },
+  };
+}
+
+/** A budget value resolved against a prompt length (entries if ≥ 1, else a ratio; at least 1). */
+export function promptBudget(promptTokens: number, value: number): number {
+  return resolveBudget(value, promptTokens);
+}
+
+/** The prompt length budgets resolve against: the method's prompt, else the tokens fed so far. */
+export function promptLength(env: StageEnv): number {
+  return env.promptTokens || env.cache.tokenCount;
+}

@@ -1,0 +1,59 @@
+/**
+ * Shared selectors (stages.ts Selector): which entries of a head over its budget stay.
+ * Every result is ascending and unique and keeps at least one entry.
+ */
+import { sinksRecentTopK, topK, type TieBreak } from '../policies/common.ts';
+import type { Selector } from './stages.ts';
+
+/**
+ * The first `sinks`, the last `budget.recent`, and the best-scoring entries of the middle up to
+ * `budget.total` (StreamingLLM without scores, H2O and D2O with them; ties per `tie`).
+ */
+export function sinksRecentTopKSelector(sinks: number, tie: TieBreak = 'older'): Selector {
+  return {
+    select(_env, head) {
+      const { total, recent } = head.budget;
+      const s = Math.min(sinks, total);
+      const k = Math.max(0, total - s - recent);
+      return sinksRecentTopK(head.length, s, recent, k, k > 0 ? head.scores : null, tie);
+    },
+  };
+}
+
+/** The `budget.total` best-scoring entries (TOVA); without scores, the newest. */
+export function topKSelector(tie: TieBreak = 'older'): Selector {
+  return {
+    select(_env, head) {
+      const total = Math.max(1, Math.floor(head.budget.total));
+      if (!head.scores) return Int32Array.from({ length: Math.min(total, head.length) }, (_, i) => head.length - Math.min(total, head.length) + i);
+      return topK(head.scores, total, tie);
+    },
+  };
+}
+
+/** Top `total − recent` of the entries before the last `recent` (the observation window), plus that window (SnapKV, CompressKV). */
+export function topKPlusWindowSelector(tie: TieBreak = 'older'): Selector {
+  return {
+    select(_env, head) {
+      const { total, recent } = head.budget;
+      const n = head.length;
+      const w = Math.min(recent, n);
+      if (total <= w || !head.scores) return Int32Array.from({ length: Math.min(total, n) }, (_, i) => n - Math.min(total, n) + i);
+      const picked = topK(head.scores, total - w, tie, 0, n - w);
+      const out = new Int32Array(picked.length + w);
+      out.set(picked);
+      for (let i = 0; i < w; i++) out[picked.length + i] = n - w + i;
+      return out;
+    },
+  };
+}
+
+/** Wraps a selector so the heads `protectedHeads[layer][kvHead]` keep everything (RazorAttention's retrieval heads). */
+export function protectHeads(inner: Selector, protectedHeads: readonly (readonly boolean[])[]): Selector {
+  return {
+    state: inner.state,
+    select(env, head) {
+      return protectedHeads[head.layer]?.[head.kvHead] ? null : inner.select(env, head);
+    },
+  };
+}

@@ -1,0 +1,475 @@
+/**
+ * What every layer × KV head holds, rebuilt from trace events alone (DESIGN.md §1: the trace is the
+ * one contract between engine and views). No model math and no access to the cache store: each
+ * head is an ordered list of entries (first origin token, origin list, codec name), changed only the
+ * way the events say:
+ *
+ * - `prefill`: the prompt tokens are appended to every head, then the prefill decision is applied;
+ * - `step`: the new token is appended to every head, then the step's decision is applied;
+ * - `policy` (a live switch): its decision is applied.
+ *
+ * A decision lists, per changed head, the origins of the entries it evicted (`evictedTokens`), the
+ * merged entries it made (`merged[] {into, origins}`: `into` is the merged entry's place after the
+ * decision), the entries it re-encoded (`reencoded[] {index, token?, codec}`) and the head's length
+ * before and after. Kept entries keep their relative order (the store compacts left to right), so
+ * that is enough to rebuild the order exactly. Fields this module does not know (repositions, hidden
+ * entries, budgets …) are ignored: they change no entry's membership or order.
+ *
+ * Every step is checked against what the trace says (lengths before and after, that an evicted or
+ * merged token is held, that a merge's origins are whole entries), so a wrong replay — or a trace
+ * that is not internally consistent — fails loudly with the event named instead of drawing a wrong
+ * map. Not tracked: RoPE positions after repositions and merged entries' attention counts (the
+ * decision does not record them); views that need them read the step's attention entries.
+ *
+ * Cost: appending is O(1) per head; applying a decision is O(entries) per changed head. ReplayTimeline
+ * adds checkpoints every `checkpointEvery` events so that any event is reached with at most that many
+ * decisions applied.
+ */
+import type { TraceEvent } from './schema.ts';
+
+export interface ReplayDims {
+  layers: number;
+  kvHeads: number;
+}
+
+/** The trace and the replay disagree: the message names the event, head and token. */
+export class TraceReplayError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TraceReplayError';
+  }
+}
+
+/** What the heads hold: the part of the store's CacheView that views need, read from the replay. */
+export interface HeldEntries {
+  readonly layers: number;
+  readonly kvHeads: number;
+  /** tokens fed so far (what the full cache would hold) */
+  readonly tokenCount: number;
+  length(layer: number, kvHead: number): number;
+  /** first origin token of each entry, in cache order (a live view: copy what you keep) */
+  tokens(layer: number, kvHead: number): ArrayLike<number>;
+  /** the token indices entry `index` stands for (one unless merged) */
+  origin(layer: number, kvHead: number, index: number): readonly number[];
+  /** codec name of a re-encoded entry; null for plain fp32 */
+  codec(layer: number, kvHead: number, index: number): string | null;
+}
+
+/**
+ * The fields of one head's applied decision the replay reads (engine/cache AppliedHead). Typed
+ * loosely on purpose: traces read from JSON and newer engines may carry more or fewer fields.
+ */
+export interface ReplayableHead {
+  layer: number;
+  kvHead: number;
+  before?: number;
+  after?: number;
+  evictedTokens: readonly number[];
+  /** one per evicted entry: when present, the number of distinct evicted entries is checked against it */
+  evictedPositions?: readonly number[];
+  merged?: readonly { into: number; origins: readonly number[] }[];
+  reencoded?: readonly { index: number; token?: number; codec: string }[];
+}
+
+export interface ReplayableDecision {
+  heads: readonly ReplayableHead[];
+}
+
+interface HeadSnapshot {
+  length: number;
+  first: Int32Array;
+  origins: (readonly number[] | null)[] | null;
+  codecs: (string | null)[] | null;
+}
+
+export interface ReplaySnapshot {
+  tokenCount: number;
+  heads: HeadSnapshot[];
+}
+
+/** One KV head: entries in cache order, plus token → entry index for finding what a decision names. */
+class ReplayHead {
+  length = 0;
+  first = new Int32Array(64);
+  /** null, or per entry its origin list (null = just [first[i]]) */
+  origins: (readonly number[] | null)[] | null = null;
+  /** null, or per entry its codec name (null = fp32) */
+  codecs: (string | null)[] | null = null;
+  /** token index → index of the entry holding it, −1 when none */
+  slot = new Int32Array(64).fill(-1);
+
+  // double buffers for out-of-place compaction (swapped, never reallocated per decision)
+  private spareFirst = new Int32Array(64);
+  private gone = new Uint8Array(64);
+
+  origin(index: number): readonly number[] {
+    return this.origins?.[index] ?? [this.first[index]];
+  }
+
+  codec(index: number): string | null {
+    return this.codecs?.[index] ?? null;
+  }
+
+  private slotOf(token: number): number {
+    return Number.isInteger(token) && token >= 0 && token < this.slot.length ? this.slot[token] : -1;
+  }
+
+  private ensureTokens(size: number): void {
+    if (size <= this.slot.length) return;
+    let capacity = this.slot.length;
+    while (capacity < size) capacity *= 2;
+    const slot = new Int32Array(capacity).fill(-1);
+    slot.set(this.slot);
+    this.slot = slot;
+  }
+
+  private ensureEntries(size: number): void {
+    if (size <= this.first.length) return;
+    let capacity = this.first.length;
+    while (capacity < size) capacity *= 2;
+    const first = new Int32Array(capacity);
+    first.set(this.first.subarray(0, this.length));
+    this.first = first;
+    this.spareFirst = new Int32Array(capacity);
+    this.gone = new Uint8Array(capacity);
+  }
+
+  append(token: number, where: () => string): void {
+    this.ensureTokens(token + 1);
+    if (this.slot[token] >= 0) throw new TraceReplayError(`${where()}: token ${token} is appended but is already held`);
+    this.ensureEntries(this.length + 1);
+    const n = this.length;
+    this.first[n] = token;
+    this.origins?.push(null);
+    this.codecs?.push(null);
+    this.slot[token] = n;
+    this.length = n + 1;
+  }
+
+  apply(head: ReplayableHead, where: () => string): void {
+    const n = this.length;
+    if (typeof head.before === 'number' && head.before !== n) {
+      throw new TraceReplayError(`${where()}: the decision saw ${head.before} entries, the replay holds ${n}`);
+    }
+    const gone = this.gone;
+    gone.fill(0, 0, n);
+
+    // evictions: every evicted token must be held; its whole entry goes
+    let evictedEntries = 0;
+    let evictedOrigins = 0;
+    for (const t of head.evictedTokens) {
+      const i = this.slotOf(t);
+      if (i < 0) throw new TraceReplayError(`${where()}: evicts token ${t}, which the head does not hold`);
+      if (gone[i] === 0) {
+        gone[i] = 1;
+        evictedEntries++;
+        evictedOrigins += this.origins?.[i]?.length ?? 1;
+      }
+    }
+    if (evictedOrigins !== head.evictedTokens.length) {
+      throw new TraceReplayError(`${where()}: evicts ${head.evictedTokens.length} origin tokens, but the entries holding them stand for ${evictedOrigins}`);
+    }
+    if (Array.isArray(head.evictedPositions) && head.evictedPositions.length !== evictedEntries) {
+      throw new TraceReplayError(`${where()}: evicts ${head.evictedPositions.length} entries, but its tokens are held by ${evictedEntries}`);
+    }
+
+    // merges: the members are the entries holding the merged origins; together they stand for exactly those
+    const merges = [...(head.merged ?? [])].sort((a, b) => a.into - b.into);
+    let mergedMembers = 0;
+    for (const merge of merges) {
+      let covered = 0;
+      for (const t of merge.origins) {
+        const i = this.slotOf(t);
+        if (i < 0) throw new TraceReplayError(`${where()}: merges token ${t}, which the head does not hold`);
+        if (gone[i] === 1) throw new TraceReplayError(`${where()}: merges token ${t}, which the same decision evicts`);
+        if (gone[i] === 0) {
+          gone[i] = 2;
+          mergedMembers++;
+          covered += this.origins?.[i]?.length ?? 1;
+        }
+      }
+      if (covered !== merge.origins.length) {
+        throw new TraceReplayError(`${where()}: a merge lists ${merge.origins.length} origin tokens, but its members stand for ${covered}`);
+      }
+    }
+
+    const length = n - evictedEntries - mergedMembers + merges.length;
+    if (typeof head.after === 'number' && head.after !== length) {
+      throw new TraceReplayError(`${where()}: the decision left ${head.after} entries, the replay ${length}`);
+    }
+
+    // forget every token that left its entry, then compact out of place: kept entries in order,
+    // each merged entry at its `into`
+    for (let i = 0; i < n; i++) {
+      if (gone[i] === 0) continue;
+      const origin = this.origins?.[i];
+      if (origin) for (const t of origin) this.slot[t] = -1;
+      else this.slot[this.first[i]] = -1;
+    }
+    const first = this.spareFirst;
+    const origins: (readonly number[] | null)[] | null = this.origins || merges.length > 0 ? new Array(length) : null;
+    const codecs: (string | null)[] | null = this.codecs ? new Array(length) : null;
+    let from = 0;
+    let m = 0;
+    for (let k = 0; k < length; k++) {
+      if (m < merges.length && merges[m].into === k) {
+        const merged = [...merges[m].origins].sort((a, b) => a - b);
+        first[k] = merged[0];
+        origins![k] = merged;
+        if (codecs) codecs[k] = null;
+        m++;
+        continue;
+      }
+      while (from < n && gone[from] !== 0) from++;
+      if (from >= n) throw new TraceReplayError(`${where()}: a merged entry's place ${merges[m]?.into} is past the head's end`);
+      first[k] = this.first[from];
+      if (origins) origins[k] = this.origins?.[from] ?? null;
+      if (codecs) codecs[k] = this.codecs![from];
+      from++;
+    }
+    if (m < merges.length) throw new TraceReplayError(`${where()}: a merged entry's place ${merges[m].into} is past the head's end (${length})`);
+    this.spareFirst = this.first;
+    this.first = first;
+    this.origins = origins;
+    this.codecs = codecs;
+    this.length = length;
+    for (let k = 0; k < length; k++) {
+      const origin = origins?.[k];
+      if (origin) for (const t of origin) this.slot[t] = k;
+      else this.slot[first[k]] = k;
+    }
+
+    // re-encodes name the entry's place after the decision and, in newer traces, its first token
+    for (const re of head.reencoded ?? []) {
+      let index = re.index;
+      if (typeof re.token === 'number') {
+        index = this.slotOf(re.token);
+        if (index < 0 || this.first[index] !== re.token) throw new TraceReplayError(`${where()}: re-encodes token ${re.token}, which the head does not hold as an entry's first token`);
+        if (index !== re.index) throw new TraceReplayError(`${where()}: re-encodes token ${re.token} at entry ${re.index}, the replay holds it at ${index}`);
+      }
+      if (!Number.isInteger(index) || index < 0 || index >= length) throw new TraceReplayError(`${where()}: re-encodes entry ${re.index} of ${length}`);
+      this.codecs ??= new Array<string | null>(length).fill(null);
+      this.codecs[index] = String(re.codec);
+    }
+  }
+
+  snapshot(): HeadSnapshot {
+    const n = this.length;
+    // origin lists are never mutated after they are made, so a shallow copy is a snapshot
+    return { length: n, first: this.first.slice(0, n), origins: this.origins ? this.origins.slice(0, n) : null, codecs: this.codecs ? this.codecs.slice(0, n) : null };
+  }
+
+  restore(s: HeadSnapshot, tokenCount: number): void {
+    this.ensureEntries(s.length);
+    this.ensureTokens(tokenCount);
+    this.first.set(s.first);
+    this.length = s.length;
+    this.origins = s.origins ? s.origins.slice() : null;
+    this.codecs = s.codecs ? s.codecs.slice() : null;
+    this.slot.fill(-1);
+    for (let k = 0; k < s.length; k++) {
+      const origin = this.origins?.[k];
+      if (origin) for (const t of origin) this.slot[t] = k;
+      else this.slot[this.first[k]] = k;
+    }
+  }
+}
+
+/** Describes an event for error messages ("step 12", "the prefill", "the switch after step 3"). */
+export function describeEvent(event: TraceEvent, index: number): string {
+  switch (event.kind) {
+    case 'prefill':
+      return `event ${index} (the prefill)`;
+    case 'step':
+      return `event ${index} (step ${event.step})`;
+    case 'policy':
+      return `event ${index} (the switch to ${event.to} after ${event.atStep} steps)`;
+    default:
+      return `event ${index}`;
+  }
+}
+
+/** The cache rebuilt by applying trace events in order. */
+export class CacheReplay implements HeldEntries {
+  readonly layers: number;
+  readonly kvHeads: number;
+  tokenCount = 0;
+  /** events applied so far */
+  applied = 0;
+  private readonly heads: ReplayHead[];
+
+  constructor(dims: ReplayDims) {
+    if (!(Number.isInteger(dims.layers) && dims.layers > 0 && Number.isInteger(dims.kvHeads) && dims.kvHeads > 0)) {
+      throw new TraceReplayError(`layers and KV heads must be positive integers (got ${dims.layers} × ${dims.kvHeads})`);
+    }
+    this.layers = dims.layers;
+    this.kvHeads = dims.kvHeads;
+    this.heads = Array.from({ length: dims.layers * dims.kvHeads }, () => new ReplayHead());
+  }
+
+  private head(layer: number, kvHead: number): ReplayHead {
+    const head = Number.isInteger(layer) && Number.isInteger(kvHead) && layer >= 0 && layer < this.layers && kvHead >= 0 && kvHead < this.kvHeads ? this.heads[layer * this.kvHeads + kvHead] : undefined;
+    if (!head) throw new TraceReplayError(`no head ${layer}/${kvHead} (layers ${this.layers}, KV heads ${this.kvHeads})`);
+    return head;
+  }
+
+  length(layer: number, kvHead: number): number {
+    return this.head(layer, kvHead).length;
+  }
+  tokens(layer: number, kvHead: number): Int32Array {
+    const head = this.head(layer, kvHead);
+    return head.first.subarray(0, head.length);
+  }
+  origin(layer: number, kvHead: number, index: number): readonly number[] {
+    return this.head(layer, kvHead).origin(index);
+  }
+  codec(layer: number, kvHead: number, index: number): string | null {
+    return this.head(layer, kvHead).codec(index);
+  }
+
+  /** Applies the next event (index = its place in the trace, for messages). */
+  apply(event: TraceEvent, index = this.applied): void {
+    const what = describeEvent(event, index);
+    switch (event.kind) {
+      case 'prefill': {
+        if (event.firstToken !== this.tokenCount) throw new TraceReplayError(`${what}: starts at token ${event.firstToken}, the replay has ${this.tokenCount} tokens`);
+        for (let i = 0; i < event.tokenIds.length; i++) this.appendToken(this.tokenCount, what);
+        break;
+      }
+      case 'step': {
+        if (event.tokenIndex !== this.tokenCount) throw new TraceReplayError(`${what}: feeds token ${event.tokenIndex}, the replay has ${this.tokenCount} tokens`);
+        this.appendToken(this.tokenCount, what);
+        break;
+      }
+      case 'policy':
+        break;
+      default:
+        throw new TraceReplayError(`${what}: unknown event kind ${JSON.stringify((event as { kind?: unknown }).kind)}`);
+    }
+    this.applyDecision(event.decision, what);
+    this.applied = index + 1;
+  }
+
+  private appendToken(token: number, what: string): void {
+    for (let h = 0; h < this.heads.length; h++) this.heads[h].append(token, () => `${what}, layer ${Math.floor(h / this.kvHeads)} KV head ${h % this.kvHeads}`);
+    this.tokenCount = token + 1;
+  }
+
+  private applyDecision(decision: ReplayableDecision, what: string): void {
+    for (const head of decision.heads) {
+      this.head(head.layer, head.kvHead).apply(head, () => `${what}, layer ${head.layer} KV head ${head.kvHead}`);
+    }
+  }
+
+  snapshot(): ReplaySnapshot {
+    return { tokenCount: this.tokenCount, heads: this.heads.map((h) => h.snapshot()) };
+  }
+
+  restore(snapshot: ReplaySnapshot, applied: number): void {
+    this.tokenCount = snapshot.tokenCount;
+    this.heads.forEach((h, i) => h.restore(snapshot.heads[i], snapshot.tokenCount));
+    this.applied = applied;
+  }
+}
+
+/**
+ * An event's identity for deciding whether a trace still has the history the replay followed. Runs
+ * are deterministic: after stepping back, the steps replayed are new objects with the same content,
+ * so content (not object identity) is what counts.
+ */
+function eventKey(event: TraceEvent): string {
+  const d = event.decision;
+  const common = `${d.heads.length}|${d.evicted}|${d.merged}|${d.reencoded}`;
+  switch (event.kind) {
+    case 'prefill':
+      return `prefill|${event.firstToken}|${event.tokenIds.length}|${event.policy}|${common}`;
+    case 'step':
+      return `step|${event.step}|${event.tokenIndex}|${event.token.id}|${event.policy}|${common}`;
+    case 'policy':
+      return `policy|${event.atStep}|${event.from}|${event.to}|${common}`;
+    default:
+      return `?|${common}`;
+  }
+}
+
+export const DEFAULT_CHECKPOINT_EVERY = 32;
+
+/**
+ * A CacheReplay that follows a trace with random access: `at(events, count)` is the cache after the
+ * first `count` events. It notices when the trace was cut back and regrown differently (stepping
+ * back, a different switch) and resumes from the last checkpoint before the difference, so
+ * following a live session costs one decision per step and reaching any older event at most
+ * `checkpointEvery` decisions.
+ */
+export class ReplayTimeline {
+  private readonly replay: CacheReplay;
+  /** the events applied, by index (an event object, or the key it had, once compared by content) */
+  private followed: TraceEvent[] = [];
+  private keys: (string | null)[] = [];
+  /** snapshots after `count` events; 0 is the empty cache */
+  private checkpoints = new Map<number, ReplaySnapshot>();
+
+  constructor(
+    dims: ReplayDims,
+    readonly checkpointEvery = DEFAULT_CHECKPOINT_EVERY,
+  ) {
+    this.replay = new CacheReplay(dims);
+    this.checkpoints.set(0, this.replay.snapshot());
+  }
+
+  get dims(): ReplayDims {
+    return { layers: this.replay.layers, kvHeads: this.replay.kvHeads };
+  }
+
+  /** The cache after the first `count` events of `events` (default all). Valid until the next call. */
+  at(events: readonly TraceEvent[], count = events.length): HeldEntries {
+    if (!Number.isInteger(count) || count < 0 || count > events.length) throw new RangeError(`event count ${count} is outside 0..${events.length}`);
+    const same = this.commonPrefix(events);
+    if (same < this.followed.length) this.forgetFrom(same);
+    const current = this.replay.applied;
+    if (current > count || this.bestCheckpoint(count) > current) {
+      const start = this.bestCheckpoint(count);
+      this.replay.restore(this.checkpoints.get(start)!, start);
+    }
+    for (let i = this.replay.applied; i < count; i++) {
+      const event = events[i];
+      this.replay.apply(event, i);
+      this.followed[i] = event;
+      this.keys[i] = null;
+      if ((i + 1) % this.checkpointEvery === 0 && !this.checkpoints.has(i + 1)) this.checkpoints.set(i + 1, this.replay.snapshot());
+    }
+    return this.replay;
+  }
+
+  /** How many leading events of `events` are the ones this timeline followed. */
+  private commonPrefix(events: readonly TraceEvent[]): number {
+    const n = Math.min(events.length, this.followed.length);
+    for (let i = 0; i < n; i++) {
+      const known = this.followed[i];
+      const event = events[i];
+      if (known === event) continue;
+      // a different object: the same event compacted, or replayed after stepping back?
+      const key = this.keys[i] ?? eventKey(known);
+      if (key !== eventKey(event)) return i;
+      this.followed[i] = event;
+      this.keys[i] = key;
+    }
+    return n;
+  }
+
+  private forgetFrom(index: number): void {
+    this.followed.length = index;
+    this.keys.length = index;
+    for (const count of [...this.checkpoints.keys()]) if (count > index) this.checkpoints.delete(count);
+    if (this.replay.applied > index) {
+      const start = this.bestCheckpoint(index);
+      this.replay.restore(this.checkpoints.get(start)!, start);
+    }
+  }
+
+  private bestCheckpoint(count: number): number {
+    let best = 0;
+    for (const c of this.checkpoints.keys()) if (c <= count && c > best && c <= this.followed.length) best = c;
+    return best;
+  }
+}

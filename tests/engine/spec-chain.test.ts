@@ -1,0 +1,47 @@
+/** Policy specs and compositions: parsed, checked and formatted in one place (engine/policies/spec.ts). */
+import { describe, expect, it } from 'vitest';
+import { formatPolicyChain, parsePolicyChain, parsePolicySpec } from '../../engine/policies/spec.ts';
+import { Session } from '../../engine/session.ts';
+import { fixtureModel, tokenSequence } from './helpers/fixture.ts';
+
+describe('compositions', () => {
+  it('parse in the order written and format canonically', () => {
+    const chain = parsePolicyChain(' h2o:heavy=64,recent=64 +window:size=32 ');
+    expect(chain.map((s) => s.id)).toEqual(['h2o', 'window']);
+    expect(formatPolicyChain(chain)).toBe('h2o:heavy=64,recent=64,accumulate=sum,gqa=sum + window:size=32');
+    expect(formatPolicyChain(parsePolicyChain(formatPolicyChain(chain)))).toBe(formatPolicyChain(chain));
+    // a single spec is a composition of one, with the same canonical string as before
+    expect(formatPolicyChain(parsePolicyChain('window:size=8'))).toBe('window:size=8');
+  });
+
+  it('keep an exponent inside a value whole', () => {
+    expect(parsePolicyChain('h2o:heavy=1e+1,recent=0.5e+1')[0].params).toMatchObject({ heavy: 10, recent: 5 });
+  });
+
+  it('reject an empty side and single-policy parsing of a composition, naming the problem', () => {
+    expect(() => parsePolicyChain('h2o +')).toThrow('a composition needs a policy on each side of "+"');
+    expect(() => parsePolicyChain('+ window')).toThrow('each side of "+"');
+    expect(() => parsePolicySpec('h2o + window')).toThrow('composes several policies');
+  });
+
+  it('refuse reserved names instead of reaching the prototype', () => {
+    expect(() => parsePolicySpec('__proto__')).toThrow('"__proto__" is a reserved name and cannot be a policy id');
+    expect(() => parsePolicySpec('constructor:x=1')).toThrow('reserved name');
+    expect(() => parsePolicySpec('window:constructor=3')).toThrow('"constructor" is a reserved name and cannot be a parameter name');
+    expect(() => parsePolicySpec('window:__proto__=3')).toThrow('reserved name');
+  });
+
+  it('a composition runs its members in order on one session, and the trace names it', async () => {
+    const session = new Session(await fixtureModel(), { policy: 'window:size=30 + h2o:heavy=5,recent=5', sampler: { seed: 1, temperature: 0 } });
+    const prefill = await session.prefill([1, ...tokenSequence(59, 2)]);
+    // the window cut every head to 30, then H2O to 5 + 5
+    expect(prefill.trace.decision.evicted).toBe((60 - 30 + 30 - 10) * 4);
+    expect(session.cache.length(1, 1)).toBe(10);
+    expect(prefill.trace.policy).toBe('window:size=30 + h2o:heavy=5,recent=5,accumulate=sum,gqa=sum');
+    expect(session.policy.id).toBe('window+h2o');
+    const step = await session.step();
+    expect(step.decision.evicted).toBe(4);
+    // H2O's accumulated scores live in its own prefixed columns
+    expect(session.cache.hasColumn('1.h2o.attention')).toBe(true);
+  });
+});

@@ -23,21 +23,19 @@ import { ContextFullError, SessionError } from './errors.ts';
 import type { Manifest } from './model/manifest.ts';
 import { Rope } from './model/rope.ts';
 import type { KvTokenizer } from './model/tokenizer.ts';
-import { summarizeLogits, topKInto } from './metrics/softmax.ts';
-import type { Decision, Policy, PolicyContext, PolicyDefinition, PrefillObservation } from './policies/types.ts';
+import { summarizeLogits } from './metrics/softmax.ts';
+import type { Policy, PolicyContext, PolicyDefinition } from './policies/types.ts';
+import { captureAttention, decisionTrace, emptyApplied, summarizeAttention } from './capture.ts';
+import { emptyPrefillObservation, headLengths, observePrefillChunk, startPrefillObservation, stepAttention } from './observe.ts';
 import { PolicyChain, type Hook } from './policies/chain.ts';
 import { POLICIES } from './policies/index.ts';
 import { formatPolicyChain, parsePolicyChain, type PolicySpec } from './policies/spec.ts';
-import type { Forward, ForwardResult, ModelDims } from './runtime/forward.ts';
+import type { Forward, ModelDims } from './runtime/forward.ts';
 import { Sampler, type SamplerOptions, type SamplerState } from './sampling.ts';
 import {
   DEFAULT_TRACE_OPTIONS,
   TRACE_VERSION,
   TraceRecorder,
-  type AttentionTop,
-  type DecisionTrace,
-  type HeadEntries,
-  type LayerAttention,
   type PolicySwitchTrace,
   type PrefillTrace,
   type StepTrace,
@@ -259,7 +257,7 @@ export class Session {
     const n = ids.length;
     const needs = this.chain.needs;
     const window = Math.min(needs.prefillWindow ?? 0, n);
-    const observation = this.startPrefillObservation(n, window);
+    const observation = startPrefillObservation(this.dims, this.cache, needs, n, window, this.tokenIds.length);
     const firstToken = this.tokenIds.length;
     const firstPosition = this.nextPosition;
     const allLogits = options.allLogits ? new Float32Array(n * width) : null;
@@ -271,7 +269,7 @@ export class Session {
       const q = Math.min(this.prefillChunk, n - start);
       const chunkIds = ids.slice(start, start + q);
       const positions = Array.from({ length: q }, (_, i) => this.nextPosition + i);
-      const before = this.headLengths();
+      const before = headLengths(this.cache);
       const feeds = this.cache.buildFeeds(q);
       const t0 = now();
       const result = await this.model.forward.run({
@@ -286,7 +284,7 @@ export class Session {
       this.cache.appendForward(result.keys, result.values, q, positions, this.tokenIds.length);
       for (const id of chunkIds) this.tokenIds.push(id);
       this.nextPosition += q;
-      if (observation) this.observePrefillChunk(observation, result, before, start, n, window);
+      if (observation) observePrefillChunk(this.dims, observation, result, before, start, n, window);
       allLogits?.set(result.logits, start * width);
       lastLogits = result.logits.slice((q - 1) * width, q * width);
     }
@@ -311,61 +309,6 @@ export class Session {
     };
     this.trace_.record(trace);
     return { tokens: n, logits: allLogits, lastLogits, trace };
-  }
-
-  private startPrefillObservation(n: number, window: number): PrefillObservation | null {
-    const needs = this.chain.needs;
-    if (!needs.attention && window === 0) return null;
-    const { nLayers, nHeads, groupSize, headDim } = this.dims;
-    const total = (layer: number, qh: number) => this.cache.length(layer, Math.floor(qh / groupSize)) + n;
-    const perHead = (size: (l: number, qh: number) => number) =>
-      Array.from({ length: nLayers }, (_, l) => Array.from({ length: nHeads }, (_, qh) => new Float32Array(size(l, qh))));
-    return {
-      firstToken: this.tokenIds.length,
-      tokenCount: n,
-      attentionSums: needs.attention ? perHead(total) : null,
-      windowAttention: window > 0 ? perHead((l, qh) => window * total(l, qh)) : null,
-      windowQueries: window > 0 && needs.queries ? Array.from({ length: nLayers }, () => new Float32Array(nHeads * window * headDim)) : null,
-      windowRows: window,
-    };
-  }
-
-  /** Adds one chunk's attention rows (mapped onto entries) to the prefill observation. */
-  private observePrefillChunk(obs: PrefillObservation, result: ForwardResult, before: number[][], start: number, n: number, window: number): void {
-    const { nLayers, nHeads, groupSize, headDim } = this.dims;
-    const q = result.q;
-    const firstWindowRow = n - window;
-    for (let l = 0; l < nLayers; l++) {
-      const attn = result.attention![l];
-      const slots = result.pastLengths[l];
-      const rowLength = slots + q;
-      for (let qh = 0; qh < nHeads; qh++) {
-        const held = before[l][Math.floor(qh / groupSize)];
-        const sums = obs.attentionSums?.[l][qh];
-        const entries = sums ? sums.length : obs.windowAttention![l][qh].length / window;
-        for (let row = 0; row < q; row++) {
-          const base = (qh * q + row) * rowLength;
-          if (sums) {
-            for (let j = 0; j < held; j++) sums[j] += attn[base + j];
-            for (let k = 0; k <= row; k++) sums[held + k] += attn[base + slots + k];
-          }
-          const promptRow = start + row;
-          if (obs.windowAttention && promptRow >= firstWindowRow) {
-            const w = promptRow - firstWindowRow;
-            const out = obs.windowAttention[l][qh];
-            const offset = w * entries;
-            out.set(attn.subarray(base, base + held), offset);
-            out.set(attn.subarray(base + slots, base + slots + row + 1), offset + held);
-            if (obs.windowQueries && result.queries) {
-              obs.windowQueries[l].set(
-                result.queries[l].subarray((qh * q + row) * headDim, (qh * q + row + 1) * headDim),
-                (qh * window + w) * headDim,
-              );
-            }
-          }
-        }
-      }
-    }
   }
 
   // ---- decode ---------------------------------------------------------------------------------
@@ -405,7 +348,7 @@ export class Session {
     const needs = this.chain.needs;
     const wantAttention = needs.attention || traceOptions.attention;
     const tokenIndex = this.tokenIds.length;
-    const before = this.headLengths();
+    const before = headLengths(this.cache);
     const feeds = this.cache.buildFeeds(1);
     const t0 = now();
     const result = await this.model.forward.run({
@@ -420,25 +363,11 @@ export class Session {
     this.tokenIds.push(token);
 
     // Attention of the new query over each KV head's entries (the cache as fed + the new token).
-    let entryAttention: Float32Array[][] | null = null;
-    if (wantAttention && result.attention) {
-      entryAttention = [];
-      for (let l = 0; l < nLayers; l++) {
-        const row: Float32Array[] = [];
-        const attn = result.attention[l];
-        const slots = result.pastLengths[l];
-        for (let qh = 0; qh < nHeads; qh++) {
-          const held = before[l][Math.floor(qh / groupSize)];
-          // A head without padding slots sees [its entries, the new token] contiguously: a view, no copy.
-          row.push(held === slots ? attn.subarray(qh * (slots + 1), (qh + 1) * (slots + 1)) : KVCacheStore.entryAttention(attn, qh, 0, 1, slots, held));
-        }
-        entryAttention.push(row);
-      }
-    }
+    const entryAttention = wantAttention && result.attention ? stepAttention(this.dims, result, before) : null;
     // Captured before the policy changes the cache: what this step's query actually attended to.
     const keepFull = traceOptions.attention && traceOptions.fullSteps > 0 && entryAttention !== null;
-    const attention = keepFull ? this.captureAttention(entryAttention!) : null;
-    const attentionTop = traceOptions.attention && entryAttention ? this.summarizeAttention(entryAttention, traceOptions.attentionTop) : null;
+    const attention = keepFull ? captureAttention(this.cache, entryAttention!) : null;
+    const attentionTop = traceOptions.attention && entryAttention ? summarizeAttention(this.dims, this.cache, entryAttention, traceOptions.attentionTop) : null;
 
     const p0 = now();
     const hook: Hook = {
@@ -634,94 +563,12 @@ export class Session {
     }
   }
 
-  /** Entries per [layer][kvHead] right now. */
-  private headLengths(): number[][] {
-    const lengths: number[][] = [];
-    for (let l = 0; l < this.dims.nLayers; l++) {
-      const row: number[] = [];
-      for (let h = 0; h < this.dims.nKvHeads; h++) row.push(this.cache.length(l, h));
-      lengths.push(row);
-    }
-    return lengths;
-  }
-
   /** The next RoPE position after a decision: the policy's (P2), else `fallback`, else unchanged. */
   private takePosition(applied: AppliedDecision, fallback?: number): void {
     this.nextPosition = applied.nextPosition ?? fallback ?? this.nextPosition;
   }
 
-  private captureEntries(layer: number): HeadEntries[] {
-    const entries: HeadEntries[] = [];
-    for (let h = 0; h < this.dims.nKvHeads; h++) {
-      const n = this.cache.length(layer, h);
-      const counts = this.cache.counts(layer, h);
-      let merged = false;
-      for (let i = 0; i < n && !merged; i++) merged = counts[i] !== 1;
-      entries.push({
-        tokens: this.cache.tokens(layer, h).slice(),
-        positions: this.cache.positions(layer, h).slice(),
-        counts: merged ? counts.slice() : null,
-        origins: merged ? Array.from({ length: n }, (_, i) => (counts[i] !== 1 ? [...this.cache.origin(layer, h, i)] : null)) : null,
-      });
-    }
-    return entries;
-  }
 
-  private captureAttention(entryAttention: Float32Array[][]): LayerAttention[] {
-    return entryAttention.map((weights, layer) => ({ entries: this.captureEntries(layer), weights }));
-  }
-
-  private summarizeAttention(entryAttention: Float32Array[][], k: number): AttentionTop {
-    const { nLayers, nHeads, groupSize } = this.dims;
-    const size = nLayers * nHeads * k;
-    const top: AttentionTop = { k, tokens: new Int32Array(size).fill(-1), positions: new Int32Array(size).fill(-1), weights: new Float32Array(size) };
-    for (let l = 0; l < nLayers; l++) {
-      for (let qh = 0; qh < nHeads; qh++) {
-        const kvHead = Math.floor(qh / groupSize);
-        const tokens = this.cache.tokens(l, kvHead);
-        const positions = this.cache.positions(l, kvHead);
-        const base = (l * nHeads + qh) * k;
-        // indices land in `tokens` first and are then mapped to token / position in place
-        const found = topKInto(entryAttention[l][qh], k, top.tokens, top.weights, base);
-        for (let rank = 0; rank < found; rank++) {
-          const index = top.tokens[base + rank];
-          top.tokens[base + rank] = tokens[index];
-          top.positions[base + rank] = positions[index];
-        }
-      }
-    }
-    return top;
-  }
 }
 
-function emptyPrefillObservation(firstToken: number, tokenCount: number): PrefillObservation {
-  return { firstToken, tokenCount, attentionSums: null, windowAttention: null, windowQueries: null, windowRows: 0 };
-}
 
-function emptyApplied(): AppliedDecision {
-  return { heads: [], evicted: 0, merged: 0, reencoded: 0, hidden: 0 };
-}
-
-/**
- * The applied decision plus the scores the policy gave (copied, so the policy may reuse its
- * arrays). In a composition the scores come from the first member that gave any.
- */
-function decisionTrace(applied: AppliedDecision, decisions: readonly Decision[], nLayers: number, nKvHeads: number, keepScores = true): DecisionTrace {
-  let scores: (Float32Array | null)[][] | null = null;
-  const decision = decisions.find((d) => d.layers?.some((row) => row?.some((head) => head?.scores))) ?? decisions[0];
-  if (keepScores && decision?.layers) {
-    let anyScores = false;
-    scores = [];
-    for (let l = 0; l < nLayers; l++) {
-      const row: (Float32Array | null)[] = [];
-      for (let h = 0; h < nKvHeads; h++) {
-        const given = decision.layers[l]?.[h]?.scores;
-        row.push(given ? Float32Array.from(given) : null);
-        anyScores ||= Boolean(given);
-      }
-      scores.push(row);
-    }
-    if (!anyScores) scores = null;
-  }
-  return { ...applied, scores };
-}

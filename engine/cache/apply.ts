@@ -238,7 +238,8 @@ export function applyHead(head: HeadStore, layer: number, kvHead: number, decisi
     if (src.hidden) for (let i = 0; i < n; i++) if (newIndex[i] >= 0 && src.hidden[i]) dst.hidden[newIndex[i]] = 1;
     markHidden(dst, decision.hide, newIndex, applied);
   }
-  head.recount();
+  // counts of merged / hidden entries only change through merges, hides or losing such entries
+  if (merges.length > 0 || before.merged > 0 || before.hidden > 0 || dst.hidden) head.recount();
 
   return {
     applied: changed(applied) ? applied : null,

@@ -1,13 +1,14 @@
 /**
  * `kvscope eval`: the evaluations of engine/eval (the app's /bench page runs the same code) —
  * perplexity of held-out text or passkey retrieval, per policy at cache budgets. With --jobs N
- * the runs go to N worker threads (engine/eval/threads.ts); the report is the same as serial.
+ * runs go to this thread and N − 1 worker threads (engine/eval/threads.ts); the report is the
+ * same as serial.
  */
 import { writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { PolicySpecError } from '../errors.ts';
-import { EVAL_TASKS, EvalSettingsError, expandRuns, formatEvalReport, planEval, runEval } from '../eval/index.ts';
-import { startEvalThreads, type EvalThreads } from '../eval/threads.ts';
+import { EVAL_TASKS, EvalSettingsError, expandRuns, formatEvalReport, inThreadWorker, planEval, runEval } from '../eval/index.ts';
+import { startEvalThreads, yieldToEventLoop, type EvalThreads } from '../eval/threads.ts';
 import { loadModelFromDirectory } from '../model/load-node.ts';
 import { asInteger, asNumber, integerOption, listOption, noExtraPositionals, parse, requireFileName, seedOption, UsageError } from './args.ts';
 import { makeProgress, type CliIO } from './io.ts';
@@ -122,14 +123,17 @@ export async function evaluate(args: string[], io: CliIO): Promise<number> {
       if (error instanceof EvalSettingsError || error instanceof PolicySpecError) throw new UsageError(error.message);
       throw error;
     }
-    // the threads load their models while the held-out text is read and tokenized here
-    if (Math.min(jobs, runs) > 1) threads = startEvalThreads(modelDir, Math.min(jobs, runs));
+    // this thread is one worker (its model is loaded), threads are the others; they load their
+    // models while the held-out text is read and tokenized here
+    const parallel = Math.min(jobs, runs);
+    if (parallel > 1) threads = startEvalThreads(modelDir, parallel - 1);
     const documents = await readHeldout(heldout);
     // a line when a run starts, else at most one per interval (runs in parallel interleave)
     const started = new Set<number>();
     let lastTime = 0;
     const report = await runEval(model, documents, evalConfig, {
-      workers: threads?.workers,
+      // yielding lets the threads' messages through while this thread runs a job too
+      workers: threads ? [inThreadWorker(model, { yield: yieldToEventLoop }), ...threads.workers] : undefined,
       onProgress: (p) => {
         const now = performance.now();
         if (started.has(p.run) && now - lastTime < (io.stderrIsTTY ? 250 : 5000)) return;

@@ -22,7 +22,9 @@
  */
 import { PolicySpecError } from '../errors.ts';
 import { findPolicy, POLICIES } from '../policies/index.ts';
-import { formatPolicySpec, parsePolicySpec } from '../policies/spec.ts';
+import { explicitParamNames, formatPolicySpec, parsePolicySpec } from '../policies/spec.ts';
+
+export { explicitParamNames };
 import type { ParamValue, PolicyDefinition } from '../policies/types.ts';
 
 export interface BudgetRule {
@@ -99,17 +101,6 @@ export const BUDGET_RULES: Readonly<Record<string, BudgetRule>> = {
 export const UNBUDGETED: readonly string[] = ['full'];
 
 export const DEFAULT_BUDGETS: readonly number[] = [64, 128, 256, 512];
-
-/** Names of the parameters a spec string sets explicitly (`h2o:heavy=8,recent=8` → heavy, recent). */
-export function explicitParamNames(spec: string): string[] {
-  const colon = spec.indexOf(':');
-  if (colon < 0) return [];
-  return spec
-    .slice(colon + 1)
-    .split(',')
-    .map((part) => part.split('=')[0].trim())
-    .filter((name) => name !== '');
-}
 
 /** The canonical spec of `spec` with its budget parameters set from `budget`. */
 export function specForBudget(spec: string, budget: number, registry: readonly PolicyDefinition[] = POLICIES): string {

@@ -164,7 +164,10 @@ export function remoteEvalWorker(endpoint: MessageEndpoint<EvalWorkerRequest, Ev
 
   return {
     async run(job, onProgress, signal) {
-      await ready;
+      // a cancel while the model is still loading need not wait for it
+      const aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new EvalJobCancelled('cancelled')), { once: true }));
+      aborted.catch(() => undefined);
+      await Promise.race([ready, aborted]);
       if (failure) throw failure;
       if (signal.aborted) throw new EvalJobCancelled('cancelled');
       const id = nextId++;

@@ -1,6 +1,8 @@
 /**
  * Node only: evaluation workers on worker threads, each loading the model directory once and
- * serving jobs (remote.ts) until closed. `kvscope eval --jobs N` runs on these.
+ * serving jobs (remote.ts) until closed. `kvscope eval --jobs N` runs on N − 1 of these plus the
+ * main thread, which holds the model already (a thread costs about a second of CPU to start:
+ * its own tsx loader and onnxruntime).
  */
 import { Worker } from 'node:worker_threads';
 import type { EvalWorker } from './jobs.ts';
@@ -8,6 +10,9 @@ import { remoteEvalWorker, serializeError, type EvalWorkerReply, type EvalWorker
 
 /** worker-node.ts behind a tiny .js entry that registers tsx first (worker threads start without it) */
 const ENTRY = new URL('./worker-node-entry.js', import.meta.url);
+
+/** A macrotask turn of Node's event loop: messages from (and to) threads are handled there. */
+export const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export interface EvalThreads {
   workers: EvalWorker[];

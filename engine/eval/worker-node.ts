@@ -5,13 +5,11 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadModelFromDirectory } from '../model/load-node.ts';
 import { serializeError, serveEvalJobs, type EvalWorkerReply, type EvalWorkerRequest } from './remote.ts';
+import { yieldToEventLoop } from './threads.ts';
 
 const port = parentPort;
 if (!port) throw new Error('engine/eval/worker-node.ts runs as a worker thread (see threads.ts)');
 const { modelDir } = workerData as { modelDir: string };
-
-/** A macrotask turn, so that a cancel message is handled while a job runs. */
-const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 try {
   const model = await loadModelFromDirectory(modelDir);
@@ -21,7 +19,7 @@ try {
       post: (message: EvalWorkerReply) => port.postMessage(message),
       listen: (handler: (message: EvalWorkerRequest) => void) => void port.on('message', handler),
     },
-    yieldToLoop,
+    yieldToEventLoop,
   );
 } catch (error) {
   port.postMessage({ type: 'failed', error: serializeError(error) } satisfies EvalWorkerReply);

@@ -27,6 +27,8 @@ export interface AccumulatedOptions {
   accumulate: Accumulate;
   /** `selection` (H2O): per query head, reduced when ranking; `row` (D2O): each row reduced on arrival */
   gqaAt?: 'selection' | 'row';
+  /** what a merged entry's score is: the members' sum (default) or the anchor's (D2O: recalled entries add to the kept entry's K/V, not to its score) */
+  merge?: 'sum' | 'anchor';
 }
 
 export function accumulatedAttention(options: AccumulatedOptions): Scorer {
@@ -34,8 +36,9 @@ export function accumulatedAttention(options: AccumulatedOptions): Scorer {
   const { gqa, accumulate } = options;
   return {
     columns: [
-      { name: 'attention', width: perRow ? 1 : options.group, reduce: 'sum', initial: 0 },
-      { name: 'seen', width: 1, reduce: 'max', initial: 0 },
+      { name: 'attention', width: perRow ? 1 : options.group, reduce: options.merge ?? 'sum', initial: 0 },
+      // `seen` is only needed to normalise (accumulate=mean); summing alone skips its upkeep
+      ...(accumulate === 'mean' ? [{ name: 'seen', width: 1, reduce: 'max' as const, initial: 0 }] : []),
     ],
     needs: { attention: true },
     withoutHistory: 'no attention history: accumulated scores start at 0, so the oldest entries count as heavy until attention accumulates',
@@ -50,10 +53,12 @@ export function accumulatedAttention(options: AccumulatedOptions): Scorer {
         for (let h = 0; h < cache.nKvHeads; h++) {
           const n = cache.length(l, h);
           const held = n - fed;
-          const seen = cache.writeColumn(l, h, seenName);
-          // entries already held were seen by every new row; new entry k by the rows from k on
-          for (let j = 0; j < held; j++) seen[j] += fed;
-          for (let k = 0; k < fed; k++) seen[held + k] += fed - k;
+          if (accumulate === 'mean') {
+            const seen = cache.writeColumn(l, h, seenName);
+            // entries already held were seen by every new row; new entry k by the rows from k on
+            for (let j = 0; j < held; j++) seen[j] += fed;
+            for (let k = 0; k < fed; k++) seen[held + k] += fed - k;
+          }
           if (!rows) continue;
           const scores = cache.writeColumn(l, h, scoreName);
           const groupRows = rows[l].slice(h * group, h * group + group);

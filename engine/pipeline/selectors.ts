@@ -7,13 +7,15 @@ import type { Selector } from './stages.ts';
 
 /**
  * The first `sinks`, the last `budget.recent`, and the best-scoring entries of the middle up to
- * `budget.total` (StreamingLLM without scores, H2O and D2O with them; ties per `tie`).
+ * `budget.total` (StreamingLLM without scores, H2O and D2O with them; ties per `tie`). Sinks take
+ * places of the budget's non-recent part, never more (D2O's sinks count among its heavy hitters),
+ * so a head never keeps more than `budget.total`.
  */
 export function sinksRecentTopKSelector(sinks: number, tie: TieBreak = 'older'): Selector {
   return {
     select(_env, head) {
       const { total, recent } = head.budget;
-      const s = Math.min(sinks, total);
+      const s = Math.min(sinks, Math.max(0, total - recent));
       const k = Math.max(0, total - s - recent);
       return sinksRecentTopK(head.length, s, recent, k, k > 0 ? head.scores : null, tie);
     },

@@ -14,6 +14,9 @@
  *     1-D pooled (avg, kernel 5);
  *  3. keep the top B_l − W entries plus the window — one index set for every KV head of the layer
  *     (the reference gathers the same indices for all KV heads). Decode tokens are appended.
+ * Stages: pipeline/window-votes.ts windowVotes (the semantic heads as `heads` voters, one score
+ * per layer) and windowAllocator over pipeline/layer-budgets.ts errorAwareBudgets; the selector is
+ * snapKeep below — with B_l ≤ W it keeps the whole window, W entries (more than B_l).
  * Layer budgets from the offline per-layer output error e_l (calibration.layerError.normalized):
  *   B_l = clip(m + round(e_l·(L·B − m·L)), m, 3B), m = 32, then ±1 per layer (largest e_l first
  *   when adding, smallest first when removing) until Σ B_l = L·B — the reference's allocation.
@@ -31,48 +34,15 @@
  * engine/calibration/layer-error.ts): relative L2 error of the layer's attention output before
  * o_proj when that layer alone is compressed, summed over teacher-forced decode steps.
  */
-import type { CacheView } from '../cache/store.ts';
 import { requireCalibration } from '../calibration/format.ts';
-import { budgetParam, budgetValue, pool1d, resolveBudget, topK, type PoolMode } from './common.ts';
-import {
-  enumParam,
-  floatParam,
-  intParam,
-  NO_CHANGE,
-  type Decision,
-  type HeadDecision,
-  type PolicyDefinition,
-  type PolicyNeeds,
-  type PrefillObservation,
-} from './types.ts';
+import { promptBudget } from '../pipeline/allocators.ts';
+import { errorAwareBudgets } from '../pipeline/layer-budgets.ts';
+import { defineMethod } from '../pipeline/pipeline.ts';
+import { meanVotes, windowAllocator, windowVotes } from '../pipeline/window-votes.ts';
+import { budgetParam, budgetValue, pool1d, topK, type PoolMode } from './common.ts';
+import { enumParam, floatParam, intParam } from './types.ts';
 
-/**
- * Error-aware layer budgets: B_l = clip(m + round(e_l·(L·B − m·L)), m, maxFactor·B), then adjusted
- * one entry at a time until they sum to L·B (adding to the largest e_l first among layers below the
- * cap, removing from the smallest e_l first among layers above m; ties by layer index).
- * m is capped at B. Returns integers.
- */
-export function errorAwareBudgets(errors: readonly number[], perLayer: number, minTokens = 32, maxFactor = 3): number[] {
-  const L = errors.length;
-  const B = Math.max(1, Math.floor(perLayer));
-  const min = Math.max(1, Math.min(Math.floor(minTokens), B));
-  const max = Math.max(min, Math.floor(maxFactor * B));
-  const total = L * B;
-  const budgets = errors.map((e) => Math.min(max, Math.max(min, min + Math.round(e * (total - min * L)))));
-  let diff = total - budgets.reduce((a, b) => a + b, 0);
-  const byError = (ascending: boolean) =>
-    Array.from({ length: L }, (_, i) => i).sort((a, b) => (ascending ? errors[a] - errors[b] : errors[b] - errors[a]) || a - b);
-  while (diff !== 0) {
-    const order = diff > 0 ? byError(false).filter((i) => budgets[i] < max) : byError(true).filter((i) => budgets[i] > min);
-    if (order.length === 0) break;
-    for (const i of order) {
-      if (diff === 0) break;
-      budgets[i] += diff > 0 ? 1 : -1;
-      diff += diff > 0 ? -1 : 1;
-    }
-  }
-  return budgets;
-}
+export { errorAwareBudgets };
 
 /** The k query heads of a layer with the highest score (ties → lower head index), ascending. */
 export function topHeads(scores: readonly number[], k: number): number[] {
@@ -96,17 +66,7 @@ export function windowScores(
   kernel: number,
   pooling: PoolMode,
 ): Float32Array {
-  const sums = new Float32Array(candidates);
-  for (const qh of heads) {
-    const block = windowAttention[qh];
-    const entries = block.length / rows;
-    for (let r = 0; r < rows; r++) {
-      const base = r * entries;
-      for (let j = 0; j < candidates; j++) sums[j] += block[base + j];
-    }
-  }
-  for (let j = 0; j < candidates; j++) sums[j] /= heads.length;
-  return pool1d(sums, kernel, pooling);
+  return pool1d(meanVotes(windowAttention, heads, rows, candidates), kernel, pooling);
 }
 
 /** Keep set of `entries` entries: top (budget − window) of the candidates by `scores`, plus the last `window`. */
@@ -120,9 +80,7 @@ export function snapKeep(scores: ArrayLike<number>, entries: number, budget: num
   return out;
 }
 
-const STATIC_NEEDS: PolicyNeeds = { attention: false, queries: false, calibration: true, prefillWindow: 8 };
-
-export const compressKvPolicy: PolicyDefinition = {
+export const compressKvPolicy = defineMethod({
   id: 'compresskv',
   label: 'CompressKV',
   description:
@@ -149,93 +107,45 @@ export const compressKvPolicy: PolicyDefinition = {
     { name: 'min_layer', kind: 'int', default: 32, min: 1, description: 'smallest layer budget m (capped at B)' },
     { name: 'max_factor', kind: 'float', default: 3, min: 1, description: 'largest layer budget as a multiple of B' },
   ],
-  needs: STATIC_NEEDS,
-  create(params, context) {
+  // the window rows it needs (prefillWindow = W) come from the instance's stages
+  needs: { attention: false, queries: false, calibration: true },
+  acts: { prefill: true, step: false, attach: false },
+  build(params, context) {
     const layerMode = enumParam(params, 'layer_budgets');
-    const calibration = requireCalibration(
-      context.calibration,
-      'compresskv',
-      layerMode === 'error' ? ['retrieval', 'layerError'] : ['retrieval'],
-      context.calibrationError,
-    );
+    const calibration = requireCalibration(context.calibration, 'compresskv', layerMode === 'error' ? ['retrieval', 'layerError'] : ['retrieval'], context.calibrationError);
     const budget = budgetValue(params, 'budget');
     const window = intParam(params, 'window');
     const k = intParam(params, 'top_heads');
-    const kernel = intParam(params, 'kernel');
-    const pooling = enumParam(params, 'pooling') as PoolMode;
     const minLayer = intParam(params, 'min_layer');
     const maxFactor = floatParam(params, 'max_factor');
-    const { nLayers, nHeads, nKvHeads } = context.dims;
-    const group = nHeads / nKvHeads;
+    const { nLayers, nHeads } = context.dims;
     const heads = calibration.retrieval!.semantic.map((row) => topHeads(row, k));
-    const needs: PolicyNeeds = { ...STATIC_NEEDS, prefillWindow: window };
-
-    const layerBudgets = (promptLength: number): number[] => {
-      const B = resolveBudget(budget, promptLength);
-      return layerMode === 'error' ? errorAwareBudgets(calibration.layerError!.normalized, B, minLayer, maxFactor) : new Array<number>(nLayers).fill(B);
-    };
-
-    const decide = (cache: CacheView, obs: PrefillObservation): Decision => {
-      if (!obs.windowAttention || obs.windowRows === 0) return NO_CHANGE;
-      const rows = obs.windowRows;
-      const budgets = layerBudgets(obs.tokenCount);
-      let evicted = 0;
-      const layers: (HeadDecision | null)[][] = [];
-      for (let l = 0; l < nLayers; l++) {
-        const lengths = Array.from({ length: nKvHeads }, (_, h) => cache.length(l, h));
-        const aligned = lengths.every((n, h) => n === lengths[0] && sameTokens(cache, l, 0, h));
-        const decisions: (HeadDecision | null)[] = [];
-        let shared: { keep: Int32Array; scores: Float32Array } | null = null;
-        for (let h = 0; h < nKvHeads; h++) {
-          const n = lengths[h];
-          if (n <= budgets[l]) {
-            decisions.push(null);
-            continue;
-          }
-          let chosen = heads[l];
-          if (!aligned) {
-            const own = chosen.filter((qh) => Math.floor(qh / group) === h);
-            chosen = own.length > 0 ? own : Array.from({ length: group }, (_, g) => h * group + g);
-          }
-          if (!aligned || !shared) {
-            const candidates = n - Math.min(window, rows, n);
-            const pooled = windowScores(obs.windowAttention[l], chosen, rows, candidates, kernel, pooling);
-            const keep = snapKeep(pooled, n, budgets[l], Math.min(window, rows));
-            const scores = new Float32Array(n).fill(Number.NaN);
-            scores.set(pooled);
-            shared = { keep, scores };
-          }
-          evicted += n - shared.keep.length;
-          decisions.push({ keep: shared.keep, scores: shared.scores });
-        }
-        layers.push(decisions);
-      }
-      return evicted > 0 ? { layers, note: `compresskv: budgets ${budgets.join('/')}, evicted ${evicted} entries` } : NO_CHANGE;
-    };
-
     return {
-      id: 'compresskv',
-      params,
-      needs,
+      scorer: windowVotes({ window, voters: { kind: 'heads', heads }, kernel: intParam(params, 'kernel'), pool: enumParam(params, 'pooling') as PoolMode, padding: 'ignore', windowScore: 'nan' }),
+      // B resolves against the prompt this prefill fed (the observation's tokens)
+      allocator: windowAllocator(window, (env) => {
+        const B = promptBudget(env.prefill!.tokenCount, budget);
+        return layerMode === 'error' ? errorAwareBudgets(calibration.layerError!.normalized, B, minLayer, maxFactor) : new Array<number>(nLayers).fill(B);
+      }),
+      selector: { select: (_env, head) => (head.scores ? snapKeep(head.scores, head.length, head.budget.total, head.budget.recent) : null) },
+      transforms: [
+        {
+          layer() {},
+          // heads no longer than the window keep everything (snapKeep keeps the window whole); as
+          // before the port, a decision in which no head loses an entry changes nothing
+          finish(_env, decision) {
+            if (decision.layers.some((heads) => heads.some((h) => h.keep !== null && h.keep.length < h.length))) return;
+            for (const heads of decision.layers) for (const h of heads) [h.keep, h.scores] = [null, null];
+          },
+        },
+      ],
       protects: {
         description: `the ${k} semantic retrieval heads of each layer whose attention alone selects the layer's entries`,
         kvHeads: null,
         queryHeads: heads.map((chosen) => Array.from({ length: nHeads }, (_, qh) => chosen.includes(qh))),
       },
-      afterPrefill: decide,
-      afterStep: () => NO_CHANGE,
-      reset() {},
-      getState: () => null,
-      setState() {},
+      note: (summary, _env, budgets) =>
+        summary.evicted > 0 ? `compresskv: budgets ${budgets!.map((row) => row[0].total).join('/')}, evicted ${summary.evicted} entries` : undefined,
     };
   },
-};
-
-function sameTokens(cache: CacheView, layer: number, a: number, b: number): boolean {
-  if (a === b) return true;
-  const x = cache.tokens(layer, a);
-  const y = cache.tokens(layer, b);
-  if (x.length !== y.length) return false;
-  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
-  return true;
-}
+});

@@ -23,13 +23,18 @@
  * serves all layers. Since positions stay below C, generation can continue past the model's
  * context length.
  *
+ * Stages: a uniform budget of C, the ladder selector (below) and P2 re-rotation
+ * (pipeline/transforms.ts rerotateToIndex).
+ *
  * Our readings where the reference is loose or cannot run:
  *  - S ≥ L makes before = 1: no token could be dropped (the reference divides by zero). The
  *    card's default S = 16 is for 32-layer models; we clamp S to L − 1 (for L = 8: before 2,
  *    after 1 — each token in 4 of 8 layers, the same share as S = 16 of 32). O is clamped to
  *    S − 1 and lowered until reduce ≥ 1;
- *  - the reference enlarges C once by ⌊reduce/2⌋ ("compensation for match average size"); we do
- *    too. C is also raised to at least start + L + before + 1 so a ladder fits;
+ *  - C is a bound: no head holds more than C entries after a decision. The reference enlarges C
+ *    by ⌊reduce/2⌋ ("compensation for match average size"), so its cache peaks above C; we do not
+ *    (the same for the default ladders, where reduce = 1). A C below the smallest ladder,
+ *    start + L + before + 1, is refused when the policy is created (it used to be raised silently);
  *  - at a start-over with after > 1 (overlap > 0) the reference's picks, spaced t apart from offset
  *    i mod (reduce_t + 1), can spill into the next block and collide; we cycle the offset over
  *    i mod (before_t − t·(after − 1)) so they stay inside it (identical for after = 1). Indices past
@@ -38,11 +43,13 @@
  *  - heads of a layer are laddered alike (the reference gathers the same indices for all heads);
  *    a cache handed over with ragged heads is laddered per head with the shared cursor.
  */
-import type { CacheView } from '../cache/store.ts';
 import { PolicySpecError } from '../errors.ts';
-import type { JsonValue } from '../types.ts';
-import { budgetParam, budgetValue, resolveBudget } from './common.ts';
-import { intParam, type Decision, type HeadDecision, type PolicyDefinition, type PolicyNeeds, type Reposition } from './types.ts';
+import { uniformAllocator } from '../pipeline/allocators.ts';
+import { defineMethod } from '../pipeline/pipeline.ts';
+import type { Selector, StageEnv } from '../pipeline/stages.ts';
+import { rerotateToIndex } from '../pipeline/transforms.ts';
+import { budgetParam, budgetValue, isRatio, resolveBudget } from './common.ts';
+import { intParam } from './types.ts';
 
 export interface LadderShape {
   /** effective span and overlap after clamping */
@@ -65,11 +72,6 @@ export function ladderShape(layers: number, span: number, overlap: number): Ladd
   }
   // unreachable: with O = 0 and S ≤ L − 1, before ≥ 2 and after = 1
   throw new PolicySpecError(`lacache: no ladder for L=${layers}, S=${span}, O=${overlap}`);
-}
-
-export interface LadderState {
-  /** entries before the cursor are never laddered again until a start-over */
-  cursor: number;
 }
 
 export interface LadderPlan {
@@ -122,9 +124,46 @@ export function ladderPlan(n: number, cacheSize: number, cursor: number, start: 
   return { keep, cursor: start + blocksT * A, startover };
 }
 
-const NEEDS: PolicyNeeds = { attention: false, queries: false, calibration: false };
+/** The smallest cache a ladder fits in: the sinks, one entry per layer, one block and the new token (the reference's floor). */
+export function smallestLadder(start: number, layers: number, shape: LadderShape): number {
+  return start + layers + shape.before + 1;
+}
 
-export const laCachePolicy: PolicyDefinition = {
+interface Planned {
+  plan: LadderPlan;
+  /** the length the plan was made for, and the cursor before it */
+  length: number;
+  cursor: number;
+}
+
+/**
+ * The ladder selector: one plan per decision, made from the first head's length and the cursor,
+ * which then moves past the laddered blocks; a head of another length (a ragged cache handed
+ * over) is laddered on its own from the same cursor.
+ */
+function ladderSelector(cacheSize: number, start: number, layers: number, shape: LadderShape, cursor: { value: number }): Selector {
+  return {
+    select(env, head) {
+      const planned = plannedFor(env) ?? planNow(env);
+      const plan = head.length === planned.length ? planned.plan : ladderPlan(head.length, cacheSize, planned.cursor, start, layers, shape);
+      return Int32Array.from(plan.keep(head.layer));
+    },
+  };
+  function planNow(env: StageEnv): Planned {
+    const from = Math.min(cursor.value, cacheSize);
+    const length = env.cache.length(0, 0);
+    // a cache whose first head is within C still moves the cursor as if it held C + 1
+    const planned: Planned = { plan: ladderPlan(Math.max(length, cacheSize + 1), cacheSize, from, start, layers, shape), length, cursor: from };
+    env.shared.set(PLAN, planned);
+    cursor.value = planned.plan.cursor;
+    return planned;
+  }
+}
+
+const PLAN = 'lacache-plan';
+const plannedFor = (env: StageEnv) => env.shared.get(PLAN) as Planned | undefined;
+
+export const laCachePolicy = defineMethod({
   id: 'lacache',
   label: 'LaCache',
   description:
@@ -141,68 +180,40 @@ export const laCachePolicy: PolicyDefinition = {
     { name: 'span', kind: 'int', default: 16, min: 1, description: 'S: layers a token survives in (clamped to layers − 1)' },
     { name: 'overlap', kind: 'int', default: 0, min: 0, description: 'O: overlap between the ladders of neighbouring blocks (< S)' },
   ],
-  needs: NEEDS,
-  create(params, context) {
+  needs: { attention: false, queries: false, calibration: false },
+  build(params, context) {
     const { nLayers, contextLength } = context.dims;
     const shape = ladderShape(nLayers, intParam(params, 'span'), intParam(params, 'overlap'));
     const start = intParam(params, 'start');
-    const base = resolveBudget(budgetValue(params, 'cache_size'), contextLength);
-    const cacheSize = Math.max(base, start + nLayers + shape.before + 1) + Math.floor(shape.reduce / 2);
-    let state: LadderState = { cursor: start };
-
-    const decide = (cache: CacheView): Decision => {
-      const n0 = cache.length(0, 0);
-      const over = Array.from({ length: cache.nLayers }, (_, l) => Array.from({ length: cache.nKvHeads }, (_, h) => cache.length(l, h) > cacheSize));
-      const anyOver = over.some((row) => row.some(Boolean));
-      const plan = anyOver ? ladderPlan(Math.max(n0, cacheSize + 1), cacheSize, Math.min(state.cursor, cacheSize), start, nLayers, shape) : null;
-      let evicted = 0;
-      let moved = 0;
-      let nextPosition = 0;
-      const layers: (HeadDecision | null)[][] = [];
-      for (let l = 0; l < cache.nLayers; l++) {
-        const heads: (HeadDecision | null)[] = [];
-        for (let h = 0; h < cache.nKvHeads; h++) {
-          const n = cache.length(l, h);
-          const keep = plan && over[l][h] ? (n === n0 ? plan.keep(l) : ladderPlan(n, cacheSize, Math.min(state.cursor, cacheSize), start, nLayers, shape).keep(l)) : null;
-          const kept = keep ?? Array.from({ length: n }, (_, i) => i);
-          const positions = cache.positions(l, h);
-          const reposition: Reposition[] = [];
-          kept.forEach((index, j) => {
-            if (positions[index] !== j) reposition.push({ index, pos: j });
-          });
-          nextPosition = Math.max(nextPosition, kept.length);
-          evicted += n - kept.length;
-          moved += reposition.length;
-          heads.push(keep || reposition.length > 0 ? { keep: kept, reposition } : null);
-        }
-        layers.push(heads);
-      }
-      if (plan) state = { cursor: plan.cursor };
-      const changed = evicted > 0 || moved > 0;
-      return {
-        layers: changed ? layers : null,
-        nextPosition,
-        note: changed
-          ? `lacache: C=${cacheSize}, ladder ${shape.before}→${shape.after} (S=${shape.span}, O=${shape.overlap})${plan?.startover ? ', start-over' : ''}, cursor ${state.cursor}; evicted ${evicted}, repositioned ${moved}`
-          : undefined,
-      };
-    };
-
+    const value = budgetValue(params, 'cache_size');
+    const cacheSize = resolveBudget(value, contextLength);
+    const smallest = smallestLadder(start, nLayers, shape);
+    if (cacheSize < smallest) {
+      const given = isRatio(value) ? `${value} (${cacheSize} of the ${contextLength}-token context)` : String(cacheSize);
+      throw new PolicySpecError(
+        `lacache: cache_size ${given} is below the smallest ladder for ${nLayers} layers (${smallest} = start ${start} + ${nLayers} layers + a block of ${shape.before} + 1); use cache_size ≥ ${smallest}`,
+      );
+    }
+    const cursor = { value: start };
     return {
-      id: 'lacache',
-      params,
-      needs: NEEDS,
-      onAttach: decide,
-      afterPrefill: decide,
-      afterStep: decide,
-      reset() {
-        state = { cursor: start };
+      allocator: uniformAllocator(() => ({ total: cacheSize, recent: 0 })),
+      selector: ladderSelector(cacheSize, start, nLayers, shape, cursor),
+      transforms: [rerotateToIndex()],
+      // its state format predates the pipeline (links and notebooks store it)
+      state: {
+        get: () => ({ cursor: cursor.value }),
+        set(state) {
+          const value = state !== null && typeof state === 'object' && !Array.isArray(state) ? state.cursor : undefined;
+          cursor.value = typeof value === 'number' && Number.isInteger(value) ? value : start;
+        },
+        reset() {
+          cursor.value = start;
+        },
       },
-      getState: (): JsonValue => ({ cursor: state.cursor }),
-      setState(value: JsonValue) {
-        const cursor = (value as { cursor?: unknown } | null)?.cursor;
-        state = { cursor: typeof cursor === 'number' && Number.isInteger(cursor) ? cursor : start };
-      },
+      note: (summary, env) =>
+        summary.evicted > 0 || summary.repositioned > 0
+          ? `lacache: C=${cacheSize}, ladder ${shape.before}→${shape.after} (S=${shape.span}, O=${shape.overlap})${plannedFor(env)?.plan.startover ? ', start-over' : ''}, cursor ${cursor.value}; evicted ${summary.evicted}, repositioned ${summary.repositioned}`
+          : undefined,
     };
   },
-};
+});

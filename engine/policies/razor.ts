@@ -32,20 +32,19 @@
  *  - keys are post-RoPE (P1), so the compensation key averages keys rotated to different
  *    positions, as in the reference (which averages cached, rotated keys); its position is the
  *    first dropped entry's.
+ *
+ * Stages: a per-head allocator (retrieval heads unlimited; the others sinks + R + the compensation
+ * token's place), sinks + recent (pipeline/selectors.ts) and the compensation token
+ * (pipeline/merge.ts).
  */
-import type { CacheView } from '../cache/store.ts';
-import { requireCalibration, type RazorCalibration } from '../calibration/format.ts';
+import type { RazorCalibration } from '../calibration/format.ts';
+import { requireCalibration } from '../calibration/format.ts';
+import { compensationToken, reserveCompensationSlot } from '../pipeline/merge.ts';
+import { defineMethod } from '../pipeline/pipeline.ts';
+import { sinksRecentTopKSelector } from '../pipeline/selectors.ts';
+import type { HeadBudget, Selector, Transform } from '../pipeline/stages.ts';
 import { budgetParam, budgetValue, isRatio, resolveBudget } from './common.ts';
-import {
-  enumParam,
-  floatParam,
-  intParam,
-  type Decision,
-  type HeadDecision,
-  type MergeGroup,
-  type PolicyDefinition,
-  type PolicyNeeds,
-} from './types.ts';
+import { enumParam, floatParam, intParam } from './types.ts';
 
 export type Compensation = 'weighted' | 'plain' | 'none';
 
@@ -80,34 +79,31 @@ export function razorRetrievalHeads(razor: Pick<RazorCalibration, 'echo' | 'indu
 }
 
 /**
- * A non-retrieval head of `n` entries: keep [0, sinks) and the last `recent`; the entries between
- * are merged into one compensation entry (weights ∝ tokens each stands for) or evicted (`none`).
- * Null when nothing changes (at most one entry between — it is its own mean).
+ * Razor's decisions as they always were: `keep` a plain array (tests compare whole head
+ * decisions); counts the entries each decision folds (or evicts) for its note.
  */
-export function razorHeadDecision(cache: CacheView, layer: number, kvHead: number, sinks: number, recent: number, compensation: Compensation): HeadDecision | null {
-  const n = cache.length(layer, kvHead);
-  const s = Math.min(sinks, n);
-  const dropEnd = Math.max(s, n - recent);
-  const dropped = dropEnd - s;
-  if (dropped === 0 || (dropped === 1 && compensation !== 'none')) return null;
-  const keep: number[] = [];
-  for (let i = 0; i < s; i++) keep.push(i);
-  for (let i = dropEnd; i < n; i++) keep.push(i);
-  if (compensation === 'none') return { keep };
-  const members: number[] = [];
-  const sizes: number[] = [];
-  for (let i = s; i < dropEnd; i++) {
-    members.push(i);
-    sizes.push(cache.origin(layer, kvHead, i).length);
-  }
-  const total = sizes.reduce((a, b) => a + b, 0);
-  const group: MergeGroup = { members, weights: sizes.map((c) => c / total), anchor: s, count: compensation === 'weighted' ? total : 1 };
-  return { keep, merge: [group] };
+function razorDecisions(): Transform & { readonly folded: number } {
+  let folded = 0;
+  return {
+    get folded() {
+      return folded;
+    },
+    layer(_env, layer, heads) {
+      if (layer === 0) folded = 0;
+      for (const head of heads) {
+        if (!head.keep) continue;
+        folded += head.length - head.keep.length;
+        // HeadDraft.keep is typed Int32Array; the store and the trace take any ArrayLike
+        const draft: { keep: ArrayLike<number> | null } = head;
+        draft.keep = Array.from(head.keep);
+      }
+    },
+  };
 }
 
-const NEEDS: PolicyNeeds = { attention: false, queries: false, calibration: true };
+const UNLIMITED: HeadBudget = { total: Infinity, recent: 0 };
 
-export const razorPolicy: PolicyDefinition = {
+export const razorPolicy = defineMethod({
   id: 'razor',
   label: 'RazorAttention',
   description:
@@ -133,13 +129,12 @@ export const razorPolicy: PolicyDefinition = {
       description: 'weighted: mean token with bias log N_D (paper); plain: mean token, no bias; none: evict',
     },
   ],
-  needs: NEEDS,
-  create(params, context) {
+  needs: { attention: false, queries: false, calibration: true },
+  build(params, context) {
     const calibration = requireCalibration(context.calibration, 'razor', ['razor'], context.calibrationError);
-    const { nKvHeads } = context.dims;
     const retrieval = razorRetrievalHeads(
       calibration.razor!,
-      nKvHeads,
+      context.dims.nKvHeads,
       floatParam(params, 'echo_pct'),
       floatParam(params, 'induction_pct'),
       enumParam(params, 'gqa') as 'max' | 'mean',
@@ -148,45 +143,34 @@ export const razorPolicy: PolicyDefinition = {
     const recentValue = budgetValue(params, 'recent');
     const recentMin = intParam(params, 'recent_min');
     const compensation = enumParam(params, 'compensation') as Compensation;
+    const folds = compensation !== 'none';
     const named = retrieval.flatMap((row, l) => row.flatMap((r, h) => (r ? [`L${l}/kv${h}`] : [])));
-
-    const decide = (cache: CacheView): Decision => {
-      const recent = isRatio(recentValue) ? Math.max(recentMin, resolveBudget(recentValue, cache.tokenCount)) : resolveBudget(recentValue, cache.tokenCount);
-      let folded = 0;
-      const layers: (HeadDecision | null)[][] = [];
-      let changed = false;
-      for (let l = 0; l < cache.nLayers; l++) {
-        const heads: (HeadDecision | null)[] = [];
-        for (let h = 0; h < cache.nKvHeads; h++) {
-          const decision = retrieval[l][h] ? null : razorHeadDecision(cache, l, h, sinks, recent, compensation);
-          if (decision) {
-            changed = true;
-            folded += decision.merge ? decision.merge[0].members.length : cache.length(l, h) - decision.keep.length;
-          }
-          heads.push(decision);
-        }
-        layers.push(heads);
-      }
-      if (!changed) return { layers: null };
-      const what = compensation === 'none' ? 'evicted' : 'folded into compensation tokens';
-      return { layers, note: `razor: retrieval heads ${named.join(' ') || 'none'} keep all; others ${sinks} sinks + ${recent} recent; ${folded} entries ${what}` };
-    };
-
+    const selector: Selector = sinksRecentTopKSelector(sinks);
+    const decisions = razorDecisions();
+    let recent = 0;
     return {
-      id: 'razor',
-      params,
-      needs: NEEDS,
+      allocator: {
+        allocate(env) {
+          const n = env.cache.tokenCount;
+          recent = isRatio(recentValue) ? Math.max(recentMin, resolveBudget(recentValue, n)) : resolveBudget(recentValue, n);
+          // the compensation token has its own place: a head over budget folds two entries or more
+          const budget: HeadBudget = { total: sinks + recent + (folds ? 1 : 0), recent };
+          return retrieval.map((row) => row.map((isRetrieval) => (isRetrieval ? UNLIMITED : budget)));
+        },
+      },
+      selector: folds ? reserveCompensationSlot(selector) : selector,
+      transforms: [...(folds ? [compensationToken(compensation === 'weighted' ? 'dropped' : 'one')] : []), decisions],
       protects: {
         description: 'retrieval heads (top echo ∪ top induction) keep the full cache; the others keep sinks, a recent window and a compensation token',
         kvHeads: retrieval.map((row) => [...row]),
         queryHeads: null,
       },
-      onAttach: decide,
-      afterPrefill: decide,
-      afterStep: decide,
-      reset() {},
-      getState: () => null,
-      setState() {},
+      // every decision is a function of the cache: no state (null, as razor's snapshots always held)
+      state: { get: () => null, set() {}, reset() {} },
+      note: () =>
+        decisions.folded > 0
+          ? `razor: retrieval heads ${named.join(' ') || 'none'} keep all; others ${sinks} sinks + ${recent} recent; ${decisions.folded} entries ${folds ? 'folded into compensation tokens' : 'evicted'}`
+          : undefined,
     };
   },
-};
+});

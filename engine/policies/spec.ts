@@ -201,3 +201,46 @@ export function createPolicy(spec: string | PolicySpec, context: PolicyContext, 
   if (!definition) throw new PolicySpecError(`unknown policy ${JSON.stringify(parsed.id)}`);
   return definition.create(resolveParams(definition, parsed.params), context);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reading spec strings without a registry (display, links): still the one place that splits them.
+
+function members(text: string): string[] {
+  return text
+    .trim()
+    .split(COMPOSITION_SPLIT)
+    .map((part) => part.trim())
+    .filter((part) => part !== '');
+}
+
+/** The policy ids of a spec or composition, in order (not validated: for display and lookups). */
+export function policyIds(text: string): string[] {
+  return members(text).map((part) => {
+    const colon = part.indexOf(':');
+    return (colon < 0 ? part : part.slice(0, colon)).trim();
+  });
+}
+
+/** Short display name: "h2o:heavy=64,…" → "h2o"; a composition → "snapkv + think". */
+export function policyLabel(text: string): string {
+  return policyIds(text).join(' + ');
+}
+
+/** Names of the parameters a single spec sets explicitly (`h2o:heavy=8,recent=8` → heavy, recent). */
+export function explicitParamNames(text: string): string[] {
+  const colon = text.indexOf(':');
+  if (colon < 0) return [];
+  return text
+    .slice(colon + 1)
+    .split(',')
+    .map((part) => part.split('=')[0].trim())
+    .filter((name) => name !== '');
+}
+
+const MEMBER_SHAPE = /^[a-z0-9_-]+(:[A-Za-z0-9_]+=[A-Za-z0-9_.+-]+(,[A-Za-z0-9_]+=[A-Za-z0-9_.+-]+)*)?$/;
+
+/** Whether text has the shape of a spec or composition (characters only; parsePolicyChain validates). */
+export function looksLikePolicySpec(text: string): boolean {
+  const parts = members(text);
+  return parts.length > 0 && parts.every((part) => MEMBER_SHAPE.test(part));
+}

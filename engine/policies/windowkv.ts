@@ -9,7 +9,8 @@
  * Reference read: optim996/WindowKV `models/compress_utils.py` (WindowKVCluster.update_kv and
  * get_window_score; group budgets for layer_decay_strategy="arithmetic").
  *
- * Reading implemented:
+ * Reading implemented (stages: pipeline/window-votes.ts windowAllocator, pipeline/window-selector.ts
+ * windowSelector, which shares a layer group's selection through env.shared):
  * - s_j = Σ over the last W prompt queries (windowAttention) of A[row][j], per query head, for the
  *   review entries [0, n − W). Windows of w consecutive entries from the start (the last one may be
  *   shorter). Window score: `mean` = mean over all query heads of the layer and the window's
@@ -32,21 +33,17 @@
  *   uniform, which is also the default (`decay=uniform`).
  * - C may be a ratio of the prompt length. P1.
  */
-import type { CacheView } from '../cache/store.ts';
-import { budgetParam, budgetValue, columnSums, resolveBudget } from './common.ts';
-import {
-  enumParam,
-  floatParam,
-  intParam,
-  NO_CHANGE,
-  type Decision,
-  type HeadDecision,
-  type PolicyDefinition,
-  type PolicyNeeds,
-  type PrefillObservation,
-} from './types.ts';
+import type { PolicyCache } from '../cache/view.ts';
+import { promptBudget, promptLength } from '../pipeline/allocators.ts';
+import { decideWithStages, defineMethod, standaloneEnv, type MethodStages } from '../pipeline/pipeline.ts';
+import type { StageEnv } from '../pipeline/stages.ts';
+import { windowSelector, type WindowScore } from '../pipeline/window-selector.ts';
+import { windowAllocator } from '../pipeline/window-votes.ts';
+import { budgetParam, budgetValue } from './common.ts';
+import { enumParam, floatParam, intParam, type Decision, type PrefillObservation } from './types.ts';
 
-export type WindowScore = 'mean' | 'topmean';
+export { selectWindows, windowScores, type WindowScore } from '../pipeline/window-selector.ts';
+
 export type LayerDecay = 'uniform' | 'arithmetic';
 
 export interface WindowKVOptions {
@@ -70,126 +67,25 @@ export function windowkvReviewBudgets(nLayers: number, review: number, groupSize
   return Array.from({ length: nLayers }, (_, l) => Math.max(0, groupBudget(Math.floor(l / groupSize))));
 }
 
-/** Score of each window of the review part [0, review) from per-query-head vote arrays. */
-export function windowScores(votes: readonly Float64Array[], review: number, windowSize: number, score: WindowScore): Float64Array {
-  const count = Math.ceil(review / windowSize);
-  const out = new Float64Array(count);
-  const top = Math.max(1, Math.floor(windowSize / 2));
-  for (let w = 0; w < count; w++) {
-    const a = w * windowSize;
-    const b = Math.min(review, a + windowSize);
-    let total = 0;
-    for (const v of votes) {
-      if (score === 'mean') {
-        for (let j = a; j < b; j++) total += v[j];
-      } else {
-        const values = Array.from(v.subarray(a, b)).sort((x, y) => y - x);
-        const k = Math.min(top, values.length);
-        let s = 0;
-        for (let i = 0; i < k; i++) s += values[i];
-        total += s / k;
-      }
-    }
-    out[w] = score === 'mean' ? total / (votes.length * (b - a)) : total / votes.length;
-  }
-  return out;
-}
-
-/** Windows kept (ascending window indices) so that the kept review entries are ≤ budget. */
-export function selectWindows(scores: Float64Array, review: number, windowSize: number, budget: number): number[] {
-  const count = scores.length;
-  // rank best first; stable → among equal scores the earlier window ranks higher (later dropped first)
-  const order = Array.from({ length: count }, (_, i) => i).sort((a, b) => scores[b] - scores[a] || a - b);
-  const kept = new Set(order);
-  let size = review;
-  for (let r = count - 1; r >= 0 && size > budget; r--) {
-    const w = order[r];
-    kept.delete(w);
-    size -= Math.min(review, (w + 1) * windowSize) - w * windowSize;
-  }
-  return [...kept].sort((a, b) => a - b);
-}
-
-function keepFromWindows(windows: readonly number[], review: number, windowSize: number, n: number): Int32Array {
-  const out: number[] = [];
-  for (const w of windows) for (let j = w * windowSize; j < Math.min(review, (w + 1) * windowSize); j++) out.push(j);
-  for (let j = review; j < n; j++) out.push(j);
-  return Int32Array.from(out);
+function windowkvStages(suffix: number, budgets: (env: StageEnv, rows: number) => Pick<WindowKVOptions, 'budget' | 'reviewBudgets'>, options: Pick<WindowKVOptions, 'windowSize' | 'score' | 'groupSize'>): MethodStages {
+  return {
+    allocator: windowAllocator(suffix, (env, rows) => {
+      const { budget, reviewBudgets } = budgets(env, rows);
+      // C ≤ W: the newest C entries; else the layer's review part plus the suffix
+      return reviewBudgets.map((review) => (budget <= rows ? budget : review + rows));
+    }),
+    selector: windowSelector(options.windowSize, options.score, options.groupSize),
+    note: (summary) => (summary.evicted > 0 ? `WindowKV: evicted ${summary.evicted} entries in windows of ${options.windowSize}` : undefined),
+  };
 }
 
 /** The WindowKV selection over a prefill observation. */
-export function windowkvDecision(cache: CacheView, observation: PrefillObservation, options: WindowKVOptions): Decision {
-  const window = observation.windowAttention;
-  const rows = observation.windowRows;
-  if (!window || rows < 1) return NO_CHANGE;
-  const nHeads = window[0].length;
-  const group = nHeads / cache.nKvHeads;
-  const { windowSize, score, groupSize } = options;
-  const layers: (HeadDecision | null)[][] = [];
-  let changed = false;
-  let evicted = 0;
-  let shared: { windows: number[]; n: number } | null = null;
-
-  const votesOf = (l: number, queryHeads: number[], review: number) =>
-    queryHeads.map((qh) => {
-      const block = window[l][qh];
-      return columnSums(block, rows, block.length / rows, 0, review);
-    });
-
-  for (let l = 0; l < cache.nLayers; l++) {
-    const heads: (HeadDecision | null)[] = [];
-    const lengths = Array.from({ length: cache.nKvHeads }, (_, h) => cache.length(l, h));
-    const uniform = lengths.every((n) => n === lengths[0]);
-    const budget = options.reviewBudgets[l];
-    const firstOfGroup = l % groupSize === 0;
-    if (firstOfGroup) shared = null;
-    let layerWindows: number[] | null = null;
-    if (uniform && lengths[0] - rows > budget && options.budget > rows) {
-      const n = lengths[0];
-      const review = n - rows;
-      if (!firstOfGroup && shared && shared.n === n) {
-        layerWindows = shared.windows;
-      } else {
-        const votes = votesOf(l, Array.from({ length: nHeads }, (_, i) => i), review);
-        layerWindows = selectWindows(windowScores(votes, review, windowSize, score), review, windowSize, budget);
-        if (firstOfGroup) shared = { windows: layerWindows, n };
-      }
-    }
-    for (let h = 0; h < cache.nKvHeads; h++) {
-      const n = lengths[h];
-      const review = n - rows;
-      if (options.budget <= rows && n > options.budget) {
-        heads.push({ keep: Int32Array.from({ length: options.budget }, (_, i) => n - options.budget + i) });
-        evicted += n - options.budget;
-        changed = true;
-        continue;
-      }
-      if (review <= budget) {
-        heads.push(null);
-        continue;
-      }
-      let windows = layerWindows;
-      if (!windows) {
-        const queryHeads = Array.from({ length: group }, (_, g) => h * group + g);
-        windows = selectWindows(windowScores(votesOf(l, queryHeads, review), review, windowSize, score), review, windowSize, budget);
-      }
-      const keep = keepFromWindows(windows, review, windowSize, n);
-      evicted += n - keep.length;
-      changed = true;
-      heads.push({ keep });
-    }
-    layers.push(heads);
-  }
-  return changed ? { layers, note: `WindowKV: evicted ${evicted} entries in windows of ${windowSize}` } : NO_CHANGE;
+export function windowkvDecision(cache: PolicyCache, observation: PrefillObservation, options: WindowKVOptions): Decision {
+  const stages = windowkvStages(observation.windowRows, () => options, options);
+  return decideWithStages(stages, standaloneEnv(cache, 'prefill', { prefill: observation }), { id: 'windowkv', reportScores: 'selected' });
 }
 
-const DEFAULT_SUFFIX = 32;
-
-function needsFor(suffix: number): PolicyNeeds {
-  return { attention: false, queries: false, calibration: false, prefillWindow: suffix };
-}
-
-export const windowkvPolicy: PolicyDefinition = {
+export const windowkvPolicy = defineMethod({
   id: 'windowkv',
   label: 'WindowKV (window-level selection, prefill)',
   description:
@@ -202,37 +98,25 @@ export const windowkvPolicy: PolicyDefinition = {
   },
   params: [
     budgetParam('budget', 256, 'entries kept per head after prefill, suffix included'),
-    { name: 'suffix', kind: 'int', default: DEFAULT_SUFFIX, min: 1, description: 'observation suffix: last prompt queries that score the windows (always kept)' },
+    { name: 'suffix', kind: 'int', default: 32, min: 1, description: 'observation suffix: last prompt queries that score the windows (always kept)' },
     { name: 'windowSize', kind: 'int', default: 8, min: 1, description: 'tokens per window (w)' },
     { name: 'score', kind: 'enum', default: 'mean', choices: ['mean', 'topmean'], description: 'window score: mean of all votes, or per head mean of the top w/2' },
     { name: 'groupSize', kind: 'int', default: 8, min: 1, description: 'consecutive layers sharing the first layer’s selection' },
     { name: 'decay', kind: 'enum', default: 'uniform', choices: ['uniform', 'arithmetic'], description: 'budget per layer group: uniform, or the reference’s arithmetic decay' },
     { name: 'beta', kind: 'float', default: 20, min: 1, description: 'arithmetic decay: last group gets review·groupSize/β' },
   ],
-  needs: needsFor(DEFAULT_SUFFIX),
-  create(params, context) {
-    const budgetParamValue = budgetValue(params, 'budget');
-    const suffix = intParam(params, 'suffix');
-    const windowSize = intParam(params, 'windowSize');
-    const score = enumParam(params, 'score') as WindowScore;
+  // the suffix rows it needs (prefillWindow) come from the instance's allocator
+  needs: { attention: false, queries: false, calibration: false },
+  acts: { prefill: true, step: false, attach: false },
+  build(params) {
+    const value = budgetValue(params, 'budget');
     const groupSize = intParam(params, 'groupSize');
     const decay = enumParam(params, 'decay') as LayerDecay;
     const beta = floatParam(params, 'beta');
-    const needs = needsFor(suffix);
-    return {
-      id: 'windowkv',
-      params,
-      needs,
-      afterPrefill(cache, observation) {
-        const budget = resolveBudget(budgetParamValue, cache.tokenCount);
-        const rows = Math.min(suffix, observation.windowRows);
-        const reviewBudgets = windowkvReviewBudgets(context.dims.nLayers, Math.max(0, budget - rows), groupSize, decay, beta);
-        return windowkvDecision(cache, observation, { reviewBudgets, budget, windowSize, score, groupSize });
-      },
-      afterStep: () => NO_CHANGE,
-      reset() {},
-      getState: () => null,
-      setState() {},
+    const budgets = (env: StageEnv, rows: number) => {
+      const budget = promptBudget(promptLength(env), value);
+      return { budget, reviewBudgets: windowkvReviewBudgets(env.dims.nLayers, Math.max(0, budget - rows), groupSize, decay, beta) };
     };
+    return windowkvStages(intParam(params, 'suffix'), budgets, { windowSize: intParam(params, 'windowSize'), score: enumParam(params, 'score') as WindowScore, groupSize });
   },
-};
+});

@@ -5,7 +5,8 @@
  * ones are refused by name), and — by replaying every decision (replay.ts) — that the events agree
  * with themselves and with the memory each one reports. Unknown fields are kept and ignored.
  *
- * JSON turned typed arrays into plain arrays and NaN into null; both are turned back here.
+ * JSON turned typed arrays into plain arrays and NaN into null; both are turned back here. Fields
+ * this reader does not know are kept as they were (a re-export writes them again).
  */
 import { CacheReplay, TraceReplayError, describeEvent } from './replay.ts';
 import {
@@ -196,6 +197,9 @@ function decision(value: unknown, path: string, dims: Dims): DecisionTrace {
         return { ...ro, index: integer(ro.index, `${rp}.index`), codec: string(ro.codec, `${rp}.codec`), ...(ro.token !== undefined ? { token: integer(ro.token, `${rp}.token`) } : {}) };
       }),
       repositioned: h.repositioned === undefined ? 0 : integer(h.repositioned, `${p}.repositioned`),
+      ...(h.reencodedTokens !== undefined
+        ? { reencodedTokens: integers(h.reencodedTokens, `${p}.reencodedTokens`, h.reencoded === undefined ? 0 : list(h.reencoded, `${p}.reencoded`).length) }
+        : {}),
     };
   });
   let scores: DecisionTrace['scores'] = null;
@@ -335,6 +339,7 @@ function event(value: unknown, index: number, dims: Dims, stepsSoFar: number): T
       const pieces = list(o.pieces, `${path}.pieces`).map((p, i) => string(p, `${path}.pieces[${i}]`));
       if (pieces.length !== tokenIds.length) fail(`${path}.pieces`, `${pieces.length} pieces for ${tokenIds.length} tokens`);
       const prefill: PrefillTrace = {
+        ...o,
         kind: 'prefill',
         firstToken: integer(o.firstToken, `${path}.firstToken`),
         tokenIds,
@@ -352,6 +357,7 @@ function event(value: unknown, index: number, dims: Dims, stepsSoFar: number): T
       const step = integer(o.step, `${path}.step`);
       if (step !== stepsSoFar) fail(`${path}.step`, `expected step ${stepsSoFar} (steps are numbered in order), got ${step}`);
       const trace: StepTrace = {
+        ...o,
         kind: 'step',
         step,
         tokenIndex: integer(o.tokenIndex, `${path}.tokenIndex`),
@@ -373,10 +379,12 @@ function event(value: unknown, index: number, dims: Dims, stepsSoFar: number): T
       const atStep = integer(o.atStep, `${path}.atStep`);
       if (atStep !== stepsSoFar) fail(`${path}.atStep`, `the switch says it came after ${atStep} steps, the trace has ${stepsSoFar} before it`);
       const trace: PolicySwitchTrace = {
+        ...o,
         kind: 'policy',
         atStep,
         from: string(o.from, `${path}.from`),
         to: string(o.to, `${path}.to`),
+        ...(o.withoutHistory !== undefined ? { withoutHistory: string(o.withoutHistory, `${path}.withoutHistory`) } : {}),
         decision: decision(o.decision, `${path}.decision`, dims),
         memory: memory(o.memory, `${path}.memory`, dims),
       };

@@ -69,6 +69,8 @@ export interface ReplayableHead {
   evictedPositions?: readonly number[];
   merged?: readonly { into: number; origins: readonly number[] }[];
   reencoded?: readonly { index: number; token?: number; codec: string }[];
+  /** first origin token of each re-encoded entry, in the order of `reencoded` (newer traces) */
+  reencodedTokens?: readonly number[];
 }
 
 export interface ReplayableDecision {
@@ -240,17 +242,19 @@ class ReplayHead {
     }
 
     // re-encodes name the entry's place after the decision and, in newer traces, its first token
-    for (const re of head.reencoded ?? []) {
+    // (reencodedTokens, or a `token` on the entry): then the place is checked against the replay's
+    (head.reencoded ?? []).forEach((re, k) => {
       let index = re.index;
-      if (typeof re.token === 'number') {
-        index = this.slotOf(re.token);
-        if (index < 0 || this.first[index] !== re.token) throw new TraceReplayError(`${where()}: re-encodes token ${re.token}, which the head does not hold as an entry's first token`);
-        if (index !== re.index) throw new TraceReplayError(`${where()}: re-encodes token ${re.token} at entry ${re.index}, the replay holds it at ${index}`);
+      const token = typeof re.token === 'number' ? re.token : head.reencodedTokens?.[k];
+      if (typeof token === 'number') {
+        index = this.slotOf(token);
+        if (index < 0 || this.first[index] !== token) throw new TraceReplayError(`${where()}: re-encodes token ${token}, which the head does not hold as an entry's first token`);
+        if (index !== re.index) throw new TraceReplayError(`${where()}: re-encodes token ${token} at entry ${re.index}, the replay holds it at ${index}`);
       }
       if (!Number.isInteger(index) || index < 0 || index >= length) throw new TraceReplayError(`${where()}: re-encodes entry ${re.index} of ${length}`);
       this.codecs ??= new Array<string | null>(length).fill(null);
       this.codecs[index] = String(re.codec);
-    }
+    });
   }
 
   snapshot(): HeadSnapshot {

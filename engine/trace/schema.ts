@@ -157,6 +157,7 @@ export interface PolicySwitchSummary {
   /** entries the switch evicted (all heads) */
   evicted: number;
   note?: string;
+  withoutHistory?: string;
 }
 
 /** Reference-lane metrics of one decode step (engine/reference.ts ReferenceMetrics without the per-head masses). */
@@ -303,7 +304,14 @@ function plain(value: unknown): unknown {
 export function switchSummaries(events: readonly TraceEvent[]): PolicySwitchSummary[] {
   return events
     .filter((e): e is PolicySwitchTrace => e.kind === 'policy')
-    .map((e) => ({ atStep: e.atStep, from: e.from, to: e.to, evicted: e.decision.evicted, ...(e.decision.note !== undefined ? { note: e.decision.note } : {}) }));
+    .map((e) => ({
+      atStep: e.atStep,
+      from: e.from,
+      to: e.to,
+      evicted: e.decision.evicted,
+      ...(e.decision.note !== undefined ? { note: e.decision.note } : {}),
+      ...(e.withoutHistory !== undefined ? { withoutHistory: e.withoutHistory } : {}),
+    }));
 }
 
 export function traceToJson(header: TraceHeader, events: readonly TraceEvent[], extras: TraceExtras = {}): TraceJson {

@@ -97,22 +97,22 @@ describe.concurrent('kvscope eval (tiny fixture)', () => {
   it('--jobs 2 (worker threads) reports exactly what --jobs 1 (serial, in process) does', async () => {
     // timings are the only figures that may differ
     const withoutTimings = (stdout: string) => JSON.parse(stdout, (key, value) => (key === 'seconds' || key === 'msPerStep' ? undefined : value)) as EvalReport;
-    const ppl = ['--task', 'ppl', '--policy', 'full', '--policy', 'h2o', '--policy', 'window:size=12', '--budgets', '8,16,24', '--windows', '2', '--tokens', '48', '--prefix', '8'];
-    const needle = ['--task', 'needle', '--policy', 'tova', '--policy', 'streaming', '--budgets', '16,40', '--lengths', '90', '--depths', '0,1', '--trials', '2'];
-    const runs = await Promise.all(
-      [ppl, needle].flatMap((args) => ['1', '2'].map((jobs) => kvscope(['eval', ...tiny, ...args, '--seed', '5', '--json', '--jobs', jobs]))),
-    );
+    const ppl = ['--task', 'ppl', '--policy', 'full', '--policy', 'h2o', '--policy', 'window:size=12', '--budgets', '8,16,24', '--windows', '1', '--tokens', '40', '--prefix', '8'];
+    const needle = ['--task', 'needle', '--policy', 'tova', '--policy', 'streaming', '--budgets', '16,40', '--lengths', '80', '--depths', '0,1'];
+    // one after another: each --jobs 2 run is two threads, and the other tests spawn processes too
+    const runs: Run[] = [];
+    for (const args of [ppl, needle]) for (const jobs of ['1', '2']) runs.push(await kvscope(['eval', ...tiny, ...args, '--seed', '5', '--json', '--jobs', jobs]));
     for (const run of runs) {
       expect(run.stderr).not.toMatch(/^\s+at /m);
       expect(run.code).toBe(0);
     }
     const [pplSerial, pplParallel, needleSerial, needleParallel] = runs.map((run) => withoutTimings(run.stdout));
-    expect(pplSerial.records.map((r) => r.rows.map((row) => row.spec))).toEqual([['full'], ['h2o:heavy=4,recent=4', 'h2o:heavy=8,recent=8', 'h2o:heavy=12,recent=12'], ['window:size=12']]);
+    expect(pplSerial.records.map((r) => r.rows.map((row) => row.budget))).toEqual([[null], [8, 16, 24], [null]]);
     expect(pplParallel).toEqual(pplSerial);
     expect(JSON.stringify(pplParallel)).toBe(JSON.stringify(pplSerial));
     expect(needleSerial.records.flatMap((r) => r.rows)).toHaveLength(4);
     expect(JSON.stringify(needleParallel)).toBe(JSON.stringify(needleSerial));
-  });
+  }, 120_000);
 
   it('--jobs must be a positive integer', async () => {
     const run = await kvscope(['eval', ...tiny, '--task', 'ppl', '--policy', 'full', '--jobs', '0']);

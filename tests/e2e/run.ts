@@ -339,6 +339,101 @@ const tests: TestCase[] = [
       await context.setOffline(false);
     },
   },
+  {
+    name: 'trace import: export, reload, import → the same tokens and cache map, read-only; a bad file changes nothing',
+    timeoutMs: 150_000,
+    async fn({ page, server }) {
+      await page.goto(`${server.url}/`);
+      await waitReady(page);
+      // a window shorter than the prompt, then a live switch: the map has evictions and the stream a marker
+      await page.selectOption('[data-testid="policy-select"]', 'window');
+      await page.fill('[data-testid="policy-param-size"]', '24');
+      await page.click('[data-testid="reset"]');
+      await waitIdle(page);
+      for (let i = 1; i <= 6; i++) {
+        await page.click('[data-testid="step"]');
+        await waitTokens(page, i);
+        await waitIdle(page);
+      }
+      await page.selectOption('[data-testid="policy-select"]', 'streaming');
+      await page.fill('[data-testid="policy-param-sinks"]', '4');
+      await page.fill('[data-testid="policy-param-recent"]', '12');
+      await page.click('[data-testid="policy-apply"]');
+      await page.waitForSelector('[data-testid="notice"]');
+      for (let i = 7; i <= 9; i++) {
+        await page.click('[data-testid="step"]');
+        await waitTokens(page, i);
+        await waitIdle(page);
+      }
+      const pieces = () => page.$$eval('[data-testid="token"]', (els) => els.map((e) => e.querySelector('.piece')?.textContent ?? ''));
+      const streamText = () => page.textContent('[data-testid="token-stream"]');
+      const mapCodes = () => page.evaluate(() => Array.from((globalThis as unknown as { __kvscope: { cacheMap: { codes: Uint8Array } } }).__kvscope.cacheMap.codes));
+      const mapImage = () => page.$eval('[data-testid="cache-map"]', (c) => (c as HTMLCanvasElement).toDataURL());
+      await page.waitForTimeout(300);
+      const live = { pieces: await pieces(), stream: await streamText(), codes: await mapCodes(), image: await mapImage() };
+      assert(live.codes.includes(4 /* CELL.EVICTED */), 'the live cache map marks the last evictions');
+      const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="export-trace"]')]);
+      const tracePath = join(RESULTS_DIR, download.suggestedFilename());
+      await download.saveAs(tracePath);
+      const header = JSON.parse(readFileSync(tracePath, 'utf8')).header;
+      assert(typeof header.prompt === 'string' && header.prompt.length > 20, 'the exported header carries the prompt text');
+      assertEqual(
+        header.switches.map((s: { atStep: number; to: string }) => [s.atStep, s.to]),
+        [[6, 'streaming:sinks=4,recent=12,positions=p2']],
+        'the exported header lists the switch',
+      );
+
+      await page.reload();
+      await waitReady(page);
+      assertEqual(await tokenCount(page), 0, 'a fresh page has no generated tokens');
+
+      // a file this app cannot read: the problem is named, nothing changes
+      await page.setInputFiles('[data-testid="trace-import"]', { name: 'broken.json', mimeType: 'application/json', buffer: Buffer.from('{"version": 99, "header": {}, "events": []}') });
+      await page.waitForSelector('[data-testid="error"]');
+      const message = (await page.textContent('[data-testid="error"]')) ?? '';
+      assert(/broken\.json: this trace is version 99, written by a newer kvscope/.test(message), `names the problem (${message})`);
+      assertEqual(await page.locator('[data-testid="replay-banner"]').count(), 0, 'no replay after a bad file');
+      assert(!(await page.isDisabled('[data-testid="step"]')), 'the live session is still usable');
+      await page.click('[data-testid="dismiss"]');
+
+      // the exported file: the same tokens and cache map, read-only
+      await page.setInputFiles('[data-testid="trace-import"]', tracePath);
+      await page.waitForSelector('[data-testid="replay-banner"]');
+      await page.waitForTimeout(300);
+      const banner = (await page.textContent('[data-testid="replay-banner"]')) ?? '';
+      assert(/Read-only replay of kvscope-trace-.*9 steps/.test(banner), `replay note (${banner.slice(0, 120)})`);
+      assertEqual(await pieces(), live.pieces, 'tokens after import');
+      assertEqual(await streamText(), live.stream, 'token stream after import');
+      assertEqual(await mapCodes(), live.codes, 'cache map after import');
+      assert((await mapImage()) === live.image, 'the cache map is drawn the same');
+      assertEqual(await page.locator('[data-testid="switch-marker"]').count(), 1, 'the switch marker');
+      assert(await page.isDisabled('[data-testid="run"]'), 'Run needs the model');
+      assert(await page.isDisabled('[data-testid="step"]'), 'Step is off at the end of the trace');
+      assert(await page.isDisabled('[data-testid="policy-apply"]'), 'Apply now needs the model');
+      assert(await page.isDisabled('[data-testid="reset"]'), 'Reset needs live mode');
+      await page.click('[data-testid="step-back"]');
+      await page.waitForFunction(() => /showing step 7\b/.test(document.querySelector('[data-testid="position"]')?.textContent ?? ''));
+      assertEqual(await tokenCount(page), 9, 'stepping back in a replay keeps every recorded token');
+      await page.click('[data-testid="step"]');
+      await page.waitForFunction(() => /showing step 8\b/.test(document.querySelector('[data-testid="position"]')?.textContent ?? ''));
+      // an old step's views come from the trace too
+      await page.locator('[data-testid="token"]').nth(1).click();
+      await page.waitForFunction(() => /showing step 1\b/.test(document.querySelector('[data-testid="position"]')?.textContent ?? ''));
+      await page.waitForTimeout(300);
+      const old = await canvasStats(page, 'cache-map');
+      assert(old.inked > 500, `the cache map of step 1 is drawn (${JSON.stringify(old)})`);
+      await page.screenshot({ path: join(RESULTS_DIR, 'trace-replay.png'), fullPage: true });
+
+      // back to live mode: the trace's setup runs with the model
+      await page.click('[data-testid="leave-replay"]');
+      await page.waitForSelector('[data-testid="replay-banner"]', { state: 'detached' });
+      await waitIdle(page);
+      await page.click('[data-testid="step"]');
+      await waitTokens(page, 1);
+      await waitIdle(page);
+      assertEqual((await pieces())[0], live.pieces[0], 'live again: the rerun draws the same first token');
+    },
+  },
 ];
 
 const failed = await runTests([...tests, ...LAB_TESTS]);

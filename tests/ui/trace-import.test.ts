@@ -67,7 +67,16 @@ describe('exported trace header', () => {
     expect(json.header.prompt).toBe(PROMPT);
     expect(json.header.sampler).toEqual({ temperature: 0.9, topK: 40, topP: 0.95, seed: 7 });
     expect(json.header.policy).toBe('h2o:heavy=4,recent=4,accumulate=sum,gqa=sum');
-    expect(json.header.switches).toEqual([{ atStep: 6, from: 'h2o:heavy=4,recent=4,accumulate=sum,gqa=sum', to: 'window:size=8', evicted: switched.evictions!.length / 3, ...(switched.note ? { note: switched.note } : {}) }]);
+    expect(json.header.switches).toEqual([
+      {
+        atStep: 6,
+        from: 'h2o:heavy=4,recent=4,accumulate=sum,gqa=sum',
+        to: 'window:size=8',
+        evicted: switched.evictions!.length / 3,
+        ...(switched.note ? { note: switched.note } : {}),
+        ...(switched.withoutHistory ? { withoutHistory: switched.withoutHistory } : {}),
+      },
+    ]);
     const reference = json.header.reference.steps;
     expect(reference.map((r: { step: number }) => r.step)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     expect(reference[7].kl).toBeCloseTo(views[7].reference!.kl, 5);
@@ -96,6 +105,7 @@ describe('import-trace: a read-only replay without the model', () => {
     expect(trace.state.next.map((t) => t.id)).toEqual(done.state.next.map((t) => t.id));
     expect(trace.switches).toHaveLength(1);
     expect(trace.switches[0]).toMatchObject({ atStep: 6, to: 'window:size=8', evicted: switched.evictions!.length / 3 });
+    expect(trace.switches[0].withoutHistory).toBe(switched.withoutHistory);
     expect(trace.switches[0].before.codes).toEqual(switched.before!.codes);
     expect(trace.steps[8].reference!.kl).toBeCloseTo(views[8].reference!.kl, 5);
     expect(trace.reference).toBe(true);
@@ -200,7 +210,7 @@ describe('readTrace', () => {
     const trace = readTrace(exported.json);
     expect(trace.version).toBe(1);
     expect(trace.events[0].kind).toBe('prefill');
-    const step = trace.events.findLast((e) => e.kind === 'step' && e.attention)!;
+    const step = [...trace.events].reverse().find((e) => e.kind === 'step' && e.attention)!;
     if (step.kind !== 'step') throw new Error('no step');
     expect(step.attention![0].entries[0].tokens).toBeInstanceOf(Int32Array);
     expect(step.attention![0].weights[0]).toBeInstanceOf(Float32Array);

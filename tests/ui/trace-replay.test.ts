@@ -254,7 +254,7 @@ describe('CacheReplay against the store under random decisions (evict, merge, re
       const members = [mergeable[i], mergeable[i + 1]];
       merge.push({ members, weights: [0.5, 0.5], anchor: r() < 0.5 ? members[0] : members[1], ...(r() < 0.3 ? { count: 1 } : {}) });
     }
-    if (mergeable.length % 2 === 1) keep.push(mergeable[mergeable.length - 1]);
+    if (mergeable.length % 2 === 1 && !keep.includes(mergeable[mergeable.length - 1])) keep.push(mergeable[mergeable.length - 1]);
     keep.sort((a, b) => a - b);
     const reencode = keep.filter(() => r() < 0.3).map((index) => ({ index, codec }));
     return { keep, merge, reencode };

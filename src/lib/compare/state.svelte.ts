@@ -9,6 +9,7 @@ import { EngineClient, EngineFailure } from '../worker/client.ts';
 import type { EngineEvent, LoadProgressView, ModelInfo, PolicyChoice, PolicyInfo, PromptView, SamplerSettings, StopReason } from '../worker/protocol.ts';
 import type { LaneState, LanesStep } from '../worker/lab-protocol.ts';
 import type { ParamValue } from '../../../engine/policies/types.ts';
+import { policyIds, policyLabel } from '../../../engine/policies/spec.ts';
 import { choiceFromSpec, defaultChoice, specOf, type EngineUrls, type ShownError } from '../explorer/state.svelte.ts';
 import { EXAMPLES } from '../explorer/examples.ts';
 import { decodeCompareQuery, encodeCompareQuery, MAX_LANES, MIN_LANES, type CompareSetup } from './url.ts';
@@ -152,7 +153,7 @@ export class CompareState {
 
   /** Lane specs → choices typed by the policies' schemas (unknown policies are dropped with a notice). */
   private resolveLanes(): void {
-    const known = this.pendingSpecs.filter((s) => this.policies.some((p) => p.id === s.split(':')[0]));
+    const known = this.pendingSpecs.filter((s) => policyIds(s).every((id) => this.policies.some((p) => p.id === id)));
     const unknown = this.pendingSpecs.filter((s) => !known.includes(s));
     let specs = known;
     if (specs.length < MIN_LANES) specs = [...specs, ...COMPARE_DEFAULTS.lanes].slice(0, MIN_LANES);
@@ -202,7 +203,7 @@ export class CompareState {
   addLane(): void {
     if (!this.canAdd || this.policies.length === 0) return;
     const used = new Set(this.lanes.map((l) => l.id));
-    const next = NEW_LANES.find((spec) => !used.has(spec.split(':')[0]) && this.policies.some((p) => p.id === spec.split(':')[0]));
+    const next = NEW_LANES.find((spec) => !used.has(policyLabel(spec)) && this.policies.some((p) => p.id === policyLabel(spec)));
     this.lanes = [...this.lanes, next ? choiceFromSpec(next, this.policies) : defaultChoice(this.policies[0])];
   }
 

@@ -9,6 +9,7 @@
  * is missing or malformed; lane specs are checked for shape here and against the model's policies
  * by the worker when the lanes start.
  */
+import { looksLikePolicySpec } from '../../../engine/policies/spec.ts';
 import type { SamplerSettings } from '../worker/protocol.ts';
 
 export const COMPARE_URL_VERSION = 1;
@@ -17,7 +18,6 @@ export const MAX_LANES = 4;
 /** longest prompt a link carries (characters); longer prompts are cut with a problem message */
 export const MAX_PROMPT_CHARS = 6000;
 const MAX_SPEC_CHARS = 300;
-const SPEC_SHAPE = /^[a-z0-9_-]+(:[A-Za-z0-9_]+=[A-Za-z0-9_.+-]+(,[A-Za-z0-9_]+=[A-Za-z0-9_.+-]+)*)?$/;
 
 export interface CompareSetup {
   prompt: string;
@@ -62,7 +62,7 @@ export function decodeCompareQuery(search: string, defaults: CompareSetup): { se
   const given = q.getAll('lane').map((s) => s.trim());
   const lanes: string[] = [];
   for (const spec of given) {
-    if (spec.length > MAX_SPEC_CHARS || !SPEC_SHAPE.test(spec)) problems.push(`ignored the lane ${JSON.stringify(spec.slice(0, 60))}: not a policy spec`);
+    if (spec.length > MAX_SPEC_CHARS || !looksLikePolicySpec(spec)) problems.push(`ignored the lane ${JSON.stringify(spec.slice(0, 60))}: not a policy spec`);
     else if (lanes.length >= MAX_LANES) problems.push(`ignored lanes past the ${MAX_LANES}th`);
     else lanes.push(spec);
   }

@@ -56,6 +56,8 @@ export interface SwitchRecord {
   /** what the switch evicted: (layer, kvHead, token) triples, and how many */
   evictions: Int32Array;
   evicted: number;
+  /** what the new policy does without the history it would have kept (attached mid-run) */
+  withoutHistory?: string;
 }
 
 /** The short name of a policy spec ("h2o:heavy=…" → "h2o"). */
@@ -641,9 +643,10 @@ export class ExplorerState {
         before: earlier?.before ?? event.before ?? null,
         evictions: earlier ? concatInt32(earlier.evictions, evictions) : evictions,
         evicted: (earlier?.evicted ?? 0) + evictions.length / 3,
+        ...(event.withoutHistory ? { withoutHistory: event.withoutHistory } : {}),
       };
       this.switches = this.switches.filter((s) => s.atStep !== atStep).concat(record);
-      this.notice = `Policy switched to ${event.to} after step ${event.state.stepCount}${event.note ? `: ${event.note}` : ''}.`;
+      this.notice = `Policy switched to ${event.to} after step ${event.state.stepCount}${event.note ? `: ${event.note}` : ''}.${event.withoutHistory ? ` Without history: ${event.withoutHistory}.` : ''}`;
       this.selected = null;
     } catch (error) {
       this.fail(error);

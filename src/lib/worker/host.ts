@@ -621,7 +621,18 @@ export class EngineHost {
     this.rememberLane(session);
     const state = this.state(session);
     this.post(
-      { type: 'policy', id, from: event.from, to: event.to, note: event.decision.note, state, atStep: event.atStep, before, evictions: packEvictions(event.decision) },
+      {
+        type: 'policy',
+        id,
+        from: event.from,
+        to: event.to,
+        note: event.decision.note,
+        state,
+        atStep: event.atStep,
+        before,
+        evictions: packEvictions(event.decision),
+        ...(event.withoutHistory ? { withoutHistory: event.withoutHistory } : {}),
+      },
       [...viewTransferables(state), before.codes.buffer as ArrayBuffer],
     );
   }

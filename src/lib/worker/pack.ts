@@ -13,7 +13,6 @@ import type {
   AttentionTop,
   DecisionTrace,
   LayerAttention,
-  PolicySwitchTrace,
   PrefillTrace,
   ProtectedHeadsTrace,
   ReferenceStepTrace,
@@ -422,9 +421,19 @@ export class TraceViews {
         earlier.note = e.decision.note;
         earlier.evictions = concatInt32(earlier.evictions, evictions);
         earlier.evicted += evictions.length / 3;
+        earlier.withoutHistory = e.withoutHistory;
         return;
       }
-      switches.push({ atStep: e.atStep, from: e.from, to: e.to, note: e.decision.note, before: packCacheMap(this.timeline.at(events, i), null), evictions, evicted: evictions.length / 3 });
+      switches.push({
+        atStep: e.atStep,
+        from: e.from,
+        to: e.to,
+        note: e.decision.note,
+        before: packCacheMap(this.timeline.at(events, i), null),
+        evictions,
+        evicted: evictions.length / 3,
+        ...(e.withoutHistory ? { withoutHistory: e.withoutHistory } : {}),
+      });
     });
     const state = packSessionState(events, this.timeline.at(events), header.policy, {
       next: this.nextAfter(this.steps - 1),
@@ -503,4 +512,3 @@ export function importedTransferables(view: ImportedTraceView): ArrayBuffer[] {
   return [...out];
 }
 
-export type { PolicySwitchTrace };

@@ -281,6 +281,8 @@ export interface SwitchView {
   /** what the switch evicted: (layer, kvHead, token) triples, and how many */
   evictions: Int32Array;
   evicted: number;
+  /** what the new policy does without the history it would have kept */
+  withoutHistory?: string;
 }
 
 /** The model a trace was recorded with (its header). */
@@ -361,6 +363,8 @@ export type EngineEvent =
       before?: CacheMapView;
       /** what the switch evicted: (layer, kvHead, token) triples */
       evictions?: Int32Array;
+      /** what the new policy does without the history it would have kept (attached mid-run) */
+      withoutHistory?: string;
     }
   | { type: 'inspected'; id: number; view: StepView }
   | { type: 'trace'; id: number; json: string; fileName: string }

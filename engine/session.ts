@@ -74,6 +74,8 @@ export interface SessionOptions {
 export interface PrefillOptions {
   /** also return the logits of every prompt position ([N, V]); default only the last row */
   allLogits?: boolean;
+  /** the text the ids were encoded from, recorded in the trace (prefillText sets it) */
+  text?: string;
 }
 
 export interface PrefillResult {
@@ -228,7 +230,7 @@ export class Session {
   /** Encodes text with the model's tokenizer (BOS per manifest) and prefills it. */
   async prefillText(text: string, options: PrefillOptions = {}): Promise<PrefillResult> {
     if (!this.model.tokenizer) throw new SessionError('this model has no tokenizer: prefill token ids instead');
-    return this.prefill(this.model.tokenizer.encode(text), options);
+    return this.prefill(this.model.tokenizer.encode(text), { ...options, text });
   }
 
   /**
@@ -295,6 +297,7 @@ export class Session {
     this.takePosition(applied);
     const policyMs = now() - p0;
 
+    const next = summarizeLogits(lastLogits, this.trace_.options.topTokens);
     const trace: PrefillTrace = {
       kind: 'prefill',
       firstToken,
@@ -306,7 +309,10 @@ export class Session {
       decision: decisionTrace(applied, decisions, nLayers, this.dims.nKvHeads),
       memory: this.cache.memory(),
       timings: { forwardMs, policyMs, totalMs: now() - started },
+      next: next.top.map(({ index, value }) => ({ id: index, piece: this.piece(index), prob: Math.exp(value - next.logSumExp) })),
+      protects: this.chain.protects ?? null,
     };
+    if (options.text !== undefined) trace.promptText = options.text;
     this.trace_.record(trace);
     return { tokens: n, logits: allLogits, lastLogits, trace };
   }
@@ -451,6 +457,7 @@ export class Session {
         to: this.policySpec,
         decision: decisionTrace(applied, decisions, this.dims.nLayers, this.dims.nKvHeads),
         memory: this.cache.memory(),
+        protects: chain.protects ?? null,
       };
       if (this.tokenIds.length > 0 && chain.withoutHistory) event.withoutHistory = chain.withoutHistory;
       this.cache.commit();

@@ -7,7 +7,7 @@
 import { writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { PolicySpecError } from '../errors.ts';
-import { EVAL_TASKS, EvalSettingsError, expandRuns, formatEvalReport, inThreadWorker, planEval, runEval } from '../eval/index.ts';
+import { DEFAULT_BUDGETS, EVAL_TASKS, EvalSettingsError, expandRuns, formatEvalReport, inThreadWorker, planEval, runEval } from '../eval/index.ts';
 import { startEvalThreads, yieldToEventLoop, type EvalThreads } from '../eval/threads.ts';
 import { loadModelFromDirectory } from '../model/load-node.ts';
 import { asInteger, asNumber, integerOption, listOption, noExtraPositionals, parse, requireFileName, seedOption, UsageError } from './args.ts';
@@ -79,7 +79,7 @@ export async function evaluate(args: string[], io: CliIO): Promise<number> {
   if (policies.length === 0) throw new UsageError('missing --policy SPEC (repeatable, e.g. --policy full --policy h2o)');
   const budgets = listOption('budgets', values.budgets, asInteger, 'positive integers');
   try {
-    expandRuns(policies, budgets ?? [64, 128, 256, 512]);
+    expandRuns(policies, budgets ?? DEFAULT_BUDGETS);
   } catch (error) {
     if (error instanceof PolicySpecError) throw new UsageError(`invalid --policy or --budgets: ${error.message}`);
     throw error;

@@ -164,6 +164,7 @@ export function remoteEvalWorker(endpoint: MessageEndpoint<EvalWorkerRequest, Ev
 
   return {
     async run(job, onProgress, signal) {
+      if (signal.aborted) throw new EvalJobCancelled('cancelled');
       // a cancel while the model is still loading need not wait for it
       const aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new EvalJobCancelled('cancelled')), { once: true }));
       aborted.catch(() => undefined);

@@ -19,7 +19,7 @@
  */
 import type { MergeGroup } from '../cache/decision.ts';
 import type { JsonValue } from '../types.ts';
-import { evictedIndices, type Selector, type Transform } from './stages.ts';
+import { evictedIndices, type HeadDraft, type Selector, type Transform } from './stages.ts';
 
 export type CompensationCount = 'dropped' | 'one';
 
@@ -28,7 +28,7 @@ export function compensationToken(count: CompensationCount): Transform {
     layer(env, layer, heads) {
       for (const head of heads) {
         if (!head.keep) continue;
-        const members = evictedIndices(head);
+        const members = dropped(head);
         // a merge needs two members; reserveCompensationSlot makes every selected head drop two or more
         if (members.length < 2) continue;
         const sizes = members.map((i) => env.cache.origin(layer, head.kvHead, i).length);
@@ -57,25 +57,26 @@ export interface Nearest {
 
 /** For each evicted entry, its most similar kept entry (cosine of keys; ties → earlier kept entry). */
 export function nearestKept(keys: ArrayLike<number>, d: number, kept: ArrayLike<number>, evicted: ArrayLike<number>): Nearest[] {
-  // cosine similarity = dot / (‖e‖·‖k‖), every key's norm computed once instead of per pair
-  const norm = (i: number) => {
-    let n = 0;
-    for (let c = 0; c < d; c++) n += keys[i * d + c] ** 2;
-    return Math.sqrt(n);
-  };
-  const keptNorms = new Float64Array(kept.length);
-  for (let k = 0; k < kept.length; k++) keptNorms[k] = norm(kept[k]);
   const out: Nearest[] = [];
   for (let x = 0; x < evicted.length; x++) {
-    const e = evicted[x];
-    const ne = norm(e);
+    const e = evicted[x] * d;
+    let ne = 0;
+    for (let c = 0; c < d; c++) ne += keys[e + c] * keys[e + c];
+    ne = Math.sqrt(ne);
     let target = kept[0];
     let similarity = -Infinity;
     for (let k = 0; k < kept.length; k++) {
+      // dot and the kept key's norm in one pass over its key (‖k‖ is recomputed per evicted entry:
+      // decoding evicts about one entry per head and step)
       const base = kept[k] * d;
       let dot = 0;
-      for (let c = 0; c < d; c++) dot += keys[e * d + c] * keys[base + c];
-      const product = ne * keptNorms[k];
+      let nk = 0;
+      for (let c = 0; c < d; c++) {
+        const y = keys[base + c];
+        dot += keys[e + c] * y;
+        nk += y * y;
+      }
+      const product = ne * Math.sqrt(nk);
       const u = product > 0 ? dot / product : 0;
       if (u > similarity) {
         similarity = u;
@@ -107,6 +108,18 @@ export function updateThreshold(tau: number | null, similarities: readonly numbe
   return tau === null ? mean : alpha * tau + (1 - alpha) * mean;
 }
 
+/** What a selection dropped: `evictedIndices` without its per-head flag array, for the common case of no merges yet (two ascending walks). */
+function dropped(draft: HeadDraft): number[] {
+  if (draft.merge.length > 0) return evictedIndices(draft);
+  const keep = draft.keep!;
+  const out: number[] = [];
+  for (let i = 0, k = 0; i < draft.length; i++) {
+    if (k < keep.length && keep[k] === i) k++;
+    else out.push(i);
+  }
+  return out;
+}
+
 export interface MergeRecallOptions {
   nLayers: number;
   /** α of the EMA threshold */
@@ -131,22 +144,22 @@ export function mergeRecall(options: MergeRecallOptions): MergeRecall {
     },
     layer(env, layer, heads) {
       const { cache } = env;
-      const found: { draft: (typeof heads)[number]; dropped: number[]; nearest: Nearest[] }[] = [];
+      const found: { draft: HeadDraft; evicted: number[]; nearest: Nearest[] }[] = [];
       const similarities: number[] = [];
       for (const draft of heads) {
         if (!draft.keep) continue;
-        const dropped = evictedIndices(draft);
-        if (dropped.length === 0) continue;
-        const nearest = nearestKept(cache.keys(layer, draft.kvHead), cache.headDim, draft.keep, dropped);
+        const evicted = dropped(draft);
+        if (evicted.length === 0) continue;
+        const nearest = nearestKept(cache.keys(layer, draft.kvHead), cache.headDim, draft.keep, evicted);
         for (const x of nearest) similarities.push(x.similarity);
-        found.push({ draft, dropped, nearest });
+        found.push({ draft, evicted, nearest });
       }
       const threshold = updateThreshold(tau[layer], similarities, alpha);
       tau[layer] = threshold;
       if (threshold === null) return;
-      for (const { draft, dropped, nearest } of found) {
+      for (const { draft, evicted, nearest } of found) {
         const recalled = new Map<number, { members: number[]; u: number[] }>();
-        dropped.forEach((e, i) => {
+        evicted.forEach((e, i) => {
           const { target, similarity } = nearest[i];
           if (similarity < threshold) return;
           const group = recalled.get(target) ?? { members: [], u: [] };
@@ -164,7 +177,10 @@ export function mergeRecall(options: MergeRecallOptions): MergeRecall {
         }
         draft.merge.push(...groups);
         // a merge target leaves `keep`: it is the anchor of its group now
-        draft.keep = draft.keep!.filter((i) => !recalled.has(i));
+        const keep = draft.keep!;
+        const rest = new Int32Array(keep.length - recalled.size);
+        for (let i = 0, o = 0; i < keep.length; i++) if (!recalled.has(keep[i])) rest[o++] = keep[i];
+        draft.keep = rest;
       }
     },
     state: {

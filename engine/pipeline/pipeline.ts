@@ -169,7 +169,7 @@ class PipelinePolicy implements Policy {
     this.attachColumns(cache);
     this.promptTokens = cache.tokenCount;
     const env = this.env(cache, 'prefill', observation, null);
-    this.stages.scorer?.observe(env);
+    this.stages.scorer?.observe?.(env);
     this.stages.allocator?.observe?.(env);
     return this.acts.prefill ? this.decide(env) : NO_CHANGE;
   }
@@ -178,7 +178,7 @@ class PipelinePolicy implements Policy {
     this.attachColumns(cache);
     if (this.promptTokens === 0) this.promptTokens = cache.tokenCount;
     const env = this.env(cache, 'step', null, observation);
-    this.stages.scorer?.observe(env);
+    this.stages.scorer?.observe?.(env);
     this.stages.allocator?.observe?.(env);
     return this.acts.step ? this.decide(env) : NO_CHANGE;
   }
@@ -286,7 +286,7 @@ export function decideWithStages(stages: MethodStages, env: StageEnv, options: D
       const keep = over ? selector.select(env, input) : null;
       heads.push({ ...input, keep, merge: [], reencode: [], reposition: [], hide: [] });
     }
-    for (const transform of transforms) transform.layer(env, l, heads);
+    for (const transform of transforms) transform.layer?.(env, l, heads);
     draft.layers.push(heads);
   }
   for (const transform of transforms) transform.finish?.(env, draft);

@@ -54,8 +54,8 @@ export interface Scorer {
   needs?: Partial<PolicyNeeds>;
   /** what the scorer knows when attached to a cache mid-run, for the trace (one sentence) */
   withoutHistory: string;
-  /** updates the columns from the hook's observation (env.prefill / env.step) */
-  observe(env: StageEnv): void;
+  /** updates the columns from the hook's observation (env.prefill / env.step); absent when scores are read from the observation on demand */
+  observe?(env: StageEnv): void;
   /** score of every entry of one KV head (higher = more worth keeping); null when it has none */
   headScores(env: StageEnv, layer: number, kvHead: number): Float64Array | null;
   state?: StageState;
@@ -113,7 +113,7 @@ export interface DecisionDraft {
 export interface Transform {
   needs?: Partial<PolicyNeeds>;
   /** adds to the drafts of one layer (all its KV heads), after selection */
-  layer(env: StageEnv, layer: number, heads: HeadDraft[]): void;
+  layer?(env: StageEnv, layer: number, heads: HeadDraft[]): void;
   /** after every layer: decision-wide settings (P2's next position) */
   finish?(env: StageEnv, decision: DecisionDraft): void;
   state?: StageState;

@@ -105,7 +105,6 @@ export function windowVotes(options: WindowVotesOptions): Scorer {
     needs: { prefillWindow: window },
     withoutHistory: 'votes come from the last prompt queries, seen only at prefill',
     // nothing to keep between hooks: the votes are read from env.prefill when scores are asked for
-    observe() {},
     headScores(env, layer, kvHead) {
       const rows = observedRows(env, window);
       if (rows === 0) return null;

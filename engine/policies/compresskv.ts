@@ -40,6 +40,7 @@ import { errorAwareBudgets } from '../pipeline/layer-budgets.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import { meanVotes, windowAllocator, windowVotes } from '../pipeline/window-votes.ts';
 import { budgetParam, budgetValue, pool1d, topK, type PoolMode } from './common.ts';
+import { PolicySpecError } from '../errors.ts';
 import { enumParam, floatParam, intParam } from './types.ts';
 
 export { errorAwareBudgets };
@@ -118,6 +119,9 @@ export const compressKvPolicy = defineMethod({
     const k = intParam(params, 'top_heads');
     const minLayer = intParam(params, 'min_layer');
     const maxFactor = floatParam(params, 'max_factor');
+    if (budget >= 1 && budget < window) {
+      throw new PolicySpecError(`compresskv: budget ${budget} is smaller than the observation window ${window}, which is always kept; use budget ≥ ${window} or a smaller window`);
+    }
     const { nLayers, nHeads } = context.dims;
     const heads = calibration.retrieval!.semantic.map((row) => topHeads(row, k));
     return {
@@ -127,10 +131,17 @@ export const compressKvPolicy = defineMethod({
         const B = promptBudget(env.prefill!.tokenCount, budget);
         return layerMode === 'error' ? errorAwareBudgets(calibration.layerError!.normalized, B, minLayer, maxFactor) : new Array<number>(nLayers).fill(B);
       }),
-      selector: { select: (_env, head) => (head.scores ? snapKeep(head.scores, head.length, head.budget.total, head.budget.recent) : null) },
+      // a ratio budget that resolves below the window keeps the newest B_l entries (the budget is a bound)
+      selector: {
+        select: (_env, head) =>
+          head.budget.total < head.budget.recent
+            ? Int32Array.from({ length: head.budget.total }, (_, i) => head.length - head.budget.total + i)
+            : head.scores
+              ? snapKeep(head.scores, head.length, head.budget.total, head.budget.recent)
+              : null,
+      },
       transforms: [
         {
-          layer() {},
           // heads no longer than the window keep everything (snapKeep keeps the window whole); as
           // before the port, a decision in which no head loses an entry changes nothing
           finish(_env, decision) {

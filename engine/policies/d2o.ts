@@ -77,6 +77,7 @@ export class D2OPolicy implements Policy {
   constructor(
     private readonly pipeline: Policy,
     readonly info: D2OInfo,
+    private readonly state: (scope: StateScope) => JsonValue,
   ) {
     this.id = pipeline.id;
     this.params = pipeline.params;
@@ -96,15 +97,16 @@ export class D2OPolicy implements Policy {
   reset(): void {
     this.pipeline.reset();
   }
-  getState(scope?: StateScope): JsonValue {
-    return this.pipeline.getState(scope);
+  /** `session` leaves out the scores: the cache's snapshot holds them (sessions save this before every step) */
+  getState(scope: StateScope = 'portable'): JsonValue {
+    return this.state(scope);
   }
   setState(state: JsonValue): void {
     this.pipeline.setState(state);
   }
 }
 
-function d2oStages(params: PolicyParams, context: PolicyContext): { stages: MethodStages; info: D2OInfo } {
+function d2oStages(params: PolicyParams, context: PolicyContext): { stages: MethodStages; info: D2OInfo; state: (scope: StateScope) => JsonValue } {
   const { nLayers, nKvHeads, groupSize } = context.dims;
   const allocator = densityAllocator({
     nLayers,
@@ -145,8 +147,13 @@ function d2oStages(params: PolicyParams, context: PolicyContext): { stages: Meth
     return Array.from({ length: nLayers }, (_, l) => Array.from({ length: nKvHeads }, (_, h) => (e?.cache.hasColumn(name) ? Array.from(e.cache.column(l, h, name)) : [])));
   };
 
+  const state = (scope: StateScope): JsonValue => {
+    const layers = { ...allocator.state.get(), tau: recall.state.get() };
+    // restored scores not yet written to a cache are in no cache snapshot: keep them in every scope
+    return scope === 'portable' || pending ? { ...layers, scores: scores() } : layers;
+  };
   const stages: MethodStages = {
-    scorer: { ...scorer, observe: (e) => (restorePending(e), scorer.observe(e)) },
+    scorer: { ...scorer, observe: (e) => (restorePending(e), scorer.observe?.(e)) },
     // the allocator sees every hook (onAttach has no scorer pass), so it records the environment
     allocator: { ...allocator, observe: (e) => ((env = e), allocator.observe(e)) },
     selector: sinksRecentTopKSelector(intParam(params, 'sinks')),
@@ -156,7 +163,7 @@ function d2oStages(params: PolicyParams, context: PolicyContext): { stages: Meth
         ? `d2o: evicted ${summary.evicted}, merged ${summary.merged} entries (τ ${recall.tau.map((t) => (t === null ? '–' : t.toFixed(3))).join('/')})`
         : undefined,
     state: {
-      get: () => ({ ...allocator.state.get(), tau: recall.state.get(), scores: scores() }),
+      get: () => state('portable'),
       set(value) {
         allocator.state.set(value);
         const object = value !== null && typeof value === 'object' && !Array.isArray(value) ? value : {};
@@ -166,7 +173,6 @@ function d2oStages(params: PolicyParams, context: PolicyContext): { stages: Meth
       reset() {
         allocator.state.reset();
         recall.state.reset();
-        env = null;
         pending = null;
       },
     },
@@ -185,7 +191,7 @@ function d2oStages(params: PolicyParams, context: PolicyContext): { stages: Meth
       return [...recall.tau];
     },
   };
-  return { stages, info };
+  return { stages, info, state };
 }
 
 const SPEC: Omit<MethodSpec, 'build'> = {
@@ -229,7 +235,7 @@ export const d2oPolicy: PolicyDefinition = {
   ...SPEC,
   create(params, context): D2OPolicy {
     // one pipeline per instance, so the policy can expose its own stages' `info`
-    const { stages, info } = d2oStages(params, context);
-    return new D2OPolicy(defineMethod({ ...SPEC, build: () => stages }).create(params, context), info);
+    const { stages, info, state } = d2oStages(params, context);
+    return new D2OPolicy(defineMethod({ ...SPEC, build: () => stages }).create(params, context), info, state);
   },
 };

@@ -1,12 +1,11 @@
 /**
  * Full cache — the baseline: every entry is kept, nothing is evicted, merged or re-encoded.
- * Every other policy is measured against it (KL, top-1 agreement, memory ratio).
+ * Every other policy is measured against it (KL, top-1 agreement, memory ratio). No stages: with
+ * no allocator every head's budget is unlimited.
  */
-import { NO_CHANGE, type PolicyDefinition, type PolicyNeeds } from './types.ts';
+import { defineMethod } from '../pipeline/pipeline.ts';
 
-const NEEDS: PolicyNeeds = { attention: false, queries: false, calibration: false };
-
-export const fullPolicy: PolicyDefinition = {
+export const fullPolicy = defineMethod({
   id: 'full',
   label: 'Full cache',
   description: 'Keeps every key and value: the reference every compression method is compared with.',
@@ -16,17 +15,6 @@ export const fullPolicy: PolicyDefinition = {
     url: 'https://arxiv.org/abs/1706.03762',
   },
   params: [],
-  needs: NEEDS,
-  create(params) {
-    return {
-      id: 'full',
-      params,
-      needs: NEEDS,
-      afterPrefill: () => NO_CHANGE,
-      afterStep: () => NO_CHANGE,
-      reset() {},
-      getState: () => null,
-      setState() {},
-    };
-  },
-};
+  needs: { attention: false, queries: false, calibration: false },
+  build: () => ({}),
+});

@@ -79,10 +79,11 @@ export function razorRetrievalHeads(razor: Pick<RazorCalibration, 'echo' | 'indu
 }
 
 /**
- * Razor's decisions as they always were: `keep` a plain array (tests compare whole head
- * decisions); counts the entries each decision folds (or evicts) for its note.
+ * Counts the entries each decision folds (or evicts), for its note; with `plainKeep`, lists `keep`
+ * as a plain array, as razor's decisions always did (a test compares a whole `compensation=none`
+ * head decision).
  */
-function razorDecisions(): Transform & { readonly folded: number } {
+function razorTally(plainKeep: boolean): Transform & { readonly folded: number } {
   let folded = 0;
   return {
     get folded() {
@@ -93,6 +94,7 @@ function razorDecisions(): Transform & { readonly folded: number } {
       for (const head of heads) {
         if (!head.keep) continue;
         folded += head.length - head.keep.length;
+        if (!plainKeep) continue;
         // HeadDraft.keep is typed Int32Array; the store and the trace take any ArrayLike
         const draft: { keep: ArrayLike<number> | null } = head;
         draft.keep = Array.from(head.keep);
@@ -146,7 +148,7 @@ export const razorPolicy = defineMethod({
     const folds = compensation !== 'none';
     const named = retrieval.flatMap((row, l) => row.flatMap((r, h) => (r ? [`L${l}/kv${h}`] : [])));
     const selector: Selector = sinksRecentTopKSelector(sinks);
-    const decisions = razorDecisions();
+    const tally = razorTally(!folds);
     let recent = 0;
     return {
       allocator: {
@@ -159,7 +161,7 @@ export const razorPolicy = defineMethod({
         },
       },
       selector: folds ? reserveCompensationSlot(selector) : selector,
-      transforms: [...(folds ? [compensationToken(compensation === 'weighted' ? 'dropped' : 'one')] : []), decisions],
+      transforms: [...(folds ? [compensationToken(compensation === 'weighted' ? 'dropped' : 'one')] : []), tally],
       protects: {
         description: 'retrieval heads (top echo ∪ top induction) keep the full cache; the others keep sinks, a recent window and a compensation token',
         kvHeads: retrieval.map((row) => [...row]),
@@ -168,8 +170,8 @@ export const razorPolicy = defineMethod({
       // every decision is a function of the cache: no state (null, as razor's snapshots always held)
       state: { get: () => null, set() {}, reset() {} },
       note: () =>
-        decisions.folded > 0
-          ? `razor: retrieval heads ${named.join(' ') || 'none'} keep all; others ${sinks} sinks + ${recent} recent; ${decisions.folded} entries ${folds ? 'folded into compensation tokens' : 'evicted'}`
+        tally.folded > 0
+          ? `razor: retrieval heads ${named.join(' ') || 'none'} keep all; others ${sinks} sinks + ${recent} recent; ${tally.folded} entries ${folds ? 'folded into compensation tokens' : 'evicted'}`
           : undefined,
     };
   },

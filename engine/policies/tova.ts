@@ -51,7 +51,7 @@ function tovaStages(budget: (promptTokens: number) => number, reduce: TovaReduce
 export function tovaDecision(cache: PolicyCache, attention: Float32Array[][], budget: number, reduce: TovaReduce, gqa: GqaReduce): Decision {
   const stages = tovaStages(() => budget, reduce, gqa);
   const env = standaloneEnv(cache, 'step', { step: { step: 0, tokenIndex: 0, position: 0, attention, queries: null } });
-  stages.scorer!.observe(env);
+  stages.scorer!.observe?.(env);
   return decideWithStages(stages, env, { id: 'tova', reportScores: 'selected' });
 }
 

@@ -80,6 +80,12 @@ export interface PrefillTrace {
   decision: DecisionTrace;
   memory: MemoryTrace;
   timings: { forwardMs: number; policyMs: number; totalMs: number };
+  /** the prompt as text, when it was prefilled from text (Session.prefillText) */
+  promptText?: string;
+  /** most likely next tokens after the prompt, descending (the pending distribution) */
+  next?: TokenProb[];
+  /** heads the policy in charge protects (RazorAttention, CompressKV), when any */
+  protects?: ProtectedHeadsTrace | null;
 }
 
 export interface StepTrace {
@@ -115,6 +121,8 @@ export interface PolicySwitchTrace {
   memory: MemoryTrace;
   /** what the new policy does without the history it would have kept (attached mid-run) */
   withoutHistory?: string;
+  /** heads the new policy protects, when any */
+  protects?: ProtectedHeadsTrace | null;
 }
 
 export type TraceEvent = PrefillTrace | StepTrace | PolicySwitchTrace;

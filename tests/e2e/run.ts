@@ -409,7 +409,7 @@ const tests: TestCase[] = [
       assertEqual(await page.locator('[data-testid="switch-marker"]').count(), 1, 'the switch marker');
       assert(await page.isDisabled('[data-testid="run"]'), 'Run needs the model');
       assert(await page.isDisabled('[data-testid="step"]'), 'Step is off at the end of the trace');
-      assert(await page.isDisabled('[data-testid="policy-apply"]'), 'Apply now needs the model');
+      assert(await page.isDisabled('[data-testid="policy-select"]'), 'the policy (and Apply now) needs the model');
       assert(await page.isDisabled('[data-testid="reset"]'), 'Reset needs live mode');
       await page.click('[data-testid="step-back"]');
       await page.waitForFunction(() => /showing step 7\b/.test(document.querySelector('[data-testid="position"]')?.textContent ?? ''));

@@ -1,7 +1,9 @@
 /** Policy specs and compositions: parsed, checked and formatted in one place (engine/policies/spec.ts). */
 import { describe, expect, it } from 'vitest';
 import { formatPolicyChain, parsePolicyChain, parsePolicySpec } from '../../engine/policies/spec.ts';
+import { PolicyChain } from '../../engine/policies/chain.ts';
 import { Session } from '../../engine/session.ts';
+import { cacheOf, contextFor, DIMS, perQueryHead } from '../policies/helpers/policy.ts';
 import { fixtureModel, tokenSequence } from './helpers/fixture.ts';
 
 describe('compositions', () => {
@@ -43,5 +45,19 @@ describe('compositions', () => {
     expect(step.decision.evicted).toBe(4);
     // H2O's accumulated scores live in its own prefixed columns
     expect(session.cache.hasColumn('1.h2o.attention')).toBe(true);
+  });
+});
+
+describe('PolicyChain', () => {
+  it('remaps the observation to the entries the previous member left', () => {
+    // window evicts entries 0–3, then H2O (1 heavy + 1 recent)
+    // must rank the survivors by the attention they received — entry 5 (0.6) beats entry 4 (0.1)
+    const cache = cacheOf(8);
+    const chain = new PolicyChain(parsePolicyChain('window:size=4 + h2o:heavy=1,recent=1'), contextFor());
+    const attention = perQueryHead(DIMS, () => [0.05, 0.05, 0.05, 0.05, 0.1, 0.6, 0.05, 0.05]);
+    const { applied } = chain.run(cache, { kind: 'step', observation: { step: 0, tokenIndex: 7, position: 7, attention, queries: null } });
+    expect(Array.from(cache.tokens(0, 0))).toEqual([5, 7]);
+    expect(applied.evicted).toBe((4 + 2) * 4);
+    expect(Array.from(cache.column(0, 0, '1.h2o.attention'))).toEqual(Array.from(Float32Array.from([0.6, 0.6, 0.05, 0.05]))); // two query heads per KV head
   });
 });

@@ -192,6 +192,21 @@ describe('import-trace: a read-only replay without the model', () => {
     expect(exportedLive.events.filter((e: { kind: string }) => e.kind === 'step')).toHaveLength(3);
   });
 
+  it('replays a trace of the prompt alone (no steps yet)', async () => {
+    const t = harness();
+    await t.load();
+    const started = await t.call({ type: 'start', prompt: PROMPT, sampler: SAMPLED, policy: { id: 'window', params: { size: 6 } } }, 'started');
+    const exported = await t.call({ type: 'export-trace' }, 'trace');
+    const r = harness();
+    const { trace } = await r.call({ type: 'import-trace', json: exported.json, fileName: 'prompt.json' }, 'imported');
+    expect(trace.steps).toEqual([]);
+    expect(trace.state.cacheMap.codes).toEqual(started.state.cacheMap.codes);
+    expect(trace.prefill.cacheMap.codes).toEqual(started.state.cacheMap.codes);
+    expect(trace.prefill.evictions).toEqual(started.evictions);
+    expect(trace.state.next.map((n) => n.id)).toEqual(started.state.next.map((n) => n.id));
+    expect(trace.state).toMatchObject({ stepCount: 0, tokenCount: started.prompt.ids.length, position: started.state.position });
+  });
+
   it('leaves the replay with the next start', async () => {
     const { exported } = await run();
     const r = harness();

@@ -42,7 +42,7 @@ import { buildEvictionLog, forgottenMarks, prefillMoment, stepMoment, switchMome
 import { mark } from '../perf.ts';
 
 /** What the page keeps of every step (compact; `topK` is dropped: it equals the previous step's `next`). */
-export type StepRecord = Omit<StepView, 'attention' | 'cacheMap' | 'topK' | 'scores'>;
+export type StepRecord = Omit<StepView, 'attention' | 'attentionTopOnly' | 'cacheMap' | 'topK' | 'scores'>;
 
 /** A live policy switch as the page shows it (token-stream marker, chart markers, before/after cache maps). */
 export interface SwitchRecord {
@@ -246,7 +246,10 @@ export class ExplorerState {
     return prompt.concat(this.steps.map((s) => s.token.piece));
   });
   readonly setupChanged = $derived(
-    this.session !== null && (this.prompt !== this.appliedPrompt || JSON.stringify(this.sampler) !== this.appliedSampler),
+    // a replay's setup is only used by "Back to live mode", which reruns it anyway
+    this.replay === null &&
+      this.session !== null &&
+      (this.prompt !== this.appliedPrompt || JSON.stringify(this.sampler) !== this.appliedSampler),
   );
   readonly policyChanged = $derived(
     this.replay === null && this.session !== null && this.activePolicy !== null && specOf(this.policy, this.policies) !== this.activePolicy,

@@ -476,9 +476,9 @@ export class EngineHost {
   }
 
   /**
-   * Packs a step of `session` (the live one; `recomputed` is the same step recomputed by a fork,
-   * with its full attention, when the live trace compacted it). The cache map comes from the live
-   * trace's replay after that step.
+   * Packs `trace`, a step of the live `session` (or the same step recomputed by a fork, with its
+   * full attention, when the live trace compacted it). The cache map comes from replaying the live
+   * trace up to that step; `next` defaults to the session's pending distribution.
    */
   private view(session: Session, trace: StepTrace, withViews: boolean, reference: ReferenceMetrics | null = null, next: TokenProb[] = this.next(session)): StepView {
     let held: HeldEntries | null = null;

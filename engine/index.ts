@@ -19,7 +19,8 @@ export {
   type CacheSnapshot,
 } from './cache/store.ts';
 export * from './policies/index.ts';
-export { parsePolicySpec, formatPolicySpec, createPolicy, resolveParams, describeParam, type PolicySpec } from './policies/spec.ts';
+export { parsePolicySpec, formatPolicySpec, parsePolicyChain, formatPolicyChain, policyLabel, createPolicy, resolveParams, describeParam, type PolicySpec } from './policies/spec.ts';
+export { PolicyChain } from './policies/chain.ts';
 export { Sampler, Xoshiro128, argmax, DEFAULT_SAMPLER, type SamplerOptions, type SamplerState, type SampleResult } from './sampling.ts';
 export * from './trace/schema.ts';
 export * from './metrics/index.ts';

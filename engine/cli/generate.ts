@@ -6,7 +6,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { KvscopeError, PolicySpecError } from '../errors.ts';
 import { loadModelFromDirectory } from '../model/load-node.ts';
-import { parsePolicySpec } from '../policies/spec.ts';
+import { parsePolicyChain } from '../policies/spec.ts';
 import { Session } from '../session.ts';
 import { exportTraceJson, type StepTrace } from '../trace/schema.ts';
 import { integerOption, noExtraPositionals, numberOption, parse, requireFileName, seedOption, UsageError } from './args.ts';
@@ -29,7 +29,8 @@ Options:
   --temperature T      0 = greedy (default), else sample from softmax(logits / T)
   --top-k K            keep the K most likely tokens (0 = off, default)
   --top-p P            nucleus sampling, P in (0, 1] (1 = off, default)
-  --policy SPEC        KV-cache policy, e.g. full (default), window:size=128
+  --policy SPEC        KV-cache policy, e.g. full (default), window:size=128, or a composition
+                       run in order: "snapkv:budget=256 + streaming:sinks=4,recent=60"
   --model DIR          model directory or id from static/models/index.json
                        (default: the index's default model)
   --json               print {model, prompt_tokens, tokens, text, steps[]} instead of text
@@ -76,7 +77,7 @@ export async function generate(args: string[], io: CliIO): Promise<number> {
   const topP = numberOption('top-p', values['top-p'], 1, (v) => v > 0 && v <= 1, 'a number in (0, 1]');
   let policy;
   try {
-    policy = parsePolicySpec(values.policy ?? 'full');
+    policy = parsePolicyChain(values.policy ?? 'full');
   } catch (error) {
     if (error instanceof PolicySpecError) throw new UsageError(`invalid --policy: ${error.message}`);
     throw error;

@@ -16,13 +16,14 @@
  * | lacache     | cache_size = B                                 | every head (ladder over layers) |
  * | d2o         | heavy = ⌊B/2⌋, recent = B − ⌊B/2⌋              | per layer scaled by attention density, mean B |
  *
+ * A composition (`snapkv:budget=64 + streaming:sinks=4,recent=60`) is evaluated once, as given.
  * A spec that names any of the parameters its budget maps to (e.g. `window:size=32`) is taken as
  * given and evaluated once; otherwise (e.g. `h2o`, `h2o:accumulate=mean`) it is evaluated at every
  * budget, its other parameters kept. `full` is never budgeted.
  */
 import { PolicySpecError } from '../errors.ts';
 import { findPolicy, POLICIES } from '../policies/index.ts';
-import { explicitParamNames, formatPolicySpec, parsePolicySpec } from '../policies/spec.ts';
+import { explicitParamNames, formatPolicyChain, formatPolicySpec, parsePolicyChain, parsePolicySpec, policyLabel } from '../policies/spec.ts';
 
 export { explicitParamNames };
 import type { ParamValue, PolicyDefinition } from '../policies/types.ts';
@@ -146,7 +147,13 @@ export function expandRuns(specs: readonly string[], budgets: readonly number[],
   const inputs = specs.flatMap((s) => (s.trim() === 'all' ? registry.map((p) => p.id) : [s.trim()]));
   const runs: EvalRun[] = [];
   for (const input of inputs) {
-    const parsed = parsePolicySpec(input, registry);
+    const chain = parsePolicyChain(input, registry);
+    if (chain.length > 1) {
+      // a composition is evaluated as given: one budget mapping could not speak for all its members
+      runs.push({ input, id: policyLabel(input), budget: null, spec: formatPolicyChain(chain, registry) });
+      continue;
+    }
+    const parsed = chain[0];
     const rule = BUDGET_RULES[parsed.id];
     const explicit = explicitParamNames(input);
     const asGiven = UNBUDGETED.includes(parsed.id) || !rule || rule.params.some((p) => explicit.includes(p));

@@ -1,7 +1,7 @@
 /**
  * Node only: evaluation workers on worker threads, each loading the model directory once and
  * serving jobs (remote.ts) until closed. `kvscope eval --jobs N` runs on N − 1 of these plus the
- * main thread, which holds the model already (a thread costs about a second of CPU to start:
+ * main thread, which holds the model already (a thread costs one to two seconds of CPU to start:
  * its own tsx loader and onnxruntime).
  */
 import { Worker } from 'node:worker_threads';

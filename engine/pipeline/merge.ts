@@ -21,6 +21,18 @@ import type { MergeGroup } from '../cache/decision.ts';
 import type { JsonValue } from '../types.ts';
 import { evictedIndices, type HeadDraft, type Selector, type Transform } from './stages.ts';
 
+/** What a selection dropped, ascending: evictedIndices without its per-head flag array while no merge was added yet. */
+function dropped(draft: HeadDraft): number[] {
+  if (draft.merge.length > 0) return evictedIndices(draft);
+  const keep = draft.keep!;
+  const out: number[] = [];
+  for (let i = 0, k = 0; i < draft.length; i++) {
+    if (k < keep.length && keep[k] === i) k++;
+    else out.push(i);
+  }
+  return out;
+}
+
 export type CompensationCount = 'dropped' | 'one';
 
 export function compensationToken(count: CompensationCount): Transform {
@@ -55,9 +67,16 @@ export interface Nearest {
   similarity: number;
 }
 
+/** Cosine similarity from a dot product, the squared norm of one key and the norm of the other (0 for a zero key). */
+function cosine(dot: number, squaredNorm: number, norm: number): number {
+  const product = norm * Math.sqrt(squaredNorm);
+  return product > 0 ? dot / product : 0;
+}
+
 /** For each evicted entry, its most similar kept entry (cosine of keys; ties → earlier kept entry). */
 export function nearestKept(keys: ArrayLike<number>, d: number, kept: ArrayLike<number>, evicted: ArrayLike<number>): Nearest[] {
   const out: Nearest[] = [];
+  const m = kept.length;
   for (let x = 0; x < evicted.length; x++) {
     const e = evicted[x] * d;
     let ne = 0;
@@ -65,19 +84,46 @@ export function nearestKept(keys: ArrayLike<number>, d: number, kept: ArrayLike<
     ne = Math.sqrt(ne);
     let target = kept[0];
     let similarity = -Infinity;
-    for (let k = 0; k < kept.length; k++) {
-      // dot and the kept key's norm in one pass over its key (‖k‖ is recomputed per evicted entry:
-      // decoding evicts about one entry per head and step)
-      const base = kept[k] * d;
-      let dot = 0;
-      let nk = 0;
+    // Decoding evicts about one entry per head and step, so each kept key's norm is computed with
+    // its dot product in the same pass. Two kept keys per pass keep two independent sums in flight;
+    // each sum still adds its terms in key order, so the results are those of one key at a time.
+    let k = 0;
+    for (; k + 1 < m; k += 2) {
+      const a = kept[k] * d;
+      const b = kept[k + 1] * d;
+      let dotA = 0;
+      let normA = 0;
+      let dotB = 0;
+      let normB = 0;
       for (let c = 0; c < d; c++) {
-        const y = keys[base + c];
-        dot += keys[e + c] * y;
-        nk += y * y;
+        const q = keys[e + c];
+        const ya = keys[a + c];
+        const yb = keys[b + c];
+        dotA += q * ya;
+        normA += ya * ya;
+        dotB += q * yb;
+        normB += yb * yb;
       }
-      const product = ne * Math.sqrt(nk);
-      const u = product > 0 ? dot / product : 0;
+      const ua = cosine(dotA, normA, ne);
+      if (ua > similarity) {
+        similarity = ua;
+        target = kept[k];
+      }
+      const ub = cosine(dotB, normB, ne);
+      if (ub > similarity) {
+        similarity = ub;
+        target = kept[k + 1];
+      }
+    }
+    if (k < m) {
+      const a = kept[k] * d;
+      let dot = 0;
+      let norm = 0;
+      for (let c = 0; c < d; c++) {
+        dot += keys[e + c] * keys[a + c];
+        norm += keys[a + c] * keys[a + c];
+      }
+      const u = cosine(dot, norm, ne);
       if (u > similarity) {
         similarity = u;
         target = kept[k];
@@ -106,18 +152,6 @@ export function updateThreshold(tau: number | null, similarities: readonly numbe
   if (similarities.length === 0) return tau;
   const mean = similarities.reduce((a, b) => a + b, 0) / similarities.length;
   return tau === null ? mean : alpha * tau + (1 - alpha) * mean;
-}
-
-/** What a selection dropped: `evictedIndices` without its per-head flag array, for the common case of no merges yet (two ascending walks). */
-function dropped(draft: HeadDraft): number[] {
-  if (draft.merge.length > 0) return evictedIndices(draft);
-  const keep = draft.keep!;
-  const out: number[] = [];
-  for (let i = 0, k = 0; i < draft.length; i++) {
-    if (k < keep.length && keep[k] === i) k++;
-    else out.push(i);
-  }
-  return out;
 }
 
 export interface MergeRecallOptions {

@@ -11,6 +11,7 @@
 import { NO_CHANGE, type Decision, type HeadDecision } from '../cache/decision.ts';
 import type { PolicyCache } from '../cache/view.ts';
 import type { JsonValue } from '../types.ts';
+import { indexRange } from '../policies/types.ts';
 import type {
   Citation,
   ParamSpec,
@@ -64,7 +65,7 @@ const UNLIMITED: HeadBudget = { total: Infinity, recent: 0 };
 export const newestSelector: Selector = {
   select(_env, head) {
     const keep = Math.max(1, Math.min(head.length, Math.floor(head.budget.total)));
-    return Int32Array.from({ length: keep }, (_, i) => head.length - keep + i);
+    return indexRange(head.length - keep, head.length);
   },
 };
 
@@ -282,9 +283,9 @@ export function decideWithStages(stages: MethodStages, env: StageEnv, options: D
       const budget = budgets?.[l][h] ?? UNLIMITED;
       const over = length > budget.total;
       const scores = scorer && (over || reportAlways) ? scorer.headScores(env, l, h) : null;
-      const input = { layer: l, kvHead: h, length, budget, scores };
-      const keep = over ? selector.select(env, input) : null;
-      heads.push({ ...input, keep, merge: [], reencode: [], reposition: [], hide: [] });
+      const draft: HeadDraft = { layer: l, kvHead: h, length, budget, scores, keep: null, merge: [], reencode: [], reposition: [], hide: [] };
+      if (over) draft.keep = selector.select(env, draft);
+      heads.push(draft);
     }
     for (const transform of transforms) transform.layer?.(env, l, heads);
     draft.layers.push(heads);
@@ -302,7 +303,7 @@ function toDecision(stages: MethodStages, draft: DecisionDraft, env: StageEnv, b
       const report = head.scores !== null && (reportAlways || selected);
       if (!selected && !edits && !report) return null;
       changed = true;
-      const keep = head.keep ?? Int32Array.from({ length: head.length }, (_, i) => i);
+      const keep = head.keep ?? indexRange(0, head.length);
       let dropped = head.length - keep.length;
       for (const group of head.merge) dropped -= group.members.length;
       draft.summary.evicted += dropped;

@@ -3,6 +3,7 @@
  * Every result is ascending and unique and keeps at least one entry.
  */
 import { sinksRecentTopK, topK, type TieBreak } from '../policies/common.ts';
+import { indexRange } from '../policies/types.ts';
 import type { Selector } from './stages.ts';
 
 /**
@@ -27,7 +28,7 @@ export function topKSelector(tie: TieBreak = 'older'): Selector {
   return {
     select(_env, head) {
       const total = Math.max(1, Math.floor(head.budget.total));
-      if (!head.scores) return Int32Array.from({ length: Math.min(total, head.length) }, (_, i) => head.length - Math.min(total, head.length) + i);
+      if (!head.scores) return indexRange(head.length - Math.min(total, head.length), head.length);
       return topK(head.scores, total, tie);
     },
   };
@@ -40,7 +41,7 @@ export function topKPlusWindowSelector(tie: TieBreak = 'older'): Selector {
       const { total, recent } = head.budget;
       const n = head.length;
       const w = Math.min(recent, n);
-      if (total <= w || !head.scores) return Int32Array.from({ length: Math.min(total, n) }, (_, i) => n - Math.min(total, n) + i);
+      if (total <= w || !head.scores) return indexRange(n - Math.min(total, n), n);
       const picked = topK(head.scores, total - w, tie, 0, n - w);
       const out = new Int32Array(picked.length + w);
       out.set(picked);

@@ -17,7 +17,7 @@ import type { MergeGroup, Reencode, Reposition } from '../cache/decision.ts';
 import type { ColumnSpec, PolicyCache } from '../cache/view.ts';
 import type { Calibration } from '../calibration/format.ts';
 import type { Rope } from '../model/rope.ts';
-import type { PolicyNeeds, PrefillObservation, StepObservation } from '../policies/types.ts';
+import { indexRange, type PolicyNeeds, type PrefillObservation, type StepObservation } from '../policies/types.ts';
 import type { ModelDims } from '../runtime/forward.ts';
 import type { JsonValue } from '../types.ts';
 
@@ -121,7 +121,7 @@ export interface Transform {
 
 /** Entries a draft keeps (`keep`, or all) as an array. */
 export function keptIndices(draft: HeadDraft): Int32Array {
-  return draft.keep ?? Int32Array.from({ length: draft.length }, (_, i) => i);
+  return draft.keep ?? indexRange(0, draft.length);
 }
 
 /** Entries a draft evicts (neither kept nor yet merged), ascending. */

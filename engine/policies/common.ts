@@ -33,7 +33,7 @@
  *   by score" structure (StreamingLLM, H2O, SnapKV windows). Returns ascending unique indices.
  */
 import type { CacheView } from '../cache/store.ts';
-import type { FloatParamSpec, PolicyParams } from './types.ts';
+import { indexRange, type FloatParamSpec, type PolicyParams } from './types.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Budgets
@@ -162,7 +162,7 @@ export type TieBreak = 'older' | 'newer';
 export function topK(scores: ArrayLike<number>, k: number, tie: TieBreak = 'older', from = 0, to = scores.length): Int32Array {
   const n = Math.max(0, to - from);
   const take = Math.max(0, Math.min(Math.floor(k), n));
-  if (take === n) return Int32Array.from({ length: n }, (_, i) => from + i);
+  if (take === n) return indexRange(from, from + n);
   if (take === 0) return new Int32Array(0);
   const value = (i: number): number => {
     const v = scores[i];
@@ -276,7 +276,7 @@ export function sinksRecentTopK(
   const middleEnd = length - r;
   const middle = middleEnd - s;
   const take = Math.max(0, Math.min(Math.floor(k), middle));
-  if (take === middle) return Int32Array.from({ length }, (_, i) => i);
+  if (take === middle) return indexRange(0, length);
   const out = new Int32Array(s + take + r);
   let o = 0;
   for (let i = 0; i < s; i++) out[o++] = i;

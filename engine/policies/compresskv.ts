@@ -41,7 +41,7 @@ import { defineMethod } from '../pipeline/pipeline.ts';
 import { meanVotes, windowAllocator, windowVotes } from '../pipeline/window-votes.ts';
 import { budgetParam, budgetValue, pool1d, topK, type PoolMode } from './common.ts';
 import { PolicySpecError } from '../errors.ts';
-import { enumParam, floatParam, intParam } from './types.ts';
+import { enumParam, floatParam, indexRange, intParam } from './types.ts';
 
 export { errorAwareBudgets };
 
@@ -72,7 +72,7 @@ export function windowScores(
 
 /** Keep set of `entries` entries: top (budget − window) of the candidates by `scores`, plus the last `window`. */
 export function snapKeep(scores: ArrayLike<number>, entries: number, budget: number, window: number): Int32Array {
-  if (entries <= budget) return Int32Array.from({ length: entries }, (_, i) => i);
+  if (entries <= budget) return indexRange(0, entries);
   const w = Math.min(window, entries);
   const picked = topK(scores, Math.max(0, budget - w), 'older', 0, entries - w);
   const out = new Int32Array(picked.length + w);
@@ -135,7 +135,7 @@ export const compressKvPolicy = defineMethod({
       selector: {
         select: (_env, head) =>
           head.budget.total < head.budget.recent
-            ? Int32Array.from({ length: head.budget.total }, (_, i) => head.length - head.budget.total + i)
+            ? indexRange(head.length - head.budget.total, head.length)
             : head.scores
               ? snapKeep(head.scores, head.length, head.budget.total, head.budget.recent)
               : null,

@@ -153,7 +153,11 @@ function d2oStages(params: PolicyParams, context: PolicyContext): { stages: Meth
     return scope === 'portable' || pending ? { ...layers, scores: scores() } : layers;
   };
   const stages: MethodStages = {
-    scorer: { ...scorer, observe: (e) => (restorePending(e), scorer.observe?.(e)) },
+    scorer: {
+      ...scorer,
+      withoutHistory: 'no prompt attention: every layer gets the same budgets, accumulated scores start at 0 (the oldest entries count as heavy) and τ is set by the first eviction',
+      observe: (e) => (restorePending(e), scorer.observe?.(e)),
+    },
     // the allocator sees every hook (onAttach has no scorer pass), so it records the environment
     allocator: { ...allocator, observe: (e) => ((env = e), allocator.observe(e)) },
     selector: sinksRecentTopKSelector(intParam(params, 'sinks')),

@@ -34,7 +34,7 @@
  *  - C is a bound: no head holds more than C entries after a decision. The reference enlarges C
  *    by ⌊reduce/2⌋ ("compensation for match average size"), so its cache peaks above C; we do not
  *    (the same for the default ladders, where reduce = 1). A C below the smallest ladder,
- *    start + L + before + 1, is refused when the policy is created (it used to be raised silently);
+ *    start + L + before + 1, is refused when the policy is created, naming the smallest valid C;
  *  - at a start-over with after > 1 (overlap > 0) the reference's picks, spaced t apart from offset
  *    i mod (reduce_t + 1), can spill into the next block and collide; we cycle the offset over
  *    i mod (before_t − t·(after − 1)) so they stay inside it (identical for after = 1). Indices past
@@ -124,7 +124,7 @@ export function ladderPlan(n: number, cacheSize: number, cursor: number, start: 
   return { keep, cursor: start + blocksT * A, startover };
 }
 
-/** The smallest cache a ladder fits in: the sinks, one entry per layer, one block and the new token (the reference's floor). */
+/** The smallest C a ladder fits in: the sinks, one entry per layer's offset, one block and the newest token. */
 export function smallestLadder(start: number, layers: number, shape: LadderShape): number {
   return start + layers + shape.before + 1;
 }
@@ -136,20 +136,16 @@ interface Planned {
   cursor: number;
 }
 
+const PLAN = 'lacache-plan';
+const plannedFor = (env: StageEnv) => env.shared.get(PLAN) as Planned | undefined;
+
 /**
  * The ladder selector: one plan per decision, made from the first head's length and the cursor,
  * which then moves past the laddered blocks; a head of another length (a ragged cache handed
  * over) is laddered on its own from the same cursor.
  */
 function ladderSelector(cacheSize: number, start: number, layers: number, shape: LadderShape, cursor: { value: number }): Selector {
-  return {
-    select(env, head) {
-      const planned = plannedFor(env) ?? planNow(env);
-      const plan = head.length === planned.length ? planned.plan : ladderPlan(head.length, cacheSize, planned.cursor, start, layers, shape);
-      return Int32Array.from(plan.keep(head.layer));
-    },
-  };
-  function planNow(env: StageEnv): Planned {
+  const planNow = (env: StageEnv): Planned => {
     const from = Math.min(cursor.value, cacheSize);
     const length = env.cache.length(0, 0);
     // a cache whose first head is within C still moves the cursor as if it held C + 1
@@ -157,11 +153,15 @@ function ladderSelector(cacheSize: number, start: number, layers: number, shape:
     env.shared.set(PLAN, planned);
     cursor.value = planned.plan.cursor;
     return planned;
-  }
+  };
+  return {
+    select(env, head) {
+      const planned = plannedFor(env) ?? planNow(env);
+      const plan = head.length === planned.length ? planned.plan : ladderPlan(head.length, cacheSize, planned.cursor, start, layers, shape);
+      return Int32Array.from(plan.keep(head.layer));
+    },
+  };
 }
-
-const PLAN = 'lacache-plan';
-const plannedFor = (env: StageEnv) => env.shared.get(PLAN) as Planned | undefined;
 
 export const laCachePolicy = defineMethod({
   id: 'lacache',
@@ -189,7 +189,7 @@ export const laCachePolicy = defineMethod({
     const cacheSize = resolveBudget(value, contextLength);
     const smallest = smallestLadder(start, nLayers, shape);
     if (cacheSize < smallest) {
-      const given = isRatio(value) ? `${value} (${cacheSize} of the ${contextLength}-token context)` : String(cacheSize);
+      const given = isRatio(value) ? `${value} (${cacheSize} of the ${contextLength}-token context)` : String(value);
       throw new PolicySpecError(
         `lacache: cache_size ${given} is below the smallest ladder for ${nLayers} layers (${smallest} = start ${start} + ${nLayers} layers + a block of ${shape.before} + 1); use cache_size ≥ ${smallest}`,
       );

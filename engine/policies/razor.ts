@@ -37,8 +37,7 @@
  * token's place), sinks + recent (pipeline/selectors.ts) and the compensation token
  * (pipeline/merge.ts).
  */
-import type { RazorCalibration } from '../calibration/format.ts';
-import { requireCalibration } from '../calibration/format.ts';
+import { requireCalibration, type RazorCalibration } from '../calibration/format.ts';
 import { compensationToken, reserveCompensationSlot } from '../pipeline/merge.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import { sinksRecentTopKSelector } from '../pipeline/selectors.ts';

@@ -223,6 +223,21 @@ describe.concurrent('kvscope help', () => {
   });
 });
 
+describe('kvscope generate --temperature below what logits / T can hold (in process)', () => {
+  it('1e-320 (subnormal) generates the greedy tokens; 1e-400 reads as 0', async () => {
+    const tokens = async (temperature: string | null) => {
+      let stdout = '';
+      const args = ['generate', ...tiny, '--prompt', 'The cache keeps', '--steps', '6', '--seed', '3', '--json', ...(temperature === null ? [] : ['--temperature', temperature])];
+      const code = await main(args, { stdout: (t) => void (stdout += t), stderr: () => undefined });
+      expect(code).toBe(0);
+      return (JSON.parse(stdout) as GenerateJson).tokens;
+    };
+    const greedy = await tokens(null);
+    expect(await tokens('1e-320')).toEqual(greedy);
+    expect(await tokens('1e-400')).toEqual(greedy);
+  });
+});
+
 describe('kvscope calibrate (tiny fixture, in process)', () => {
   it('writes calibration.json where --out says and prints its summary', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'kvscope-calibrate-'));

@@ -131,6 +131,44 @@ describe('CompareState', () => {
   });
 });
 
+describe('CompareState: compositions', () => {
+  it('runs a composed lane from a link and from a typed spec; a spec the engine refuses is named and changes nothing', async () => {
+    const app = new CompareState(new EngineClient(() => new InProcessWorker()), URLS);
+    const composed = 'window:size=8 + h2o:heavy=2,recent=2';
+    expect(app.applyQuery(`?v=1&lane=full&lane=${encodeURIComponent(composed)}&prompt=The+cat+sat+on+the+mat.+The+dog+sat+on+the+log.&seed=3`)).toEqual([]);
+    void app.load();
+    await until(() => app.status === 'ready' && app.activeSpecs.length === 2 && app.activity === 'idle', 'lanes started');
+    const canonical = 'window:size=8 + h2o:heavy=2,recent=2,accumulate=sum,gqa=sum';
+    expect(app.activeSpecs).toEqual(['full', canonical]);
+    expect(app.lanes[1].map((m) => m.id)).toEqual(['window', 'h2o']);
+    app.runSteps = 4;
+    await app.run();
+    await until(() => app.steps.length === 4 && app.activity === 'idle', 'four steps');
+    // the window keeps 8, then H2O 2 heavy + 2 recent of those
+    expect(app.summaries[1].memory!.entriesPerHead).toBe(4);
+    // the link carries the composed spec and reads back to it
+    expect(app.query()).toContain('lane=window%3Asize%3D8+%2B+h2o%3Aheavy%3D2');
+    expect(decodeCompareQuery(app.query(), COMPARE_DEFAULTS).setup.lanes).toEqual(app.activeSpecs);
+
+    const lane = app.lanes[0];
+    expect(app.setLaneSpec(0, 'h2o:heavy=2 + nosuch')).toBe(false);
+    expect(app.laneSpecErrors[0]).toMatch(/unknown policy "nosuch"/);
+    expect(app.lanes[0]).toBe(lane);
+    expect(app.setupChanged).toBe(false);
+
+    expect(app.setLaneSpec(0, 'streaming:sinks=2,recent=4 + window:size=4')).toBe(true);
+    expect(app.laneSpecErrors[0]).toBeNull();
+    app.addMember(0);
+    expect(app.lanes[0].map((m) => m.id)).toEqual(['streaming', 'window', 'h2o']);
+    app.removeMember(0, 2);
+    app.setParam(0, 'size', 6, 1);
+    expect(app.setupChanged).toBe(true);
+    await app.start();
+    expect(app.activeSpecs[0]).toBe('streaming:sinks=2,recent=4,positions=p2 + window:size=6');
+    app.client.dispose();
+  });
+});
+
 describe('BenchState', () => {
   it('runs a small evaluation to completion with progress and rows, then offers the JSON', async () => {
     const app = new BenchState(new EngineClient(() => new InProcessWorker()), { ...URLS, heldout: HELDOUT_URL });

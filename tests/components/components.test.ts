@@ -3,6 +3,8 @@ import { flushSync, mount, unmount, type Component } from 'svelte';
 import { afterEach, describe, expect, it } from 'vitest';
 import TokenStream from '../../src/lib/components/TokenStream.svelte';
 import PolicyPicker from '../../src/lib/components/PolicyPicker.svelte';
+import PolicyPickerHarness from './PolicyPickerHarness.svelte';
+import { POLICIES } from '../../engine/policies/index.ts';
 import MemoryGauge from '../../src/lib/components/MemoryGauge.svelte';
 import TopK from '../../src/lib/components/TopK.svelte';
 import ErrorBanner from '../../src/lib/components/ErrorBanner.svelte';
@@ -107,12 +109,13 @@ describe('PolicyPicker', () => {
     const events: unknown[] = [];
     const el = render(PolicyPicker, {
       policies,
-      value: { id: 'demo', params: { size: 128, ratio: 0.5, mode: 'a', flag: true } },
+      value: [{ id: 'demo', params: { size: 128, ratio: 0.5, mode: 'a', flag: true } }],
+      spec: 'demo:size=128,ratio=0.5,mode=a,flag=true',
       active: 'full',
       changed: true,
       disabled: false,
-      onpick: (id: string) => events.push(['pick', id]),
-      onparam: (name: string, v: unknown) => events.push([name, v]),
+      onpick: (member: number, id: string) => events.push(['pick', member, id]),
+      onparam: (member: number, name: string, v: unknown) => events.push([member, name, v]),
       onapply: () => events.push('apply'),
     });
     const select = el.querySelector<HTMLSelectElement>('[data-testid="policy-select"]')!;
@@ -130,13 +133,17 @@ describe('PolicyPicker', () => {
     select.value = 'full';
     select.dispatchEvent(new Event('change', { bubbles: true }));
     el.querySelector<HTMLButtonElement>('[data-testid="policy-apply"]')!.click();
-    expect(events).toEqual([['size', 64], ['pick', 'full'], 'apply']);
+    expect(events).toEqual([[0, 'size', 64], ['pick', 0, 'full'], 'apply']);
+    // without onadd / onspec the picker offers no composition and no spec field
+    expect(el.querySelector('[data-testid="policy-add-member"]')).toBeNull();
+    expect(el.querySelector('[data-testid="policy-spec"]')).toBeNull();
   });
 
   it('explains an out-of-range value and blocks applying it', () => {
     const el = render(PolicyPicker, {
       policies,
-      value: { id: 'demo', params: { size: 0, ratio: 0.5, mode: 'a', flag: true } },
+      value: [{ id: 'demo', params: { size: 0, ratio: 0.5, mode: 'a', flag: true } }],
+      spec: null,
       active: 'full',
       changed: true,
       disabled: false,
@@ -146,6 +153,95 @@ describe('PolicyPicker', () => {
     });
     expect(el.querySelector('[role="alert"]')!.textContent).toContain('at least 1');
     expect(el.querySelector<HTMLButtonElement>('[data-testid="policy-apply"]')!.disabled).toBe(true);
+  });
+
+  // the registry's own policies, as the worker describes them to the page
+  const registry: PolicyInfo[] = POLICIES.map((p) => ({ id: p.id, label: p.label, description: p.description, paper: p.paper, params: [...p.params], needs: p.needs }));
+  const specField = (el: HTMLElement) => el.querySelector<HTMLTextAreaElement>('[data-testid="policy-spec"]')!;
+  const type = (field: HTMLTextAreaElement | HTMLInputElement, text: string) => {
+    field.value = text;
+    field.dispatchEvent(new Event('input', { bubbles: true }));
+    flushSync();
+  };
+  // the picker awaits onspec (the explorer's answers after a round trip to the worker)
+  const settle = async () => {
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    flushSync();
+  };
+  const press = (field: HTMLElement, key: string) => {
+    field.dispatchEvent(new KeyboardEvent('keydown', { key, bubbles: true, cancelable: true }));
+    flushSync();
+  };
+
+  it('composes: "then …" adds a member with its own policy and parameters, the spec follows, members can be removed', () => {
+    const applied: (string | null)[] = [];
+    const el = render(PolicyPickerHarness, { policies: registry, initial: 'window:size=32', onapplied: (spec: string | null) => applied.push(spec) });
+    expect(specField(el).value).toBe('window:size=32');
+    expect(el.querySelectorAll('[data-testid="policy-member"]')).toHaveLength(0);
+
+    el.querySelector<HTMLButtonElement>('[data-testid="policy-add-member"]')!.click();
+    flushSync();
+    expect(el.querySelectorAll('[data-testid="policy-member"]')).toHaveLength(1);
+    const second = el.querySelector<HTMLSelectElement>('[data-testid="policy-select-1"]')!;
+    // the uncalibrated model cannot run RazorAttention: offered, but not selectable
+    expect([...second.options].find((o) => o.value === 'razor')!.disabled).toBe(true);
+    second.value = 'h2o';
+    second.dispatchEvent(new Event('change', { bubbles: true }));
+    flushSync();
+    type(el.querySelector<HTMLInputElement>('[data-testid="policy-param-1-heavy"]')!, '8');
+    type(el.querySelector<HTMLInputElement>('[data-testid="policy-param-1-recent"]')!, '8');
+    // the first member keeps its own controls and ids
+    expect(el.querySelector<HTMLInputElement>('[data-testid="policy-param-size"]')!.value).toBe('32');
+    expect(specField(el).value).toBe('window:size=32 + h2o:heavy=8,recent=8,accumulate=sum,gqa=sum');
+    expect(el.textContent).toContain('The members run in this order');
+
+    // a third member at most
+    el.querySelector<HTMLButtonElement>('[data-testid="policy-add-member"]')!.click();
+    flushSync();
+    expect(el.querySelectorAll('[data-testid="policy-member"]')).toHaveLength(2);
+    expect(el.querySelector('[data-testid="policy-add-member"]')).toBeNull();
+    el.querySelector<HTMLButtonElement>('[data-testid="policy-remove-2"]')!.click();
+    flushSync();
+    expect(el.querySelectorAll('[data-testid="policy-member"]')).toHaveLength(1);
+
+    // a parameter out of range names the member and blocks Apply; the field keeps the last valid spec
+    type(el.querySelector<HTMLInputElement>('[data-testid="policy-param-1-heavy"]')!, '-1');
+    expect(el.querySelector('[role="alert"]')!.textContent).toContain('h2o heavy: at least 0');
+    expect(el.querySelector<HTMLButtonElement>('[data-testid="policy-apply"]')!.disabled).toBe(true);
+    expect(specField(el).value).toBe('window:size=32 + h2o:heavy=8,recent=8,accumulate=sum,gqa=sum');
+    type(el.querySelector<HTMLInputElement>('[data-testid="policy-param-1-heavy"]')!, '4');
+    el.querySelector<HTMLButtonElement>('[data-testid="policy-apply"]')!.click();
+    expect(applied).toEqual(['window:size=32 + h2o:heavy=4,recent=8,accumulate=sum,gqa=sum']);
+  });
+
+  it('takes a typed spec on Enter; a spec the engine refuses is named next to the field and changes nothing', async () => {
+    const applied: (string | null)[] = [];
+    const el = render(PolicyPickerHarness, { policies: registry, initial: 'full', onapplied: (spec: string | null) => applied.push(spec) });
+    const field = specField(el);
+
+    type(field, 'window:size=32 + h2o:heavy=oops');
+    expect(el.textContent).toContain('Enter or Apply now uses this spec');
+    press(field, 'Enter');
+    await settle();
+    expect(el.querySelector('[data-testid="policy-spec-error"]')!.textContent).toMatch(/^h2o: heavy must be a number ≥ [\d.]+, got "oops"$/);
+    expect(el.querySelector<HTMLSelectElement>('[data-testid="policy-select"]')!.value).toBe('full');
+    expect(el.querySelectorAll('[data-testid="policy-member"]')).toHaveLength(0);
+    expect(field.value).toBe('window:size=32 + h2o:heavy=oops'); // kept, to be fixed
+    expect(applied).toEqual([]);
+
+    // Esc restores the picked policy's spec
+    press(field, 'Escape');
+    expect(field.value).toBe('full');
+
+    type(field, 'window:size=32+h2o:heavy=8,recent=8');
+    press(field, 'Enter');
+    await settle();
+    expect(el.querySelector('[data-testid="policy-spec-error"]')).toBeNull();
+    expect(el.querySelector<HTMLSelectElement>('[data-testid="policy-select"]')!.value).toBe('window');
+    expect(el.querySelector<HTMLSelectElement>('[data-testid="policy-select-1"]')!.value).toBe('h2o');
+    expect(el.querySelector<HTMLInputElement>('[data-testid="policy-param-1-heavy"]')!.value).toBe('8');
+    // the field now shows the engine's canonical form of what was typed
+    expect(field.value).toBe('window:size=32 + h2o:heavy=8,recent=8,accumulate=sum,gqa=sum');
   });
 });
 

@@ -9,7 +9,7 @@ describe('ExplorerState: reference lane, switches, forgotten tokens, scores', ()
   it('turns the lane on, records its metrics per step, and follows a live switch and a step back', async () => {
     const app = explorer();
     app.prompt = 'The cat sat on the mat. The dog sat on the log. The cat sat on the';
-    app.policy = { id: 'h2o', params: { heavy: 4, recent: 4, accumulate: 'sum', gqa: 'sum' } };
+    app.policyMembers = [{ id: 'h2o', params: { heavy: 4, recent: 4, accumulate: 'sum', gqa: 'sum' } }];
     void app.load();
     await until(() => app.status === 'ready' && app.session !== null && app.activity === 'idle', 'ready');
     expect(app.calibration).toBeNull();
@@ -40,7 +40,7 @@ describe('ExplorerState: reference lane, switches, forgotten tokens, scores', ()
     app.forgottenMode = 'all';
 
     // a live switch: recorded with the maps before and after, marked for the charts
-    app.policy = { id: 'streaming', params: { sinks: 2, recent: 4, positions: 'p1' } };
+    app.policyMembers = [{ id: 'streaming', params: { sinks: 2, recent: 4, positions: 'p1' } }];
     await app.applyPolicy();
     expect(app.switches).toHaveLength(1);
     expect(app.switchSteps).toEqual([4]);

@@ -3,7 +3,8 @@
  * page logic from load to step / back / run / pause / policy switch / inspect, without a browser.
  */
 import { describe, expect, it } from 'vitest';
-import { RING, choiceFromSpec, specOf } from '../../src/lib/explorer/state.svelte.ts';
+import { RING } from '../../src/lib/explorer/state.svelte.ts';
+import { choicesFromSpec, choicesFromSpecOrNull, specOfChoices } from '../../src/lib/explorer/policy-choice.ts';
 import { explorer, until } from './in-process.ts';
 
 describe('ExplorerState', () => {
@@ -65,7 +66,7 @@ describe('ExplorerState', () => {
 
     app.select(null);
     app.choosePolicy('window');
-    app.policy = { id: 'window', params: { size: 8 } };
+    app.policyMembers = [{ id: 'window', params: { size: 8 } }];
     expect(app.policyChanged).toBe(true);
     await app.applyPolicy();
     expect(app.activePolicy).toBe('window:size=8');
@@ -76,7 +77,7 @@ describe('ExplorerState', () => {
     // stepping back across the switch restores the old policy in the picker
     await app.back(1);
     expect(app.activePolicy).toBe('full');
-    expect(app.policy.id).toBe('full');
+    expect(app.policyMembers).toEqual([{ id: 'full', params: {} }]);
   });
 
   it('reports a prompt longer than the context and stays usable', async () => {
@@ -95,20 +96,109 @@ describe('ExplorerState', () => {
     expect(app.setupChanged).toBe(false);
   });
 
-  it('round-trips policy spec strings through the typed parameters', () => {
-    const policies = [
-      {
-        id: 'window',
-        label: 'w',
-        description: '',
-        paper: { short: '', title: '' },
-        params: [{ name: 'size', kind: 'int' as const, default: 128, min: 1, description: '' }],
-        needs: { attention: false, queries: false, calibration: false },
-      },
-    ];
-    expect(choiceFromSpec('window:size=8', policies)).toEqual({ id: 'window', params: { size: 8 } });
-    expect(choiceFromSpec('window', policies)).toEqual({ id: 'window', params: { size: 128 } });
-    expect(specOf({ id: 'window', params: { size: 8 } }, policies)).toBe('window:size=8');
-    expect(specOf({ id: 'full', params: {} }, policies)).toBe('full');
+  it('round-trips policy specs and compositions through the typed members (the engine parses and formats)', () => {
+    expect(choicesFromSpec('window:size=8')).toEqual([{ id: 'window', params: { size: 8 } }]);
+    expect(choicesFromSpec('window')).toEqual([{ id: 'window', params: { size: 128 } }]);
+    const composed = choicesFromSpec('window:size=32 + h2o:heavy=8,recent=8');
+    expect(composed).toEqual([
+      { id: 'window', params: { size: 32 } },
+      { id: 'h2o', params: { heavy: 8, recent: 8, accumulate: 'sum', gqa: 'sum' } },
+    ]);
+    expect(specOfChoices(composed)).toBe('window:size=32 + h2o:heavy=8,recent=8,accumulate=sum,gqa=sum');
+    expect(specOfChoices([{ id: 'full', params: {} }])).toBe('full');
+    // an invalid parameter has no canonical spec; an unknown or malformed spec is the engine's error
+    expect(specOfChoices([{ id: 'window', params: { size: Number.NaN } }])).toBeNull();
+    expect(() => choicesFromSpec('windw:size=8')).toThrow(/unknown policy "windw".*did you mean window/);
+    expect(choicesFromSpecOrNull('window:size=8 +')).toBeNull();
+  });
+});
+
+describe('ExplorerState: compositions', () => {
+  it('composes a second member in the picker and switches to the composition live', async () => {
+    const app = explorer();
+    app.prompt = 'The cat sat on the mat. The dog sat on the log. The cat sat on the';
+    void app.load();
+    await until(() => app.status === 'ready' && app.session !== null && app.activity === 'idle', 'ready');
+    for (let i = 0; i < 3; i++) await app.step();
+    await until(() => app.steps.length === 3 && app.activity === 'idle', 'three steps');
+    const fullEntries = app.memory!.heldEntries;
+
+    app.choosePolicy('window');
+    app.setPolicyParam(0, 'size', 8);
+    expect(app.canAddPolicyMember).toBe(true);
+    app.addPolicyMember();
+    // "then …" offers a policy the composition does not use yet (never full, which changes nothing)
+    expect(app.policyMembers.map((m) => m.id)).toEqual(['window', 'streaming']);
+    app.choosePolicy('h2o', 1);
+    app.setPolicyParam(1, 'heavy', 2);
+    app.setPolicyParam(1, 'recent', 2);
+    const composed = 'window:size=8 + h2o:heavy=2,recent=2,accumulate=sum,gqa=sum';
+    expect(app.policySpec).toBe(composed);
+    expect(app.policyChanged).toBe(true);
+
+    expect(await app.applyPolicy()).toBe(true);
+    expect(app.activePolicy).toBe(composed);
+    expect(app.policyChanged).toBe(false);
+    expect(app.switches.map((s) => [s.atStep, s.to])).toEqual([[3, composed]]);
+    // the window keeps 8, then H2O keeps 2 heavy + 2 recent of those: 4 per head (2 layers × 2 KV heads)
+    expect(app.memory!.heldEntries).toBe(2 * 2 * 4);
+    expect(app.memory!.heldEntries).toBeLessThan(fullEntries);
+    await app.step();
+    await until(() => app.steps.length === 4 && app.activity === 'idle', 'a step under the composition');
+    expect(app.steps[3].policy).toBe(composed);
+    expect(app.forgotten!.titles.some((t) => /by the switch to window \+ h2o/.test(t))).toBe(true);
+
+    // a member can be removed again (the first stays: a policy is always in force)
+    app.removePolicyMember(1);
+    app.removePolicyMember(0);
+    expect(app.policySpec).toBe('window:size=8');
+    expect(app.policyChanged).toBe(true);
+
+    // stepping back across the switch puts the old policy back in the picker
+    await app.back(2);
+    expect(app.activePolicy).toBe('full');
+    expect(app.policyMembers).toEqual([{ id: 'full', params: {} }]);
+    app.client.dispose();
+  });
+
+  it('applies a typed composition live; a spec the engine refuses is named and changes nothing', async () => {
+    const app = explorer();
+    // before any session the typed spec only fills the picker (Reset runs it)
+    expect(await app.applySpec('window:size=6')).toBe(true);
+    expect(app.policyMembers).toEqual([{ id: 'window', params: { size: 6 } }]);
+    void app.load();
+    await until(() => app.status === 'ready' && app.session !== null && app.activity === 'idle', 'ready');
+    expect(app.activePolicy).toBe('window:size=6');
+    for (let i = 0; i < 2; i++) await app.step();
+    await until(() => app.steps.length === 2 && app.activity === 'idle', 'two steps');
+
+    const typed = 'window:size=6  +  h2o:heavy=1,recent=2';
+    expect(await app.applySpec(typed)).toBe(true);
+    expect(app.activePolicy).toBe('window:size=6 + h2o:heavy=1,recent=2,accumulate=sum,gqa=sum');
+    expect(app.policyMembers.map((m) => m.id)).toEqual(['window', 'h2o']);
+    expect(app.policyError).toBeNull();
+    expect(app.memory!.heldEntries).toBe(2 * 2 * 3);
+
+    const before = { members: app.policyMembers, session: app.session, switches: app.switches, active: app.activePolicy };
+    const refuse = async (spec: string, message: RegExp) => {
+      expect(await app.applySpec(spec)).toBe(false);
+      expect(app.policyError).toMatch(message);
+      expect(app.policyMembers).toBe(before.members);
+      expect(app.session).toBe(before.session);
+      expect(app.switches).toBe(before.switches);
+      expect(app.activePolicy).toBe(before.active);
+      expect(app.error).toBeNull();
+    };
+    // refused by the parser: a bad value, a typo, a dangling "+"
+    await refuse('window:size=0 + h2o', /window: size must be an integer ≥ 1, got "0"/);
+    await refuse('windw:size=8', /unknown policy "windw".*did you mean window/);
+    await refuse('window:size=8 +', /a composition needs a policy on each side of "\+"/);
+    // parsed, but refused when the engine attaches it (this model has no calibration)
+    await refuse('razor', /calibration/i);
+
+    // editing the picker again clears the message
+    app.setPolicyParam(0, 'size', 5);
+    expect(app.policyError).toBeNull();
+    app.client.dispose();
   });
 });

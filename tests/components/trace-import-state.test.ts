@@ -14,13 +14,13 @@ describe('ExplorerState: import a trace', () => {
     const live = explorer(4);
     live.prompt = 'The cat sat on the mat. The dog sat on the log. The cat sat on the';
     live.sampler = { temperature: 0.9, topK: 40, topP: 0.95, seed: 3 };
-    live.policy = { id: 'h2o', params: { heavy: 4, recent: 4, accumulate: 'sum', gqa: 'sum' } };
+    live.policyMembers = [{ id: 'h2o', params: { heavy: 4, recent: 4, accumulate: 'sum', gqa: 'sum' } }];
     void live.load();
     await until(() => live.status === 'ready' && live.session !== null && live.activity === 'idle', 'ready');
     live.runSteps = 5;
     live.stopAtEos = false;
     await live.run();
-    live.policy = { id: 'window', params: { size: 8 } };
+    live.policyMembers = [{ id: 'window', params: { size: 8 } }];
     await live.applyPolicy();
     for (let i = 0; i < 2; i++) await live.step();
     await until(() => live.steps.length === 7 && live.activity === 'idle', 'seven steps');

@@ -434,6 +434,78 @@ const tests: TestCase[] = [
       assertEqual((await pieces())[0], live.pieces[0], 'live again: the rerun draws the same first token');
     },
   },
+  {
+    name: 'explorer: a typed composition applied live; its spec in the picker and the stream, the cache map shrinks; a bad spec changes nothing',
+    timeoutMs: 150_000,
+    async fn({ page, server }) {
+      type Shown = { cacheMap: { codes: Uint8Array }; memory: { heldEntries: number }; model: { layers: number; kvHeads: number } };
+      const held = () =>
+        page.evaluate(() => {
+          const app = (globalThis as unknown as { __kvscope: Shown }).__kvscope;
+          return { cells: Array.from(app.cacheMap.codes).filter((c) => c === 1 /* CELL.HELD */).length, entries: app.memory.heldEntries, heads: app.model.layers * app.model.kvHeads };
+        });
+      await page.goto(`${server.url}/`);
+      await waitReady(page);
+      for (let i = 1; i <= 4; i++) {
+        await page.click('[data-testid="step"]');
+        await waitTokens(page, i);
+        await waitIdle(page);
+      }
+      const spec = page.locator('[data-testid="policy-spec"]');
+      assertEqual(await spec.inputValue(), 'full', 'the spec field shows the picked policy');
+      const full = await held();
+      assert(full.entries > full.heads * 32, `the full cache holds more than a window of 32 (${JSON.stringify(full)})`);
+
+      // typing in the field is never a shortcut: space, arrows and "?" stay in the text
+      await spec.click();
+      await page.keyboard.press('End');
+      await page.keyboard.type(' ?');
+      await page.keyboard.press('ArrowLeft');
+      await page.waitForTimeout(300);
+      assertEqual(await page.locator('[data-testid="help-overlay"]').count(), 0, 'no help overlay while typing');
+      assertEqual(await tokenCount(page), 4, 'no step or run while typing');
+      assertEqual(await spec.inputValue(), 'full ?', 'the keys went into the field');
+
+      // a bad spec: the engine's message next to the field, nothing else changes
+      await spec.fill('window:size=32 + h2o:heavy=8,recnt=8');
+      await page.keyboard.press('Enter');
+      await page.waitForSelector('[data-testid="policy-spec-error"]');
+      const problem = (await page.textContent('[data-testid="policy-spec-error"]')) ?? '';
+      assert(/h2o: unknown parameter "recnt" \(did you mean recent\?\)/.test(problem), `names the problem (${problem})`);
+      assertEqual(await page.inputValue('[data-testid="policy-select"]'), 'full', 'the picker is unchanged');
+      assertEqual(await page.locator('[data-testid="switch-marker"]').count(), 0, 'no switch');
+      assertEqual((await held()).entries, full.entries, 'the cache is unchanged');
+
+      // the composition, typed and applied live (Apply now)
+      await spec.fill('window:size=32 + h2o:heavy=8,recent=8');
+      await page.click('[data-testid="policy-apply"]');
+      await page.waitForSelector('[data-testid="switch-marker"]');
+      await waitIdle(page);
+      const composed = 'window:size=32 + h2o:heavy=8,recent=8,accumulate=sum,gqa=sum';
+      assertEqual(await page.locator('[data-testid="policy-spec-error"]').count(), 0, 'the message is gone');
+      assertEqual(await spec.inputValue(), composed, 'the field shows the canonical composition');
+      assertEqual(await page.inputValue('[data-testid="policy-select"]'), 'window', 'first member in the picker');
+      assertEqual(await page.inputValue('[data-testid="policy-select-1"]'), 'h2o', '"then" member in the picker');
+      assertEqual(await page.inputValue('[data-testid="policy-param-1-heavy"]'), '8', 'its parameters');
+      const notice = (await page.textContent('[data-testid="notice"]')) ?? '';
+      assert(notice.includes(`Policy switched to ${composed}`), `switch notice (${notice})`);
+      assertEqual(((await page.textContent('[data-testid="switch-marker"]')) ?? '').trim(), '⇄ window + h2o', 'the stream marks the switch');
+      assert(((await page.textContent('[data-testid="switch-before-label"]')) ?? '').includes('full'), 'the map shows the cache before the switch');
+      const after = await held();
+      assertEqual(after.entries, after.heads * 16, 'H2O keeps 8 heavy + 8 recent of the window per head');
+      assertEqual(after.cells, after.heads * 16, 'the cache map holds as many cells');
+      await page.waitForTimeout(300);
+      await page.screenshot({ path: join(RESULTS_DIR, 'explorer-composition.png'), fullPage: true });
+
+      // decoding on under the composition
+      await page.click('[data-testid="step"]');
+      await waitTokens(page, 5);
+      await waitIdle(page);
+      assertEqual((await held()).entries, after.heads * 16, 'the budget holds at the next step');
+      const active = (await page.textContent('.apply .active')) ?? '';
+      assert(active.includes(composed), `the running policy (${active})`);
+    },
+  },
 ];
 
 const failed = await runTests([...tests, ...LAB_TESTS]);

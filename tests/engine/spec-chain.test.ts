@@ -1,6 +1,7 @@
 /** Policy specs and compositions: parsed, checked and formatted in one place (engine/policies/spec.ts). */
 import { describe, expect, it } from 'vitest';
 import { formatPolicyChain, parsePolicyChain, parsePolicySpec } from '../../engine/policies/spec.ts';
+import { expandRuns } from '../../engine/eval/budgets.ts';
 import { PolicyChain } from '../../engine/policies/chain.ts';
 import { Session } from '../../engine/session.ts';
 import { cacheOf, contextFor, DIMS, perQueryHead } from '../policies/helpers/policy.ts';
@@ -31,6 +32,15 @@ describe('compositions', () => {
     expect(() => parsePolicySpec('constructor:x=1')).toThrow('reserved name');
     expect(() => parsePolicySpec('window:constructor=3')).toThrow('"constructor" is a reserved name and cannot be a parameter name');
     expect(() => parsePolicySpec('window:__proto__=3')).toThrow('reserved name');
+  });
+
+  it('kvscope eval runs a composition once, as given, next to budgeted specs', () => {
+    const runs = expandRuns(['window', 'window:size=30 + h2o:heavy=5,recent=5'], [16, 32]);
+    expect(runs.map((r) => [r.id, r.budget, r.spec])).toEqual([
+      ['window', 16, 'window:size=16'],
+      ['window', 32, 'window:size=32'],
+      ['window + h2o', null, 'window:size=30 + h2o:heavy=5,recent=5,accumulate=sum,gqa=sum'],
+    ]);
   });
 
   it('a composition runs its members in order on one session, and the trace names it', async () => {

@@ -19,6 +19,17 @@ describe('compare URL', () => {
     expect(back).toEqual(setup);
   });
 
+  it('carries a composed lane whole (its "+" and spaces survive the query string)', () => {
+    const composed = 'window:size=32 + h2o:heavy=8,recent=8,accumulate=sum,gqa=sum';
+    const query = encodeCompareQuery({ ...DEFAULTS, lanes: ['full', composed] });
+    expect(query).toContain('lane=window%3Asize%3D32+%2B+h2o');
+    const { setup, problems } = decodeCompareQuery(query, DEFAULTS);
+    expect(problems).toEqual([]);
+    expect(setup.lanes).toEqual(['full', composed]);
+    // a dangling "+" is not a spec
+    expect(decodeCompareQuery('lane=full&lane=window%3Asize%3D8+%2B', DEFAULTS).problems.join()).toMatch(/not a policy spec/);
+  });
+
   it('falls back to the defaults for what is missing, and says what it ignored', () => {
     expect(decodeCompareQuery('', DEFAULTS)).toEqual({ setup: DEFAULTS, problems: [], present: false });
     const { setup, problems } = decodeCompareQuery('lane=full&lane=<script>&seed=-3&t=abc&k=2.5&p=0&prompt=hi&v=9', DEFAULTS);

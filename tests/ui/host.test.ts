@@ -208,6 +208,31 @@ describe('EngineHost', () => {
     expect(bad).toMatchObject({ type: 'error', kind: 'policy' });
   });
 
+  it('starts and switches to compositions given as members; the host formats them with the engine', async () => {
+    const t = setup();
+    await t.load();
+    const window8 = { id: 'window', params: { size: 8 } };
+    const h2o = { id: 'h2o', params: { heavy: 2, recent: 2 } };
+    const started = await t.call({ type: 'start', prompt: 'a b c d e f g h i j k l m n o p', sampler: GREEDY, policy: [window8, h2o] }, 'started');
+    expect(started.state.policy).toBe('window:size=8 + h2o:heavy=2,recent=2,accumulate=sum,gqa=sum');
+    expect(started.state.memory.heldEntries).toBe(2 * 2 * 4);
+    await t.call({ type: 'step' }, 'done');
+    // one member as a list, or as a single choice (older pages and tests send one)
+    expect((await t.call({ type: 'set-policy', policy: [FULL] }, 'policy')).to).toBe('full');
+    const switched = await t.call({ type: 'set-policy', policy: [{ id: 'window', params: { size: 6 } }, window8] }, 'policy');
+    expect(switched.from).toBe('full');
+    expect(switched.to).toBe('window:size=6 + window:size=8');
+    // what the first composition evicted does not come back: each head still holds its 4
+    expect(switched.state.memory.heldEntries).toBe(2 * 2 * 4);
+    // an empty composition or a bad member is the engine's error; the session keeps its policy
+    for (const policy of [[], [window8, { id: 'h2o', params: { heavy: 'lots' } }], [{ id: 'nosuch', params: {} }]]) {
+      const bad = await t.log.reply(t.send({ type: 'set-policy', policy }));
+      expect(bad).toMatchObject({ type: 'error', kind: 'policy' });
+    }
+    const step = await t.call({ type: 'step' }, 'done');
+    expect(step.state.policy).toBe('window:size=6 + window:size=8');
+  });
+
   it('recomputes an old step exactly from a snapshot', async () => {
     const t = setup({ fullSteps: 4 });
     await t.load();

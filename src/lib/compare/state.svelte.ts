@@ -9,8 +9,19 @@ import { EngineClient, EngineFailure } from '../worker/client.ts';
 import type { EngineEvent, LoadProgressView, ModelInfo, PolicyChoice, PolicyInfo, PromptView, SamplerSettings, StopReason } from '../worker/protocol.ts';
 import type { LaneState, LanesStep } from '../worker/lab-protocol.ts';
 import type { ParamValue } from '../../../engine/policies/types.ts';
-import { policyIds, policyLabel } from '../../../engine/policies/spec.ts';
-import { choiceFromSpec, defaultChoice, specOf, type EngineUrls, type ShownError } from '../explorer/state.svelte.ts';
+import { policyIds } from '../../../engine/policies/spec.ts';
+import type { EngineUrls, ShownError } from '../explorer/state.svelte.ts';
+import {
+  MAX_PICKED_MEMBERS,
+  choicesFromSpec,
+  choicesFromSpecOrNull,
+  defaultChoice,
+  nextMember,
+  replaceMember,
+  specOfChoices,
+  withMemberParam,
+  withoutMember,
+} from '../explorer/policy-choice.ts';
 import { EXAMPLES } from '../explorer/examples.ts';
 import { decodeCompareQuery, encodeCompareQuery, MAX_LANES, MIN_LANES, type CompareSetup } from './url.ts';
 
@@ -67,8 +78,10 @@ export class CompareState {
   // ---- setup ----
   prompt = $state(COMPARE_DEFAULTS.prompt);
   sampler = $state<SamplerSettings>({ ...COMPARE_DEFAULTS.sampler });
-  /** lane policies as edited (applied on Reset) */
-  lanes = $state<PolicyChoice[]>([]);
+  /** each lane's policy as edited (applied on Reset): the members of a composition in order, one for a single policy */
+  lanes = $state<PolicyChoice[][]>([]);
+  /** per lane: the engine's message for the spec typed into it last, if it refused it */
+  laneSpecErrors = $state<(string | null)[]>([]);
   /** lane specs from a link, resolved into `lanes` once the policies are known */
   private pendingSpecs: string[] = [...COMPARE_DEFAULTS.lanes];
   runSteps = $state(32);
@@ -96,7 +109,8 @@ export class CompareState {
 
   readonly canStep = $derived(this.status === 'ready' && this.activity === 'idle' && this.activeSpecs.length > 0);
   readonly running = $derived(this.activity === 'running');
-  readonly currentSpecs = $derived(this.lanes.map((l) => specOf(l, this.policies)));
+  /** canonical spec per lane as edited (the engine's form); null while a lane has an invalid parameter */
+  readonly currentSpecs = $derived(this.lanes.map((lane) => specOfChoices(lane)));
   readonly setupChanged = $derived(this.appliedSetup !== null && this.appliedSetup !== this.setupKey());
   readonly canAdd = $derived(this.lanes.length < MAX_LANES);
   readonly canRemove = $derived(this.lanes.length > MIN_LANES);
@@ -135,9 +149,11 @@ export class CompareState {
     return JSON.stringify({ prompt: this.prompt, sampler: this.sampler, lanes: this.currentSpecs });
   }
 
-  /** The setup as a link query (lanes as edited, prompt, sampler + seed). */
+  /** The setup as a link query (lanes as edited — a lane with an invalid parameter as it last ran —, prompt, sampler + seed). */
   query(): string {
-    return encodeCompareQuery({ prompt: this.prompt, sampler: { ...this.sampler }, lanes: this.lanes.length ? this.currentSpecs : this.pendingSpecs });
+    // a lane with no valid spec and none that ran is left out (the link decoder fills in defaults)
+    const lanes = this.lanes.length ? this.currentSpecs.flatMap((spec, i) => spec ?? this.activeSpecs[i] ?? []) : this.pendingSpecs;
+    return encodeCompareQuery({ prompt: this.prompt, sampler: { ...this.sampler }, lanes });
   }
 
   /** Takes the setup from a link's query string; returns the problems found (shown as a notice). */
@@ -151,14 +167,32 @@ export class CompareState {
     return problems;
   }
 
-  /** Lane specs → choices typed by the policies' schemas (unknown policies are dropped with a notice). */
+  /**
+   * Lane specs → members typed by the engine's schemas. A lane with a policy this model does not
+   * offer, or that the engine refuses, is dropped with a notice that says why.
+   */
   private resolveLanes(): void {
-    const known = this.pendingSpecs.filter((s) => policyIds(s).every((id) => this.policies.some((p) => p.id === id)));
-    const unknown = this.pendingSpecs.filter((s) => !known.includes(s));
-    let specs = known;
-    if (specs.length < MIN_LANES) specs = [...specs, ...COMPARE_DEFAULTS.lanes].slice(0, MIN_LANES);
-    this.lanes = specs.map((s) => choiceFromSpec(s, this.policies));
-    if (unknown.length) this.notice = `unknown policy in the link: ${unknown.join(', ')}`;
+    const lanes: PolicyChoice[][] = [];
+    const problems: string[] = [];
+    for (const spec of this.pendingSpecs) {
+      const unknown = policyIds(spec).filter((id) => !this.policies.some((p) => p.id === id));
+      if (unknown.length) {
+        problems.push(`unknown policy in the link: ${spec}`);
+        continue;
+      }
+      try {
+        lanes.push(choicesFromSpec(spec));
+      } catch (error) {
+        problems.push(`ignored the lane ${spec}: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    }
+    for (const spec of COMPARE_DEFAULTS.lanes) {
+      if (lanes.length >= MIN_LANES) break;
+      lanes.push(choicesFromSpecOrNull(spec) ?? [defaultChoice(this.policies[0])]);
+    }
+    this.lanes = lanes;
+    this.laneSpecErrors = lanes.map(() => null);
+    if (problems.length) this.notice = problems.join('; ');
   }
 
   async load(): Promise<void> {
@@ -199,26 +233,65 @@ export class CompareState {
 
   // ---- lanes ----
 
-  /** A new lane: the next of H2O, TOVA, SnapKV not yet shown, with a budget like the default window's. */
+  /** A new lane: the next of H2O, TOVA, SnapKV … whose policies no lane uses yet, with a budget like the default window's. */
   addLane(): void {
     if (!this.canAdd || this.policies.length === 0) return;
-    const used = new Set(this.lanes.map((l) => l.id));
-    const next = NEW_LANES.find((spec) => !used.has(policyLabel(spec)) && this.policies.some((p) => p.id === policyLabel(spec)));
-    this.lanes = [...this.lanes, next ? choiceFromSpec(next, this.policies) : defaultChoice(this.policies[0])];
+    const used = new Set(this.lanes.flatMap((lane) => lane.map((member) => member.id)));
+    const next = NEW_LANES.find((spec) => policyIds(spec).every((id) => !used.has(id) && this.policies.some((p) => p.id === id)));
+    this.lanes = [...this.lanes, (next && choicesFromSpecOrNull(next)) || [defaultChoice(this.policies[0])]];
+    this.laneSpecErrors = [...this.laneSpecErrors, null];
   }
 
   removeLane(index: number): void {
     if (!this.canRemove) return;
     this.lanes = this.lanes.filter((_, i) => i !== index);
+    this.laneSpecErrors = this.laneSpecErrors.filter((_, i) => i !== index);
   }
 
-  pickPolicy(index: number, id: string): void {
+  /** Picks the policy of one member of a lane (its defaults); member 0 is the lane's policy itself. */
+  pickPolicy(index: number, id: string, member = 0): void {
     const info = this.policies.find((p) => p.id === id);
-    if (info) this.lanes = this.lanes.map((l, i) => (i === index ? defaultChoice(info) : l));
+    const lane = this.lanes[index];
+    if (!info || !lane || member < 0 || member >= lane.length) return;
+    this.editLane(index, replaceMember(lane, member, defaultChoice(info)));
   }
 
-  setParam(index: number, name: string, value: ParamValue): void {
-    this.lanes = this.lanes.map((l, i) => (i === index ? { ...l, params: { ...l.params, [name]: value } } : l));
+  setParam(index: number, name: string, value: ParamValue, member = 0): void {
+    const lane = this.lanes[index];
+    if (lane) this.editLane(index, withMemberParam(lane, member, name, value));
+  }
+
+  /** A lane may compose policies: "then …" adds a member that runs after the lane's others. */
+  addMember(index: number): void {
+    const lane = this.lanes[index];
+    if (!lane || lane.length >= MAX_PICKED_MEMBERS) return;
+    const next = nextMember(lane, this.policies, this.model?.calibration ?? false);
+    if (next) this.editLane(index, [...lane, next]);
+  }
+
+  removeMember(index: number, member: number): void {
+    const lane = this.lanes[index];
+    if (lane) this.editLane(index, withoutMember(lane, member));
+  }
+
+  /**
+   * Takes a typed spec or composition for a lane (it runs from the next Reset). The engine parses
+   * it; a spec it refuses is named in laneSpecErrors and leaves the lane as it was.
+   */
+  setLaneSpec(index: number, text: string): boolean {
+    if (!this.lanes[index]) return false;
+    try {
+      this.editLane(index, choicesFromSpec(text));
+      return true;
+    } catch (error) {
+      this.laneSpecErrors = this.laneSpecErrors.map((e, i) => (i === index ? (error instanceof Error ? error.message : String(error)) : e));
+      return false;
+    }
+  }
+
+  private editLane(index: number, members: PolicyChoice[]): void {
+    this.lanes = this.lanes.map((lane, i) => (i === index ? members : lane));
+    this.laneSpecErrors = this.laneSpecErrors.map((e, i) => (i === index ? null : e));
   }
 
   // ---- stepping ----
@@ -234,7 +307,8 @@ export class CompareState {
         type: 'compare-start',
         prompt: this.prompt,
         sampler: { ...this.sampler },
-        lanes: this.lanes.map((l) => ({ id: l.id, params: { ...l.params } })),
+        // copies: postMessage must not see the runes' proxies
+        lanes: this.lanes.map((lane) => lane.map((member) => ({ id: member.id, params: { ...member.params } }))),
       });
       this.promptView = started.prompt;
       this.laneStates = started.lanes;

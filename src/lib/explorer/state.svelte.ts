@@ -36,10 +36,22 @@ import type {
 import type { MemoryReport } from '../../../engine/cache/store.ts';
 import type { TokenProb } from '../../../engine/trace/schema.ts';
 import type { ParamValue } from '../../../engine/policies/types.ts';
+import { policyLabel } from '../../../engine/policies/spec.ts';
 import type { HistoryRow } from '../charts/raster.ts';
 import { EXAMPLES } from './examples.ts';
 import { buildEvictionLog, forgottenMarks, prefillMoment, stepMoment, switchMoment, type EvictionSource, type ForgottenMarks } from './forgotten.ts';
 import { mark } from '../perf.ts';
+import {
+  MAX_PICKED_MEMBERS,
+  choicesFromSpec,
+  choicesFromSpecOrNull,
+  defaultChoice,
+  nextMember,
+  replaceMember,
+  specOfChoices,
+  withMemberParam,
+  withoutMember,
+} from './policy-choice.ts';
 
 /** What the page keeps of every step (compact; `topK` is dropped: it equals the previous step's `next`). */
 export type StepRecord = Omit<StepView, 'attention' | 'attentionTopOnly' | 'cacheMap' | 'topK' | 'scores'>;
@@ -58,12 +70,6 @@ export interface SwitchRecord {
   evicted: number;
   /** what the new policy does without the history it would have kept (attached mid-run) */
   withoutHistory?: string;
-}
-
-/** The short name of a policy spec ("h2o:heavy=…" → "h2o"). */
-export function policyName(spec: string): string {
-  const colon = spec.indexOf(':');
-  return colon < 0 ? spec : spec.slice(0, colon);
 }
 
 export type ModelStatus = 'idle' | 'loading' | 'ready' | 'error' | 'crashed';
@@ -105,35 +111,6 @@ export const DEFAULT_SAMPLER: SamplerSettings = { temperature: 0.8, topK: 40, to
 import type { EngineUrls } from '../worker/client.ts';
 export type { EngineUrls };
 
-/** Parses a canonical spec string ("window:size=8") back into a choice, typed by the schema. */
-export function choiceFromSpec(spec: string, policies: readonly PolicyInfo[]): PolicyChoice {
-  const colon = spec.indexOf(':');
-  const id = colon < 0 ? spec : spec.slice(0, colon);
-  const info = policies.find((p) => p.id === id);
-  const params: Record<string, ParamValue> = {};
-  for (const p of info?.params ?? []) params[p.name] = p.default;
-  if (colon >= 0) {
-    for (const part of spec.slice(colon + 1).split(',')) {
-      const [name, raw] = part.split('=');
-      const schema = info?.params.find((p) => p.name === name);
-      if (!schema || raw === undefined) continue;
-      params[name] = schema.kind === 'int' || schema.kind === 'float' ? Number(raw) : schema.kind === 'bool' ? raw === 'true' : raw;
-    }
-  }
-  return { id, params };
-}
-
-export function defaultChoice(info: PolicyInfo): PolicyChoice {
-  return { id: info.id, params: Object.fromEntries(info.params.map((p) => [p.name, p.default])) };
-}
-
-/** Spec string of a choice in schema order (matches the engine's canonical form for valid params). */
-export function specOf(choice: PolicyChoice, policies: readonly PolicyInfo[]): string {
-  const info = policies.find((p) => p.id === choice.id);
-  if (!info || info.params.length === 0) return choice.id;
-  return `${choice.id}:${info.params.map((p) => `${p.name}=${String(choice.params[p.name] ?? p.default)}`).join(',')}`;
-}
-
 function record(view: StepView): StepRecord {
   const { attention: _a, attentionTopOnly: _o, cacheMap: _c, topK: _t, scores: _s, ...rest } = view;
   return rest;
@@ -166,7 +143,10 @@ export class ExplorerState {
   prompt = $state(EXAMPLES[0].text);
   promptTokens = $state<number | null>(null);
   sampler = $state<SamplerSettings>({ ...DEFAULT_SAMPLER });
-  policy = $state<PolicyChoice>({ id: 'full', params: {} });
+  /** the policy as picked: the members of a composition in the order they run (one for a single policy) */
+  policyMembers = $state<PolicyChoice[]>(choicesFromSpec('full'));
+  /** the engine's message for the last policy it refused (a typed spec, Apply now, Reset); shown at the picker */
+  policyError = $state<string | null>(null);
   runSteps = $state(64);
   stopAtEos = $state(true);
   appliedPrompt = $state<string | null>(null);
@@ -209,8 +189,6 @@ export class ExplorerState {
   private firstTokenMarked = false;
   private tokenizeTimer: ReturnType<typeof setTimeout> | null = null;
   private tokenizeSeq = 0;
-  /** a policy spec to put in the picker once the policies' parameter schemas are known (a trace imported before the model loaded) */
-  private pendingPolicySpec: string | null = null;
 
   constructor(
     readonly client: EngineClient,
@@ -251,10 +229,13 @@ export class ExplorerState {
       this.session !== null &&
       (this.prompt !== this.appliedPrompt || JSON.stringify(this.sampler) !== this.appliedSampler),
   );
+  /** canonical spec of the picked members (the engine's form); null while a parameter is invalid */
+  readonly policySpec = $derived(specOfChoices(this.policyMembers));
   readonly policyChanged = $derived(
-    this.replay === null && this.session !== null && this.activePolicy !== null && specOf(this.policy, this.policies) !== this.activePolicy,
+    this.replay === null && this.session !== null && this.activePolicy !== null && this.policySpec !== this.activePolicy,
   );
-  readonly policyInfo = $derived(this.policies.find((p) => p.id === this.policy.id) ?? null);
+  /** "then …" can add a member */
+  readonly canAddPolicyMember = $derived(this.policyMembers.length < MAX_PICKED_MEMBERS);
 
   /** Full view of the current step, if held (ring or inspected). */
   readonly view = $derived.by((): StepView | null => {
@@ -338,7 +319,7 @@ export class ExplorerState {
     if (!log || this.forgottenMode === 'off') return null;
     const head: [number, number] | null = this.forgottenMode === 'head' ? [this.layer, this.kvHead] : null;
     const switches = this.switches;
-    return forgottenMarks(log, head, this.shownTokens, (at) => policyName(lastSwitchAt(switches, at)?.to ?? ''));
+    return forgottenMarks(log, head, this.shownTokens, (at) => policyLabel(lastSwitchAt(switches, at)?.to ?? ''));
   });
 
   /**
@@ -381,10 +362,6 @@ export class ExplorerState {
       this.calibration = ready.calibration ?? null;
       this.cacheInfo = ready.cache;
       this.loadMs = ready.loadMs;
-      const current = ready.policies.find((p) => p.id === this.policy.id) ?? ready.policies[0];
-      if (this.pendingPolicySpec !== null) this.policy = choiceFromSpec(this.pendingPolicySpec, ready.policies);
-      else if (current && Object.keys(this.policy.params).length === 0) this.policy = defaultChoice(current);
-      this.pendingPolicySpec = null;
       this.status = 'ready';
       mark('kvscope:ready');
       this.requestTokenCount();
@@ -420,6 +397,13 @@ export class ExplorerState {
     const failure = EngineFailure.from(error);
     if (failure.kind === 'crash') return;
     this.error = { kind: failure.kind, message: failure.message, action: 'dismiss' };
+  }
+
+  /** Like fail(), but a policy the engine refused is named at the picker, where it is fixed. */
+  private failPolicy(error: unknown): void {
+    const failure = EngineFailure.from(error);
+    if (failure.kind === 'policy' && this.status !== 'crashed') this.policyError = failure.message;
+    else this.fail(error);
   }
 
   dismissError(): void {
@@ -476,8 +460,9 @@ export class ExplorerState {
         type: 'start',
         prompt: this.prompt,
         sampler: { ...this.sampler },
-        policy: { id: this.policy.id, params: { ...this.policy.params } },
+        policy: this.policyMembersToSend(),
       });
+      this.policyError = null;
       this.clearViews();
       this.replay = null;
       this.promptView = started.prompt;
@@ -500,7 +485,7 @@ export class ExplorerState {
       this.appliedSampler = JSON.stringify(this.sampler);
       this.promptTokens = started.prompt.ids.length;
     } catch (error) {
-      this.fail(error);
+      this.failPolicy(error);
     } finally {
       this.activity = 'idle';
     }
@@ -614,7 +599,7 @@ export class ExplorerState {
       this.lastStop = null;
       if (rewound.state.policy !== this.activePolicy) {
         this.activePolicy = rewound.state.policy;
-        this.policy = choiceFromSpec(rewound.state.policy, this.policies);
+        this.policyMembers = choicesFromSpecOrNull(rewound.state.policy) ?? this.policyMembers;
       }
     } catch (error) {
       this.fail(error);
@@ -623,15 +608,20 @@ export class ExplorerState {
     }
   }
 
-  /** Switches the policy live (the engine hands the current cache to the new policy). */
-  async applyPolicy(): Promise<void> {
-    if (!this.canStep) return;
+  /**
+   * Switches to the picked policy or composition live (the engine hands the current cache to it).
+   * Resolves true once switched; a policy the engine refuses leaves the session as it was and is
+   * named in `policyError`.
+   */
+  async applyPolicy(): Promise<boolean> {
+    if (!this.canStep) return false;
     this.activity = 'switching';
     try {
       const event = await this.client.request<Extract<EngineEvent, { type: 'policy' }>>({
         type: 'set-policy',
-        policy: { id: this.policy.id, params: { ...this.policy.params } },
+        policy: this.policyMembersToSend(),
       });
+      this.policyError = null;
       this.session = event.state;
       this.activePolicy = event.to;
       const atStep = event.atStep ?? event.state.stepCount;
@@ -651,16 +641,69 @@ export class ExplorerState {
       this.switches = this.switches.filter((s) => s.atStep !== atStep).concat(record);
       this.notice = `Policy switched to ${event.to} after step ${event.state.stepCount}${event.note ? `: ${event.note}` : ''}.${event.withoutHistory ? ` Without history: ${event.withoutHistory}.` : ''}`;
       this.selected = null;
+      return true;
     } catch (error) {
-      this.fail(error);
+      this.failPolicy(error);
+      return false;
     } finally {
       this.activity = 'idle';
     }
   }
 
-  choosePolicy(id: string): void {
+  /**
+   * Takes a typed spec or composition (`window:size=32 + h2o:heavy=8,recent=8`): the engine parses
+   * it; the picker then shows its members and, while a session runs, the engine switches to it
+   * live. A spec the engine refuses — here or when attaching it — is named in `policyError` and
+   * changes nothing (picker and session stay as they were). Resolves true when taken.
+   */
+  async applySpec(text: string): Promise<boolean> {
+    if (this.replay !== null || this.activity !== 'idle') return false;
+    let members: PolicyChoice[];
+    try {
+      members = choicesFromSpec(text);
+    } catch (error) {
+      this.policyError = error instanceof Error ? error.message : String(error);
+      return false;
+    }
+    const previous = this.policyMembers;
+    this.policyMembers = members;
+    this.policyError = null;
+    // without a live session the picker holds it until Reset; the same policy needs no switch
+    if (!this.canStep || !this.policyChanged) return true;
+    const switched = await this.applyPolicy();
+    if (!switched) this.policyMembers = previous;
+    return switched;
+  }
+
+  /** Picks the policy of one member (its defaults); member 0 is the policy itself. */
+  choosePolicy(id: string, member = 0): void {
     const info = this.policies.find((p) => p.id === id);
-    if (info) this.policy = defaultChoice(info);
+    if (!info || member < 0 || member >= this.policyMembers.length) return;
+    this.policyMembers = replaceMember(this.policyMembers, member, defaultChoice(info));
+    this.policyError = null;
+  }
+
+  setPolicyParam(member: number, name: string, value: ParamValue): void {
+    this.policyMembers = withMemberParam(this.policyMembers, member, name, value);
+    this.policyError = null;
+  }
+
+  /** Adds a member that runs after the others ("then …"), up to MAX_PICKED_MEMBERS. */
+  addPolicyMember(): void {
+    if (!this.canAddPolicyMember) return;
+    const next = nextMember(this.policyMembers, this.policies, this.model?.calibration ?? false);
+    if (next) this.policyMembers = [...this.policyMembers, next];
+    this.policyError = null;
+  }
+
+  removePolicyMember(member: number): void {
+    this.policyMembers = withoutMember(this.policyMembers, member);
+    this.policyError = null;
+  }
+
+  /** The members as the protocol carries them (copies: postMessage must not see the runes' proxies). */
+  private policyMembersToSend(): PolicyChoice[] {
+    return this.policyMembers.map((member) => ({ id: member.id, params: { ...member.params } }));
   }
 
   /** Turns the full-cache reference lane on (from the current step) or off. */
@@ -768,8 +811,8 @@ export class ExplorerState {
     }
     this.sampler = { ...trace.sampler };
     this.appliedSampler = JSON.stringify(this.sampler);
-    if (this.policies.length > 0) this.policy = choiceFromSpec(trace.policy, this.policies);
-    else this.pendingPolicySpec = trace.policy;
+    this.policyMembers = choicesFromSpecOrNull(trace.policy) ?? this.policyMembers;
+    this.policyError = null;
     if (this.layer >= trace.model.layers) this.layer = 0;
     if (this.head >= trace.model.heads) this.head = 0;
     this.ringVersion++;

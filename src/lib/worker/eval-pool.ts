@@ -1,9 +1,9 @@
 /**
  * The /bench page's parallel evaluation workers: Web Workers started by the engine worker, each
  * loading the same model once (eval.worker.ts) and running evaluation jobs through
- * engine/eval/remote.ts, so that runEval spreads its runs over every core. Kept between
- * evaluations (loading a model costs more than most runs); the engine worker closes them when
- * its model changes or an evaluation fails.
+ * engine/eval/remote.ts, so that runEval spreads its runs over every core (the engine worker
+ * takes runs too). Kept between evaluations (loading a model costs seconds); the engine worker
+ * closes them when its model changes or an evaluation fails.
  */
 import type { EvalWorker } from '../../../engine/eval/jobs.ts';
 import { remoteEvalWorker, type EvalWorkerReply, type EvalWorkerRequest } from '../../../engine/eval/remote.ts';

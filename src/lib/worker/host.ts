@@ -11,7 +11,7 @@ import { ModelError, PolicySpecError, SessionError } from '../../../engine/error
 import type { LoadOptions, LoadProgress, LoadedModel, ModelSource } from '../../../engine/model/load.ts';
 import { logSumExp, topK } from '../../../engine/metrics/softmax.ts';
 import { POLICIES } from '../../../engine/policies/index.ts';
-import { formatPolicySpec } from '../../../engine/policies/spec.ts';
+import { formatPolicyChain } from '../../../engine/policies/spec.ts';
 import { Session, type SessionSnapshot } from '../../../engine/session.ts';
 import { ReferenceLane, type ReferenceMetrics, type ReferenceSnapshot } from '../../../engine/reference.ts';
 import { readTrace, TraceFormatError } from '../../../engine/trace/read.ts';
@@ -41,8 +41,9 @@ import {
   type ErrorKind,
   type LoadCommand,
   type LoadProgressView,
+  policyMembers,
   type ModelInfo,
-  type PolicyChoice,
+  type PolicyComposition,
   type PolicyInfo,
   type SamplerSettings,
   type SessionState,
@@ -408,11 +409,12 @@ export class EngineHost {
     this.post({ type: 'tokenized', id, count, context: model.manifest.architecture.context_length });
   }
 
-  private policySpec(choice: PolicyChoice): string {
-    return formatPolicySpec({ id: choice.id, params: choice.params });
+  /** The canonical spec of a policy or composition (the engine checks every member's parameters). */
+  private policySpec(policy: PolicyComposition): string {
+    return formatPolicyChain(policyMembers(policy));
   }
 
-  private async start(id: number, prompt: string, sampler: SamplerSettings, policy: PolicyChoice): Promise<void> {
+  private async start(id: number, prompt: string, sampler: SamplerSettings, policy: PolicyComposition): Promise<void> {
     const model = this.requireModel();
     const context = model.manifest.architecture.context_length;
     const ids = model.tokenizer.encode(prompt);
@@ -611,9 +613,9 @@ export class EngineHost {
     this.post({ type: 'rewound', id, state }, viewTransferables(state));
   }
 
-  private async setPolicy(id: number, choice: PolicyChoice): Promise<void> {
+  private async setPolicy(id: number, policy: PolicyComposition): Promise<void> {
     const session = this.requireSession();
-    const spec = this.policySpec(choice);
+    const spec = this.policySpec(policy);
     const before = packCacheMap(this.held(session), null);
     const event = session.setPolicy(spec);
     // a switch is a point a replay must not cross: pin a snapshot right after it

@@ -2,7 +2,8 @@
  * Worker messages of the /compare lanes and the /bench evaluations (an extension of protocol.ts:
  * the same worker, ids and reply rules). Commands:
  *
- *   compare-start  prompt + sampler + 1–4 lane policies → reply compare-started
+ *   compare-start  prompt + sampler + 1–4 lane policies (each one policy or a composition's
+ *                  members) → reply compare-started
  *   compare-step   N steps of every lane; a compare-step event per step → reply compare-done
  *                  (the existing `pause` command stops it between steps)
  *   compare-back   back N steps (checkpoint + replay) → reply compare-rewound
@@ -13,12 +14,12 @@
  */
 import type { EvalConfig, EvalProgress, EvalReport, EvalRow } from '../../../engine/eval/index.ts';
 import type { LaneMemory, LaneState, LanesStep } from '../../../engine/lanes.ts';
-import type { PolicyChoice, PromptView, SamplerSettings, StopReason } from './protocol.ts';
+import type { PolicyComposition, PromptView, SamplerSettings, StopReason } from './protocol.ts';
 
 export type { EvalConfig, EvalProgress, EvalReport, EvalRow, LaneMemory, LaneState, LanesStep };
 
 export type LabCommand =
-  | { type: 'compare-start'; id: number; prompt: string; sampler: SamplerSettings; lanes: PolicyChoice[] }
+  | { type: 'compare-start'; id: number; prompt: string; sampler: SamplerSettings; lanes: PolicyComposition[] }
   | { type: 'compare-step'; id: number; steps: number }
   | { type: 'compare-back'; id: number; steps: number }
   | { type: 'eval'; id: number; config: EvalConfig; heldoutUrl: string; parallel?: EvalParallel };

@@ -2,17 +2,17 @@
  * The worker side of /compare and /bench (lab-protocol.ts): lanes of policies stepping together
  * (engine/lanes.ts) and evaluations (engine/eval). EngineHost owns the model and the command
  * queue and hands these commands here; `pause` aborts whatever runs. Framework-free and DOM-free.
- * An evaluation asked to run in parallel spreads its runs over evaluation workers (eval-pool.ts)
- * that this worker starts; its report is the same as run here, one run after another.
+ * An evaluation asked to run in parallel spreads its runs over this worker and evaluation workers
+ * (eval-pool.ts) that it starts; its report is the same as run here, one run after another.
  */
 import { ContextFullError } from '../../../engine/errors.ts';
-import { EvalSettingsError, planEval, runEval, type EvalWorker } from '../../../engine/eval/index.ts';
+import { EvalSettingsError, inThreadWorker, planEval, runEval, type EvalWorker } from '../../../engine/eval/index.ts';
 import { LaneGroup } from '../../../engine/lanes.ts';
 import type { LoadedModel } from '../../../engine/model/load.ts';
-import { formatPolicySpec } from '../../../engine/policies/spec.ts';
+import { formatPolicyChain } from '../../../engine/policies/spec.ts';
 import { createEvalWebWorker, EvalWorkerPool, type WorkerLike } from './eval-pool.ts';
 import type { LabCommand, LabEvent } from './lab-protocol.ts';
-import type { EngineEvent, PolicyChoice, SamplerSettings, StopReason } from './protocol.ts';
+import { policyMembers, type EngineEvent, type PolicyComposition, type SamplerSettings, type StopReason } from './protocol.ts';
 import { yieldToEventLoop } from './yield.ts';
 
 export type LabPost = (event: LabEvent | EngineEvent) => void;
@@ -78,13 +78,13 @@ export class LabHost {
     return this.group;
   }
 
-  private async start(id: number, model: LoadedModel, prompt: string, sampler: SamplerSettings, lanes: PolicyChoice[]): Promise<void> {
+  private async start(id: number, model: LoadedModel, prompt: string, sampler: SamplerSettings, lanes: PolicyComposition[]): Promise<void> {
     const context = model.manifest.architecture.context_length;
     const ids = model.tokenizer.encode(prompt);
     if (ids.length > context) {
       throw new LabError('prompt', `The prompt is ${ids.length} tokens long but the model's context holds ${context}. Shorten it by at least ${ids.length - context} tokens.`);
     }
-    const specs = lanes.map((l) => formatPolicySpec({ id: l.id, params: l.params }));
+    const specs = lanes.map((lane) => formatPolicyChain(policyMembers(lane)));
     const t0 = performance.now();
     const group = new LaneGroup(model, {
       policies: specs,
@@ -181,7 +181,11 @@ export class LabHost {
     }
   }
 
-  /** Evaluation workers for a parallel evaluation of more than one run; undefined: run here. */
+  /**
+   * The workers of a parallel evaluation of more than one run: this worker (its model is loaded;
+   * it yields so that the others' messages and `pause` get through) and evaluation workers for
+   * the rest. undefined: run here alone.
+   */
   private evalWorkers(model: LoadedModel, command: LabCommand & { type: 'eval' }): EvalWorker[] | undefined {
     const parallel = command.parallel;
     if (!parallel || parallel.workers < 2 || !this.createEvalWorker) return undefined;
@@ -191,7 +195,7 @@ export class LabHost {
     const init = { type: 'init' as const, modelsUrl: parallel.modelsUrl, modelId: model.manifest.id, wasmUrl: parallel.wasmUrl };
     if (this.evalPool && JSON.stringify(this.evalPool.init) !== JSON.stringify(init)) this.closeEvalPool();
     this.evalPool ??= new EvalWorkerPool(init, this.createEvalWorker);
-    return this.evalPool.take(count);
+    return [inThreadWorker(model, { yield: yieldToEventLoop }), ...this.evalPool.take(count - 1)];
   }
 
   private closeEvalPool(): void {

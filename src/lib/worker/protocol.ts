@@ -32,6 +32,22 @@ export interface PolicyChoice {
   params: Record<string, ParamValue>;
 }
 
+/**
+ * The policy a command asks for: one policy, or the members of a composition in the order they
+ * run (engine/policies/chain.ts). The host formats it with the engine (formatPolicyChain).
+ */
+export type PolicyComposition = PolicyChoice | readonly PolicyChoice[];
+
+/** The members of a composition (a single choice is a composition of one). */
+export function policyMembers(policy: PolicyComposition): readonly PolicyChoice[] {
+  return isChoiceList(policy) ? policy : [policy];
+}
+
+// Array.isArray does not narrow a readonly array out of a union (TypeScript #17002)
+function isChoiceList(policy: PolicyComposition): policy is readonly PolicyChoice[] {
+  return Array.isArray(policy);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Commands (page → worker)
 
@@ -55,12 +71,12 @@ export interface LoadCommand {
 export type Command =
   | LoadCommand
   | { type: 'tokenize'; id: number; text: string }
-  | { type: 'start'; id: number; prompt: string; sampler: SamplerSettings; policy: PolicyChoice }
+  | { type: 'start'; id: number; prompt: string; sampler: SamplerSettings; policy: PolicyComposition }
   | { type: 'step'; id: number }
   | { type: 'run'; id: number; steps: number; stopAtEos: boolean }
   | { type: 'pause'; id: number }
   | { type: 'back'; id: number; steps: number }
-  | { type: 'set-policy'; id: number; policy: PolicyChoice }
+  | { type: 'set-policy'; id: number; policy: PolicyComposition }
   | { type: 'views'; id: number; attention: boolean }
   | { type: 'inspect'; id: number; step: number }
   | { type: 'export-trace'; id: number }

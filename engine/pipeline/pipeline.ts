@@ -13,6 +13,7 @@ import type { PolicyCache } from '../cache/view.ts';
 import type { JsonValue } from '../types.ts';
 import { indexRange } from '../policies/types.ts';
 import type {
+  BudgetRule,
   Citation,
   ParamSpec,
   Policy,
@@ -55,6 +56,8 @@ export interface MethodSpec {
   acts?: { prefill?: boolean; step?: boolean; attach?: boolean };
   /** `always`: every head's decision carries the scores (H2O); `selected`: only heads it selected in */
   reportScores?: 'always' | 'selected';
+  /** how an evaluation budget B sets its parameters (engine/eval/budgets.ts) */
+  budget?: BudgetRule;
   /** `params` are complete and validated against the schema */
   build(params: PolicyParams, context: PolicyContext): MethodStages;
 }
@@ -235,6 +238,7 @@ export function defineMethod(spec: MethodSpec): PolicyDefinition {
     paper: spec.paper,
     params: spec.params,
     needs: spec.needs,
+    ...(spec.budget ? { budget: spec.budget } : {}),
     create: (params, context) => new PipelinePolicy(spec, params, context),
   };
 }

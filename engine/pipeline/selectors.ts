@@ -50,13 +50,3 @@ export function topKPlusWindowSelector(tie: TieBreak = 'older'): Selector {
     },
   };
 }
-
-/** Wraps a selector so the heads `protectedHeads[layer][kvHead]` keep everything (RazorAttention's retrieval heads). */
-export function protectHeads(inner: Selector, protectedHeads: readonly (readonly boolean[])[]): Selector {
-  return {
-    state: inner.state,
-    select(env, head) {
-      return protectedHeads[head.layer]?.[head.kvHead] ? null : inner.select(env, head);
-    },
-  };
-}

@@ -109,6 +109,14 @@ export const compressKvPolicy = defineMethod({
     { name: 'max_factor', kind: 'float', default: 3, min: 1, description: 'largest layer budget as a multiple of B' },
   ],
   // the window rows it needs (prefillWindow = W) come from the instance's stages
+  // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
+  budget: {
+    params: ['budget'],
+    map: (b) => ({ budget: b }),
+    text: 'budget = B (mean over layers; its 8-query window counts in B)',
+    scope: 'the prompt, once after prefill; decoded tokens are appended',
+    min: 1,
+  },
   needs: { attention: false, queries: false, calibration: true },
   acts: { prefill: true, step: false, attach: false },
   build(params, context) {

@@ -231,6 +231,14 @@ const SPEC: Omit<MethodSpec, 'build'> = {
     { name: 'merge_bias', kind: 'enum', default: 'none', choices: ['none', 'log_count'], description: 'attention bias of merged entries: none (D2O) or log(tokens merged)' },
     gqaParam('mean', 'query-head attention → KV head score, per row'),
   ],
+  // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
+  budget: {
+    params: ['heavy', 'recent'],
+    map: (b) => ({ heavy: Math.floor(b / 2), recent: b - Math.floor(b / 2) }),
+    text: 'heavy = ⌊B/2⌋, recent = B − ⌊B/2⌋',
+    scope: 'every head, scaled per layer by attention density (mean B)',
+    min: 2,
+  },
   needs: { attention: true, queries: false, calibration: false },
   reportScores: 'always',
 };

@@ -51,6 +51,8 @@ export const h2oPolicy = defineMethod({
     },
     gqaParam('sum', "how the query heads' scores of a KV head combine (sum and mean rank alike)"),
   ],
+  // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
+  budget: { params: ['heavy', 'recent'], map: (b) => ({ heavy: Math.floor(b / 2), recent: b - Math.floor(b / 2) }), text: 'heavy = ⌊B/2⌋, recent = B − ⌊B/2⌋', scope: 'every head', min: 2 },
   needs: { attention: true, queries: false, calibration: false },
   reportScores: 'always',
   build(params, context) {

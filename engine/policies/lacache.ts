@@ -180,6 +180,8 @@ export const laCachePolicy = defineMethod({
     { name: 'span', kind: 'int', default: 16, min: 1, description: 'S: layers a token survives in (clamped to layers − 1)' },
     { name: 'overlap', kind: 'int', default: 0, min: 0, description: 'O: overlap between the ladders of neighbouring blocks (< S)' },
   ],
+  // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
+  budget: { params: ['cache_size'], map: (b) => ({ cache_size: b }), text: 'cache_size = B', scope: 'every head (ladder across layers)', min: 1 },
   needs: { attention: false, queries: false, calibration: false },
   build(params, context) {
     const { nLayers, contextLength } = context.dims;

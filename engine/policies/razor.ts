@@ -130,6 +130,14 @@ export const razorPolicy = defineMethod({
       description: 'weighted: mean token with bias log N_D (paper); plain: mean token, no bias; none: evict',
     },
   ],
+  // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
+  budget: {
+    params: ['sinks', 'recent'],
+    map: (b) => ({ sinks: 4, recent: b - 5 }),
+    text: 'sinks = 4, recent = B − 5, plus 1 compensation token',
+    scope: 'non-retrieval heads; retrieval heads keep every entry',
+    min: 6,
+  },
   needs: { attention: false, queries: false, calibration: true },
   build(params, context) {
     const calibration = requireCalibration(context.calibration, 'razor', ['razor'], context.calibrationError);

@@ -97,6 +97,14 @@ export const snapkvPolicy = defineMethod({
     { name: 'beta', kind: 'float', default: 20, min: 1, description: 'PyramidKV: top-layer budget is (C−W)/β' },
   ],
   // the window rows it needs (prefillWindow = W) come from the instance's stages
+  // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
+  budget: {
+    params: ['budget'],
+    map: (b) => ({ budget: b }),
+    text: 'budget = B (its 32-query observation window counts in B)',
+    scope: 'the prompt, once after prefill; decoded tokens are appended',
+    min: 1,
+  },
   needs: { attention: false, queries: false, calibration: false },
   acts: { prefill: true, step: false, attach: false },
   build(params) {

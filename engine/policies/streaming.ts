@@ -79,6 +79,8 @@ export const streamingPolicy = defineMethod({
       description: 'p2: re-rotate kept keys to their cache index, query at the cache length (original); p1: keep original positions',
     },
   ],
+  // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
+  budget: { params: ['sinks', 'recent'], map: (b) => ({ sinks: 4, recent: b - 4 }), text: 'sinks = 4, recent = B − 4', scope: 'every head', min: 5 },
   needs: { attention: false, queries: false, calibration: false },
   build(params) {
     const recentValue = budgetValue(params, 'recent');

@@ -76,6 +76,8 @@ export const tovaPolicy = defineMethod({
     },
     gqaParam('mean', 'per-head only: how a KV head’s query heads combine'),
   ],
+  // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
+  budget: { params: ['budget'], map: (b) => ({ budget: b }), text: 'budget = B', scope: 'every head', min: 1 },
   needs: { attention: true, queries: false, calibration: false, prefillWindow: 1 },
   build(params) {
     const value = budgetValue(params, 'budget');

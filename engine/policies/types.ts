@@ -164,6 +164,23 @@ export interface Policy {
   setState(state: JsonValue): void;
 }
 
+/**
+ * How one evaluation budget B — the entries a KV head may hold — sets a method's parameters, so
+ * that "h2o at 128" and "window at 128" hold about the same memory (`kvscope eval`, /bench).
+ */
+export interface BudgetRule {
+  /** parameters B maps to */
+  params: readonly string[];
+  /** the parameter values for budget B (B ≥ min) */
+  map(budget: number): Record<string, ParamValue>;
+  /** the mapping in words, e.g. "sinks = 4, recent = B − 4" */
+  text: string;
+  /** what B bounds for this method */
+  scope: string;
+  /** smallest budget the mapping accepts */
+  min: number;
+}
+
 export interface PolicyDefinition {
   id: string;
   label: string;
@@ -171,6 +188,8 @@ export interface PolicyDefinition {
   paper: Citation;
   params: readonly ParamSpec[];
   needs: PolicyNeeds;
+  /** how an evaluation budget sets its parameters; absent: evaluated only as given */
+  budget?: BudgetRule;
   /** `params` are complete and validated against the schema */
   create(params: PolicyParams, context: PolicyContext): Policy;
 }

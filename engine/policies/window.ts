@@ -22,6 +22,8 @@ export const windowPolicy = defineMethod({
     url: 'https://arxiv.org/abs/2004.05150',
   },
   params: [{ name: 'size', kind: 'int', default: 128, min: 1, budget: true, description: 'entries kept per head (the most recent ones)' }],
+  // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
+  budget: { params: ['size'], map: (b) => ({ size: b }), text: 'size = B', scope: 'every head', min: 1 },
   needs: { attention: false, queries: false, calibration: false },
   build(params) {
     const size = intParam(params, 'size');

@@ -106,6 +106,14 @@ export const windowkvPolicy = defineMethod({
     { name: 'beta', kind: 'float', default: 20, min: 1, description: 'arithmetic decay: last group gets review·groupSize/β' },
   ],
   // the suffix rows it needs (prefillWindow) come from the instance's allocator
+  // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
+  budget: {
+    params: ['budget'],
+    map: (b) => ({ budget: b }),
+    text: 'budget = B (its 32-token suffix counts in B)',
+    scope: 'the prompt, once after prefill; decoded tokens are appended',
+    min: 1,
+  },
   needs: { attention: false, queries: false, calibration: false },
   acts: { prefill: true, step: false, attach: false },
   build(params) {

@@ -9,7 +9,7 @@
  * mid-run without history.
  */
 import { NO_CHANGE, type Decision, type HeadDecision } from '../cache/decision.ts';
-import type { PolicyCache } from '../cache/view.ts';
+import type { ColumnSpec, PolicyCache } from '../cache/view.ts';
 import type { JsonValue } from '../types.ts';
 import { indexRange } from '../policies/types.ts';
 import type {
@@ -102,6 +102,8 @@ class PipelinePolicy implements Policy {
   private readonly stateful: StageState[];
   private readonly acts: Required<NonNullable<MethodSpec['acts']>>;
   private readonly prefix: string;
+  /** the scorer's columns under this instance's prefix */
+  private readonly columns: readonly ColumnSpec[];
 
   constructor(
     private readonly spec: MethodSpec,
@@ -116,6 +118,7 @@ class PipelinePolicy implements Policy {
     this.stateful = [scorer?.state, allocator?.state, selector?.state, ...transforms.map((t) => t.state)].filter((s): s is StageState => s !== undefined);
     this.acts = { prefill: true, step: true, attach: true, ...spec.acts };
     this.prefix = context.columnPrefix ?? `${spec.id}.`;
+    this.columns = (scorer?.columns ?? []).map((c) => ({ ...c, name: this.prefix + c.name }));
     this.withoutHistory = this.acts.attach
       ? (scorer?.withoutHistory ?? 'needs no history: it decides from the cache as it is')
       : `acts ${this.acts.prefill ? 'once after prefill' : 'never on attach'}: attached mid-run it keeps the cache as it is and new tokens are appended`;
@@ -139,9 +142,8 @@ class PipelinePolicy implements Policy {
   /** Declares the scorer's columns on the cache and fills them from a restored portable state. */
   private attachColumns(cache: PolicyCache): void {
     this.lastCache = cache;
-    const columns = this.stages.scorer?.columns ?? [];
-    if (columns.length === 0) return;
-    cache.declareColumns(columns.map((c) => ({ ...c, name: this.prefix + c.name })));
+    if (this.columns.length === 0) return;
+    cache.declareColumns(this.columns);
     const pending = this.pendingColumns;
     if (!pending) return;
     this.pendingColumns = null;
@@ -202,10 +204,8 @@ class PipelinePolicy implements Policy {
     if (this.stages.state) return this.stages.state.get();
     const state: { [key: string]: JsonValue } = { promptTokens: this.promptTokens, stages: this.stateful.map((s) => s.get()) };
     const cache = this.lastCache;
-    const columns = this.stages.scorer?.columns ?? [];
-    if (scope === 'portable' && cache && columns.length > 0) {
-      state.columns = columns.map((c) => {
-        const name = this.prefix + c.name;
+    if (scope === 'portable' && cache && this.columns.length > 0) {
+      state.columns = this.columns.map(({ name }) => {
         const heads: number[][] = [];
         for (let l = 0; l < cache.nLayers; l++) for (let h = 0; h < cache.nKvHeads; h++) heads.push(cache.hasColumn(name) ? Array.from(cache.column(l, h, name)) : []);
         return { name, heads };

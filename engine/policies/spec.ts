@@ -244,3 +244,23 @@ export function looksLikePolicySpec(text: string): boolean {
   const parts = members(text);
   return parts.length > 0 && parts.every((part) => MEMBER_SHAPE.test(part));
 }
+
+/**
+ * Splits a list of specs separated by spaces or new lines, keeping compositions whole:
+ * "window:size=8 h2o + tova:budget=4" → ["window:size=8", "h2o + tova:budget=4"].
+ */
+export function splitPolicyList(text: string): string[] {
+  const out: string[] = [];
+  let joinNext = false;
+  for (const token of text.split(/\s+/).filter(Boolean)) {
+    if (token === '+') {
+      if (out.length > 0) out[out.length - 1] += ' +';
+      joinNext = true;
+      continue;
+    }
+    if ((joinNext || token.startsWith('+')) && out.length > 0) out[out.length - 1] += ` ${token}`;
+    else out.push(token);
+    joinNext = token.endsWith('+');
+  }
+  return out.map((spec) => spec.split(COMPOSITION_SPLIT).map((part) => part.trim()).join(' + '));
+}

@@ -1,6 +1,6 @@
 /** Policy specs and compositions: parsed, checked and formatted in one place (engine/policies/spec.ts). */
 import { describe, expect, it } from 'vitest';
-import { formatPolicyChain, parsePolicyChain, parsePolicySpec } from '../../engine/policies/spec.ts';
+import { formatPolicyChain, parsePolicyChain, parsePolicySpec, splitPolicyList } from '../../engine/policies/spec.ts';
 import { expandRuns } from '../../engine/eval/budgets.ts';
 import { PolicyChain } from '../../engine/policies/chain.ts';
 import { Session } from '../../engine/session.ts';
@@ -15,6 +15,11 @@ describe('compositions', () => {
     expect(formatPolicyChain(parsePolicyChain(formatPolicyChain(chain)))).toBe(formatPolicyChain(chain));
     // a single spec is a composition of one, with the same canonical string as before
     expect(formatPolicyChain(parsePolicyChain('window:size=8'))).toBe('window:size=8');
+  });
+
+  it('split from a space-separated list with compositions kept whole', () => {
+    expect(splitPolicyList(' window:size=8  h2o + tova:budget=4\nsnapkv+streaming ')).toEqual(['window:size=8', 'h2o + tova:budget=4', 'snapkv + streaming']);
+    expect(splitPolicyList('a +\nb c h2o:heavy=1e+1')).toEqual(['a + b', 'c', 'h2o:heavy=1e+1']);
   });
 
   it('keep an exponent inside a value whole', () => {

@@ -1,5 +1,6 @@
 /** The /compare link codec: the lanes' specs, prompt, sampler and seed survive a round trip; bad input is caught. */
 import { describe, expect, it } from 'vitest';
+import { formatPolicySpec } from '../../engine/policies/spec.ts';
 import { decodeCompareQuery, encodeCompareQuery, MAX_PROMPT_CHARS, type CompareSetup } from '../../src/lib/compare/url.ts';
 
 const DEFAULTS: CompareSetup = { prompt: 'default prompt', sampler: { temperature: 0.8, topK: 40, topP: 0.95, seed: 1 }, lanes: ['full', 'window:size=32'] };
@@ -26,6 +27,10 @@ describe('compare URL', () => {
     const { setup, problems } = decodeCompareQuery(query, DEFAULTS);
     expect(problems).toEqual([]);
     expect(setup.lanes).toEqual(['full', composed]);
+    // three of the longest canonical specs still fit in a link
+    const long = ['compresskv', 'd2o', 'razor'].map((id) => formatPolicySpec({ id, params: {} })).join(' + ');
+    expect(long.length).toBeGreaterThan(300);
+    expect(decodeCompareQuery(encodeCompareQuery({ ...DEFAULTS, lanes: ['full', long] }), DEFAULTS).setup.lanes).toEqual(['full', long]);
     // a dangling "+" is not a spec
     expect(decodeCompareQuery('lane=full&lane=window%3Asize%3D8+%2B', DEFAULTS).problems.join()).toMatch(/not a policy spec/);
   });

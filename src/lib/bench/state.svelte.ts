@@ -10,6 +10,7 @@ import { EngineClient, EngineFailure } from '../worker/client.ts';
 import type { EngineEvent, LoadProgressView, ModelInfo, PolicyInfo } from '../worker/protocol.ts';
 import type { EvalConfig, EvalProgress, EvalReport, EvalRow } from '../worker/lab-protocol.ts';
 import { expandRuns, type EvalRun } from '../../../engine/eval/budgets.ts';
+import { splitPolicyList } from '../../../engine/policies/spec.ts';
 import type { EngineUrls, ShownError } from '../explorer/state.svelte.ts';
 
 export type BenchStatus = 'idle' | 'loading' | 'ready' | 'error' | 'crashed';
@@ -91,7 +92,7 @@ export class BenchState {
   /** The evaluation the setup describes, or the reason it is not valid. */
   readonly plan = $derived.by((): { config: EvalConfig; runs: EvalRun[] } | { problem: string } => {
     try {
-      const specs = [...this.chosen, ...this.extra.split(/\s+/).filter(Boolean)];
+      const specs = [...this.chosen, ...splitPolicyList(this.extra)];
       if (specs.length === 0) return { problem: 'choose at least one policy' };
       const budgets = parseNumberList(this.budgets, 'budgets');
       const runs = expandRuns(specs, budgets);

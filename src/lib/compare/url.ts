@@ -17,7 +17,8 @@ export const MIN_LANES = 2;
 export const MAX_LANES = 4;
 /** longest prompt a link carries (characters); longer prompts are cut with a problem message */
 export const MAX_PROMPT_CHARS = 6000;
-const MAX_SPEC_CHARS = 300;
+/** longest lane spec a link carries: room for a composition of three of the longest canonical specs (~110 characters each) */
+const MAX_SPEC_CHARS = 600;
 
 export interface CompareSetup {
   prompt: string;

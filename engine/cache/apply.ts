@@ -45,10 +45,23 @@ export interface HeadOutcome {
 }
 
 function ascendingUniqueProblem(indices: ArrayLike<number>, n: number): string | null {
+  if (indices instanceof Int32Array) return ascendingInt32Problem(indices, n);
   let previous = -1;
   for (let i = 0; i < indices.length; i++) {
     const index = indices[i];
     if (!Number.isInteger(index) || index < 0 || index >= n) return `index ${index} is out of range [0, ${n})`;
+    if (index <= previous) return `indices must be ascending and unique (${previous} then ${index})`;
+    previous = index;
+  }
+  return null;
+}
+
+/** The same check for an Int32Array (the common case), kept monomorphic for speed: its values are integers. */
+function ascendingInt32Problem(indices: Int32Array, n: number): string | null {
+  let previous = -1;
+  for (let i = 0; i < indices.length; i++) {
+    const index = indices[i];
+    if (index < 0 || index >= n) return `index ${index} is out of range [0, ${n})`;
     if (index <= previous) return `indices must be ascending and unique (${previous} then ${index})`;
     previous = index;
   }
@@ -71,7 +84,8 @@ export function planHead(head: HeadStore, where: string, decision: HeadDecision,
     throw new PolicyDecisionError(`${where}: scores has ${decision.scores.length} values for ${n} entries`);
   }
   const role = new Uint8Array(n);
-  for (let i = 0; i < keep.length; i++) role[keep[i]] = 1;
+  if (keep instanceof Int32Array) for (let i = 0; i < keep.length; i++) role[keep[i]] = 1;
+  else for (let i = 0; i < keep.length; i++) role[keep[i]] = 1;
   const anchorGroup = new Int32Array(merges.length > 0 ? n : 0).fill(-1);
   const merged = merges.map((group, g) => prepareMerge(head, group, g, role, anchorGroup, where, ctx));
   for (const re of decision.reencode ?? []) {
@@ -159,6 +173,8 @@ function reduceColumn(column: Float64Array, spec: ColumnSpec, members: readonly 
   return out;
 }
 
+const NO_INDEX = new Int32Array(0);
+
 function emptyApplied(layer: number, kvHead: number, n: number): AppliedHead {
   return { layer, kvHead, before: n, after: n, evictedTokens: [], evictedPositions: [], merged: [], reencoded: [], reencodedTokens: [], repositioned: 0, hiddenTokens: [] };
 }
@@ -175,7 +191,9 @@ export function applyHead(head: HeadStore, layer: number, kvHead: number, decisi
   const dst = head.takeSpare(ctx.columns);
   const merges = decision.merge ?? [];
   const { role, anchorGroup, merged } = plan;
-  const newIndex = new Int32Array(n).fill(-1);
+  // where each old entry went: only needed to place scores, re-encodes, moves and hidden flags
+  const needIndex = Boolean(decision.scores || decision.reencode?.length || decision.reposition?.length || decision.hide?.length || src.hidden);
+  const newIndex = needIndex ? new Int32Array(n).fill(-1) : NO_INDEX;
   const needOrigins = src.origins !== null || merges.length > 0;
   if (needOrigins) dst.origins = [];
   if (src.codecs) dst.codecs = [];
@@ -186,12 +204,10 @@ export function applyHead(head: HeadStore, layer: number, kvHead: number, decisi
       let end = i + 1;
       while (end < n && role[end] === 1) end++;
       copyEntries(src, i, dst, j, end - i, d, ctx.columns);
-      for (let k = i; k < end; k++) {
-        newIndex[k] = j;
-        if (dst.origins) dst.origins[j] = src.origins?.[k] ?? null;
-        if (dst.codecs) dst.codecs[j] = src.codecs?.[k] ?? null;
-        j++;
-      }
+      if (needIndex) for (let k = i; k < end; k++) newIndex[k] = j + k - i;
+      if (dst.origins) for (let k = i; k < end; k++) dst.origins[j + k - i] = src.origins?.[k] ?? null;
+      if (dst.codecs) for (let k = i; k < end; k++) dst.codecs[j + k - i] = src.codecs?.[k] ?? null;
+      j += end - i;
       i = end;
       continue;
     }
@@ -208,7 +224,8 @@ export function applyHead(head: HeadStore, layer: number, kvHead: number, decisi
       dst.origins![j] = entry.origin.length === 1 ? null : entry.origin;
       if (dst.codecs) dst.codecs[j] = null;
       applied.merged.push({ into: j, origins: entry.origin, weights: [...merges[g].weights] });
-      newIndex[i] = j++;
+      if (needIndex) newIndex[i] = j;
+      j++;
     } else if (r === 0) {
       for (const t of head.origin(i)) applied.evictedTokens.push(t);
       applied.evictedPositions.push(src.pos[i]);

@@ -408,6 +408,7 @@ export class KVCacheStore implements PolicyCache {
 
   /** Registers the decision's codec groups; every group a re-encode names must then exist. */
   private addGroups(groups: readonly CodecGroup[], decisions: readonly HeadDecision[]): void {
+    if (groups.length === 0 && this.groups.size === 0 && !decisions.some((d) => d.reencode?.some((re) => re.codec.group !== undefined))) return;
     const known = new Map(this.groups);
     for (const group of groups) {
       if (typeof group.id !== 'string' || group.id === '') throw new PolicyDecisionError('codec group needs a non-empty id');

@@ -9,10 +9,15 @@ import type { Allocator, HeadBudget, StageEnv } from './stages.ts';
 
 /** Every head gets the same budget, computed per decision from the environment. */
 export function uniformAllocator(budget: (env: StageEnv) => HeadBudget): Allocator {
+  // decode steps ask for the same budgets every time: reuse the grid (callers never mutate it)
+  let last: { total: number; recent: number; grid: HeadBudget[][] } | null = null;
   return {
     allocate(env) {
       const b = budget(env);
-      return Array.from({ length: env.cache.nLayers }, () => Array.from({ length: env.cache.nKvHeads }, () => b));
+      if (last && last.total === b.total && last.recent === b.recent && last.grid.length === env.cache.nLayers) return last.grid;
+      const grid = Array.from({ length: env.cache.nLayers }, () => Array.from({ length: env.cache.nKvHeads }, () => b));
+      last = { total: b.total, recent: b.recent, grid };
+      return grid;
     },
   };
 }

@@ -276,6 +276,8 @@ export function standaloneEnv(
 export function decideWithStages(stages: MethodStages, env: StageEnv, options: DecideOptions): Decision {
   const { cache } = env;
   const { scorer, allocator, transforms = [] } = stages;
+  // a method without stages (the full cache) never changes anything
+  if (!scorer && !allocator && !stages.selector && transforms.length === 0) return NO_CHANGE;
   const selector = stages.selector ?? newestSelector;
   const budgets = allocator ? allocator.allocate(env) : null;
   const reportAlways = options.reportScores === 'always';
@@ -333,6 +335,17 @@ function toDecision(stages: MethodStages, draft: DecisionDraft, env: StageEnv, b
   const decision: Decision = { layers: changed ? layers : null };
   if (draft.nextPosition !== undefined) decision.nextPosition = draft.nextPosition;
   if (note !== undefined) decision.note = note;
-  if (budgets && changed) decision.budgets = budgets.map((row) => row.map((b) => (Number.isFinite(b.total) ? b.total : env.cache.tokenCount)));
+  if (budgets && changed) decision.budgets = totals(budgets, env.cache.tokenCount);
   return decision;
+}
+
+/** The budgets as entries per head for the trace (unlimited = every token fed); reused while unchanged. */
+const totalsCache = new WeakMap<HeadBudget[][], { tokens: number; totals: number[][] }>();
+function totals(budgets: HeadBudget[][], tokens: number): number[][] {
+  const cached = totalsCache.get(budgets);
+  const unlimited = budgets.some((row) => row.some((b) => !Number.isFinite(b.total)));
+  if (cached && (!unlimited || cached.tokens === tokens)) return cached.totals;
+  const out = budgets.map((row) => row.map((b) => (Number.isFinite(b.total) ? b.total : tokens)));
+  totalsCache.set(budgets, { tokens, totals: out });
+  return out;
 }

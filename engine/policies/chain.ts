@@ -100,7 +100,8 @@ export class PolicyChain {
           : current.kind === 'step'
             ? member.afterStep(store, current.observation)
             : (member.onAttach?.(store) ?? { layers: null });
-      const lengths = headLengths(store);
+      const last = i === this.members.length - 1;
+      const lengths = last ? null : headLengths(store);
       const result = store.apply(decision);
       decisions.push(decision);
       applied.heads.push(...result.heads);
@@ -111,7 +112,7 @@ export class PolicyChain {
       if (result.note) notes.push(result.note);
       if (result.nextPosition !== undefined) applied.nextPosition = result.nextPosition;
       if (result.budgets) applied.budgets = result.budgets;
-      if (i < this.members.length - 1 && decision.layers) current = remapHook(current, decision, lengths, store.groupSize);
+      if (lengths && decision.layers) current = remapHook(current, decision, lengths, store.groupSize);
     });
     if (notes.length > 0) applied.note = notes.join('; ');
     return { applied, decisions };

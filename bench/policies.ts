@@ -4,6 +4,7 @@
  * 1024 of the real default model.
  *
  *   tsx bench/policies.ts [--model DIR] [--contexts 512,1024] [--budget 256] [--steps 32] [--repeats 3] [--out FILE]
+ *                          [--policies h2o,tova | --policies "window:size=64 h2o + tova:budget=32"]
  *
  * Per policy (budget parameters from engine/eval/budgets.ts at --budget, so every evicting policy
  * evicts at every step) and context C: prefill C − steps held-out tokens, then teacher-force the
@@ -30,6 +31,7 @@ import { heldoutWindows } from '../engine/metrics/heldout.ts';
 import { loadModelFromDirectory } from '../engine/model/load-node.ts';
 import type { LoadedModel } from '../engine/model/load.ts';
 import { POLICIES } from '../engine/policies/index.ts';
+import { splitPolicyList } from '../engine/policies/spec.ts';
 import { Session } from '../engine/session.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -89,7 +91,8 @@ const contexts = args.contexts
   .filter((c) => c > steps && c <= contextLength);
 const documents = (JSON.parse(await readFile(join(ROOT, 'static/data/heldout.json'), 'utf8')) as { documents: { text: string }[] }).documents.map((d) => d.text);
 const [text] = heldoutWindows(model.tokenizer, documents, { windows: 1, tokens: contextLength, seed: 2 });
-const ids = args.policies ? args.policies.split(',').map((s) => s.trim()) : POLICIES.map((p) => p.id);
+// --policies: ids separated by commas (h2o,tova), or whole specs / compositions separated by spaces
+const ids = args.policies ? (/[:+]/.test(args.policies) ? splitPolicyList(args.policies) : args.policies.split(',').map((s) => s.trim())) : POLICIES.map((p) => p.id);
 const runs = expandRuns(ids, [budget]).filter((r) => model.calibration || !POLICIES.find((p) => p.id === r.id)?.needs.calibration);
 
 console.log(`kvscope policy overhead — ${model.manifest.id}; node ${process.version}, onnxruntime-web wasm, 1 thread, ${cpus().length} cores`);

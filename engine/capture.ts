@@ -3,8 +3,7 @@
  * entries each step's query attended to, the top-k summary that outlives full rows, and the
  * applied decision with the scores the policy gave.
  */
-import type { CacheView } from './cache/view.ts';
-import type { AppliedDecision } from './cache/view.ts';
+import type { AppliedDecision, CacheView } from './cache/view.ts';
 import type { Decision } from './cache/decision.ts';
 import { topKInto } from './metrics/softmax.ts';
 import type { ModelDims } from './runtime/forward.ts';
@@ -61,11 +60,12 @@ export function emptyApplied(): AppliedDecision {
 
 /**
  * The applied decision plus the scores the policy gave (copied, so the policy may reuse its
- * arrays). In a composition the scores come from the first member that gave any.
+ * arrays). In a composition the scores are the first member's: only they index the entries as the
+ * step's query saw them (later members see the cache the earlier ones left).
  */
 export function decisionTrace(applied: AppliedDecision, decisions: readonly Decision[], nLayers: number, nKvHeads: number, keepScores = true): DecisionTrace {
   let scores: (Float32Array | null)[][] | null = null;
-  const decision = decisions.find((d) => d.layers?.some((row) => row?.some((head) => head?.scores))) ?? decisions[0];
+  const decision = decisions[0];
   if (keepScores && decision?.layers) {
     let anyScores = false;
     scores = [];

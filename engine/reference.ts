@@ -1,5 +1,5 @@
 /**
- * The reference lane (DESIGN.md §5): a second Session with the full cache that follows a policy
+ * The reference lane (README, "Reference lane"): a second Session with the full cache that follows a policy
  * session in lockstep, teacher-forced on the tokens the policy lane produced, so that every step
  * can be compared with what the full cache would have done.
  *

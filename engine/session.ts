@@ -1,5 +1,5 @@
 /**
- * A Session owns a model, a KV cache, a policy, a seeded sampler and a trace (DESIGN.md §5).
+ * A Session owns a model, a KV cache, a policy, a seeded sampler and a trace (docs/architecture.md, "Data flow").
  *
  *   prefill(ids)  feeds the prompt in chunks (causal inside each chunk), then asks the policy once
  *   step()        samples the next token from the pending logits, feeds it, lets the policy decide,
@@ -239,7 +239,7 @@ export class Session {
    */
   async prefill(ids: readonly number[], options: PrefillOptions = {}): Promise<PrefillResult> {
     const started = now();
-    const { contextLength, nLayers, vocabSize: width } = this.dims;
+    const { contextLength } = this.dims;
     const n = ids.length;
     if (n === 0) throw new SessionError('empty prompt: prefill needs at least one token');
     const left = contextLength - this.nextPosition;
@@ -324,7 +324,7 @@ export class Session {
     const started = now();
     const logits = this.pendingLogits;
     if (!logits) throw new SessionError('nothing to decode yet: call prefill() first');
-    const { contextLength, nLayers, nHeads, nKvHeads, groupSize } = this.dims;
+    const { contextLength } = this.dims;
     const position = this.nextPosition;
     if (position > contextLength - 1) {
       throw new ContextFullError(
@@ -336,7 +336,7 @@ export class Session {
   }
 
   private async decode(logits: Float32Array, position: number, options: StepOptions, started: number): Promise<StepTrace> {
-    const { nLayers, nHeads, nKvHeads, groupSize } = this.dims;
+    const { nLayers, nKvHeads } = this.dims;
     let token: number;
     let sampleProb: number;
     const forced = options.token !== undefined;
@@ -432,7 +432,6 @@ export class Session {
 
   // ---- policy switching -----------------------------------------------------------------------
 
-  /** Swaps the policy; the new one gets the current cache (onAttach) and the trace marks the switch. */
   /**
    * Swaps the policy; the new one gets the current cache (onAttach) and the trace marks the switch,
    * saying what the new policy does without the history it would have kept (`withoutHistory`).
@@ -577,5 +576,3 @@ export class Session {
 
 
 }
-
-

@@ -3,8 +3,9 @@
  *
  * `planHead` checks everything and computes merged entries without changing anything, so the store
  * can validate every head before it touches any. `applyHead` writes the survivors, in order, into
- * fresh arrays and swaps them in; it returns an `undo` that swaps back (the store's transaction
- * keeps it until commit) and `release`, which recycles the old arrays once nobody can undo.
+ * the head's spare arrays and swaps them in (a keep-all decision replaces only its score / hidden
+ * arrays); it returns an `undo` that swaps back (the store's transaction keeps it until commit) and
+ * `release`, which recycles the old arrays once nobody can undo.
  */
 import { PolicyDecisionError } from '../errors.ts';
 import type { Rope } from '../model/rope.ts';
@@ -90,6 +91,10 @@ export function planHead(head: HeadStore, where: string, decision: HeadDecision,
   const merged = merges.map((group, g) => prepareMerge(head, group, g, role, anchorGroup, where, ctx));
   for (const re of decision.reencode ?? []) {
     if (!(re.index >= 0 && re.index < n && role[re.index] === 1)) throw new PolicyDecisionError(`${where}: reencode index ${re.index} is not a kept entry`);
+    const { kBits, vBits, kElements, vElements, kMetaBytes, vMetaBytes } = re.codec;
+    if (![kBits, vBits, kElements, vElements, kMetaBytes, vMetaBytes].every((x) => Number.isFinite(x) && x >= 0)) {
+      throw new PolicyDecisionError(`${where}: reencode of entry ${re.index} needs finite, non-negative codec bits, elements and metadata bytes`);
+    }
     if ((re.keys && re.keys.length !== d) || (re.values && re.values.length !== d)) {
       throw new PolicyDecisionError(`${where}: reencode of entry ${re.index} must give ${d} floats per key/value`);
     }
@@ -128,6 +133,8 @@ function prepareMerge(head: HeadStore, group: MergeGroup, g: number, role: Uint8
   if (!members.includes(anchor)) throw new PolicyDecisionError(`${where}: merge group ${g} anchor ${anchor} is not a member`);
   role[anchor] = 2;
   anchorGroup[anchor] = g;
+  if (!weights.every(Number.isFinite)) throw new PolicyDecisionError(`${where}: merge group ${g} weights must be finite numbers`);
+  if (group.pos !== undefined && (!Number.isInteger(group.pos) || group.pos < 0)) throw new PolicyDecisionError(`${where}: merge group ${g} position must be an integer ≥ 0, got ${group.pos}`);
   for (const [name, given] of [['keys', group.keys], ['values', group.values]] as const) {
     if (given && given.length !== d) throw new PolicyDecisionError(`${where}: merge group ${g} ${name} must have ${d} floats, got ${given.length}`);
   }
@@ -179,7 +186,7 @@ function emptyApplied(layer: number, kvHead: number, n: number): AppliedHead {
   return { layer, kvHead, before: n, after: n, evictedTokens: [], evictedPositions: [], merged: [], reencoded: [], reencodedTokens: [], repositioned: 0, hiddenTokens: [] };
 }
 
-/** Applies a planned decision: survivors (in order) into fresh arrays, then re-encodes, moves, hides. */
+/** Applies a planned decision: survivors (in order) into the spare arrays, then re-encodes, moves, hides. */
 export function applyHead(head: HeadStore, layer: number, kvHead: number, decision: HeadDecision, plan: HeadPlan, ctx: ApplyContext): HeadOutcome {
   const n = head.length;
   const before = { data: head.data, length: n, merged: head.mergedEntries, hidden: head.hiddenEntries };

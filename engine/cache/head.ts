@@ -102,7 +102,8 @@ export class HeadStore {
   takeSpare(columns: readonly ColumnSpec[]): HeadData {
     const spare = this.spare;
     this.spare = null;
-    if (spare && spare.capacity >= this.data.capacity && spare.columns.length === columns.length) {
+    const fits = (s: HeadData) => s.capacity >= this.data.capacity && s.columns.length === columns.length && columns.every((c, k) => s.columns[k].length === s.capacity * c.width);
+    if (spare && fits(spare)) {
       spare.origins = null;
       spare.codecs = null;
       spare.hidden = null;

@@ -1,5 +1,5 @@
 /**
- * Byte-exact memory accounting (DESIGN.md §3): what the heads hold, K and V separately, codec
+ * Byte-exact memory accounting (docs/architecture.md, "The cache"): what the heads hold, K and V separately, codec
  * metadata included, next to the full fp32 cache for the same tokens. An entry costs its codec's
  * bits and its own metadata; a codec group (shared scales, codebooks, low-rank factors, a
  * direction shared across layers) is charged once while any entry in any layer or head names it.

@@ -9,8 +9,10 @@
  *
  * Transactions make a session step atomic: between begin() and commit() every change (appended
  * entries, applied decisions, column writes, codec groups) is journaled, and rollback() returns
- * the store to exactly its state at begin(). Applying a decision writes survivors into fresh
- * arrays, so the journal holds references, not copies.
+ * the store to exactly its state at begin(). Applying a decision writes the survivors into the
+ * head's spare arrays (the other half of its buffers) and swaps; a keep-all decision replaces only
+ * its score / hidden arrays; a column is copied on its first write. So the journal holds
+ * references to the old arrays, not copies of them.
  */
 import { PolicyDecisionError } from '../errors.ts';
 import type { Rope } from '../model/rope.ts';
@@ -45,7 +47,7 @@ export class KVCacheStore implements PolicyCache {
   /** undo steps of the open transaction (null: none open), and what to recycle at commit */
   private journal: (() => void)[] | null = null;
   private releases: (() => void)[] = [];
-  /** column arrays created inside the open transaction, which may be written in place */
+  /** column arrays no state before the open transaction refers to, which may be written in place */
   private owned = new WeakSet<Float64Array>();
 
   constructor(
@@ -141,7 +143,7 @@ export class KVCacheStore implements PolicyCache {
       if (!existing) {
         if (!Number.isInteger(spec.width) || spec.width < 1) throw new RangeError(`cache column ${spec.name}: width must be an integer ≥ 1`);
         added.push({ ...spec });
-      } else if (existing.width !== spec.width || existing.reduce !== spec.reduce || existing.initial !== spec.initial) {
+      } else if (existing.width !== spec.width || existing.reduce !== spec.reduce || !Object.is(existing.initial, spec.initial)) {
         throw new RangeError(`cache column ${JSON.stringify(spec.name)} is already declared differently`);
       }
     }
@@ -382,8 +384,10 @@ export class KVCacheStore implements PolicyCache {
     this.addGroups(decision.groups ?? [], planned.map((p) => p.decision));
     for (const { layer, kvHead, decision: headDecision, plan } of planned) {
       const head = this.head(layer, kvHead);
+      const previous = head.data;
       const outcome = applyHead(head, layer, kvHead, headDecision, plan, ctx);
-      for (const column of head.data.columns) this.owned.add(column);
+      // survivors went into the spare: its columns belong to this transaction (a keep-all decision kept the old arrays)
+      if (head.data !== previous) for (const column of head.data.columns) this.owned.add(column);
       this.record(outcome.undo, outcome.release);
       if (outcome.applied) this.count(applied, outcome.applied);
     }
@@ -452,6 +456,7 @@ export class KVCacheStore implements PolicyCache {
   // ---- snapshots ------------------------------------------------------------------------------
 
   snapshot(): CacheSnapshot {
+    if (this.journal) throw new Error('cannot snapshot the cache inside a transaction (a step is half applied)');
     return {
       tokenCount: this.tokenCount,
       columns: this.columnSpecs.map((c) => ({ ...c })),

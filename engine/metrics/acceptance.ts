@@ -1,6 +1,6 @@
 /**
  * Draft acceptance under greedy verification (speculative decoding, Leviathan et al. 2023 /
- * Chen et al. 2023; POLICY_CARDS.md "Speculative sampling").
+ * Chen et al. 2023, "Accelerating Large Language Model Decoding with Speculative Sampling").
  *
  * The target decodes greedily; the draft, teacher-forced on the same prompt + target tokens,
  * "accepts" position i iff its argmax equals the target's token i. α is the share of accepted

@@ -10,7 +10,7 @@
  * `targetTokens`. A trial decodes greedily with the full cache and succeeds when the decoded text,
  * trimmed, starts with the key.
  *
- * Retrieval score (POLICY_CARDS.md, our reading for a 5-digit key): while the answer is decoded,
+ * Retrieval score (Wu et al., 2024, "Retrieval Head Mechanistically Explains Long-Context Factuality"; our reading for a 5-digit key): while the answer is decoded,
  * a query head scores 1/|answer tokens| each time its top-1 attended cache entry is one of the
  * key's tokens inside the needle (both mentions) and the generated token equals the token there.
  * |answer tokens| is the number of tokens of the key. The attention that produced generated token

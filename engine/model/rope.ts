@@ -4,7 +4,7 @@
  *
  * Keys are cached post-RoPE. Rotations compose, R(p + δ) = R(δ) R(p), so moving a cached key to a
  * new position is one rotation by the delta — no need to keep pre-RoPE keys. Used for
- * StreamingLLM-style cache positions and chunk reuse (DESIGN.md §3).
+ * StreamingLLM-style cache positions and chunk reuse (docs/architecture.md, "The cache").
  */
 import type { RopeConfig } from './manifest.ts';
 

@@ -9,7 +9,8 @@ import type { Allocator, HeadBudget, StageEnv } from './stages.ts';
 
 /** Every head gets the same budget, computed per decision from the environment. */
 export function uniformAllocator(budget: (env: StageEnv) => HeadBudget): Allocator {
-  // decode steps ask for the same budgets every time: reuse the grid (callers never mutate it)
+  // decode steps ask for the same budgets every time: reuse the grid (selectors and the store only
+  // read budgets; the store copies what it records)
   let last: { total: number; recent: number; grid: HeadBudget[][] } | null = null;
   return {
     allocate(env) {

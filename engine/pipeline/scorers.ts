@@ -49,15 +49,16 @@ export function accumulatedAttention(options: AccumulatedOptions): Scorer {
       const seenName = env.column('seen');
       const rows = env.prefill ? env.prefill.attentionSums : (env.step?.attention ?? null);
       const fed = env.prefill ? env.prefill.tokenCount : 1;
+      const first = env.prefill ? env.prefill.firstToken : (env.step?.tokenIndex ?? cache.tokenCount - 1);
       for (let l = 0; l < cache.nLayers; l++) {
         for (let h = 0; h < cache.nKvHeads; h++) {
           const n = cache.length(l, h);
-          const held = n - fed;
           if (accumulate === 'mean') {
             const seen = cache.writeColumn(l, h, seenName);
-            // entries already held were seen by every new row; new entry k by the rows from k on
-            for (let j = 0; j < held; j++) seen[j] += fed;
-            for (let k = 0; k < fed; k++) seen[held + k] += fed - k;
+            const tokens = cache.tokens(l, h);
+            // entries already held were seen by every new row; new token k by the rows from k on
+            // (by token, not by place: an earlier member of a composition may have evicted some)
+            for (let j = 0; j < n; j++) seen[j] += tokens[j] < first ? fed : fed - (tokens[j] - first);
           }
           if (!rows) continue;
           const scores = cache.writeColumn(l, h, scoreName);

@@ -3,11 +3,13 @@
  * order written, each on the cache as the previous one left it. After a member's decision is
  * applied, the observation the next member sees is remapped to the surviving entries (attention of
  * a merged entry = the sum over its members), so every member reads arrays that match the cache.
- * Each member declares its store columns under its own prefix (`0.h2o.`, `1.kivi.`).
+ * Each member declares its store columns under its own prefix (`0.h2o.`, `1.window.`; a single
+ * policy keeps the plain `h2o.`).
  */
 import type { Decision, HeadDecision } from '../cache/decision.ts';
 import type { KVCacheStore } from '../cache/store.ts';
 import type { AppliedDecision } from '../cache/view.ts';
+import { headLengths } from '../observe.ts';
 import type { JsonValue } from '../types.ts';
 import { findPolicy, POLICIES } from './index.ts';
 import { formatPolicyChain, resolveParams, type PolicySpec } from './spec.ts';
@@ -119,9 +121,6 @@ export class PolicyChain {
   }
 }
 
-function headLengths(store: KVCacheStore): number[][] {
-  return Array.from({ length: store.nLayers }, (_, l) => Array.from({ length: store.nKvHeads }, (_, h) => store.length(l, h)));
-}
 
 /** For one head's decision: per new entry, the old entries it stands for (kept: itself; merged: its members). */
 function survivors(decision: HeadDecision, n: number): number[][] {

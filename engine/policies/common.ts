@@ -1,5 +1,5 @@
 /**
- * Shared building blocks for eviction policies (issue 4 §1). Every helper here is pure and
+ * Shared arithmetic for policy stages (engine/pipeline/). Every helper here is pure and
  * deterministic; policies compose them and return explicit Decisions (types.ts).
  *
  * - Budgets (`resolveBudget`, `budgetParam`): a budget parameter value v ≥ 1 is an absolute number of
@@ -32,7 +32,6 @@
  * - Keep sets (`sinksRecentTopK`): the common "first `sinks` + last `recent` + top-k of the middle
  *   by score" structure (StreamingLLM, H2O, SnapKV windows). Returns ascending unique indices.
  */
-import type { CacheView } from '../cache/store.ts';
 import { indexRange, type FloatParamSpec, type PolicyParams } from './types.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -292,16 +291,5 @@ export function sinksRecentTopK(
 export function gather(values: ArrayLike<number>, keep: ArrayLike<number>): Float32Array {
   const out = new Float32Array(keep.length);
   for (let i = 0; i < keep.length; i++) out[i] = values[keep[i]];
-  return out;
-}
-
-/** Number of entries of every head, [layer][kvHead]. */
-export function headLengths(cache: CacheView): number[][] {
-  const out: number[][] = [];
-  for (let l = 0; l < cache.nLayers; l++) {
-    const row: number[] = [];
-    for (let h = 0; h < cache.nKvHeads; h++) row.push(cache.length(l, h));
-    out.push(row);
-  }
   return out;
 }

@@ -28,7 +28,7 @@
  *  - merged entries get no attention bias (`merge_bias=none`, count unchanged), as in D2O;
  *    `log_count` gives them count = tokens merged, bias log(count); a merged entry keeps its kept
  *    entry's score (the scorer's column reduces by anchor);
- *  - the reference leaves layers 0, 1 and L−1 uncompressed; the card does not, neither do we;
+ *  - the reference leaves layers 0, 1 and L−1 uncompressed; the method card in our design notes does not, neither do we;
  *  - scores are reduced from query heads to the KV head per row with `gqa` (mean default);
  *  - absolute budgets (≥ 1 entries) are scaled per layer by w_l = clamp(softmax(−v)_l·L, 0.01, L)
  *    (mean 1) instead of being tied to the prompt length; ratios follow the reference;

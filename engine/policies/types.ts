@@ -1,5 +1,5 @@
 /**
- * The policy interface (DESIGN.md §4).
+ * The policy interface (docs/architecture.md, "Stages" and "Decisions").
  *
  * A policy never mutates the cache. Its hooks receive a read-only view of the cache plus what the
  * forward produced (attention, queries) and return an explicit Decision — per layer / KV head:

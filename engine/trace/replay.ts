@@ -1,5 +1,5 @@
 /**
- * What every layer × KV head holds, rebuilt from trace events alone (DESIGN.md §1: the trace is the
+ * What every layer × KV head holds, rebuilt from trace events alone (docs/architecture.md, "The trace": the trace is the
  * one contract between engine and views). No model math and no access to the cache store: each
  * head is an ordered list of entries (first origin token, origin list, codec name), changed only the
  * way the events say:

@@ -1,5 +1,5 @@
 /**
- * The versioned trace: the contract between engine and UI (DESIGN.md §1, §5). UI components
+ * The versioned trace: the contract between engine and UI (docs/architecture.md, "The trace"). UI components
  * render these objects; they never reach into the engine.
  *
  * A trace is a list of events: one `prefill`, then `step`s, with `policy` events where the policy
@@ -18,6 +18,7 @@
  * stored: engine/trace/replay.ts rebuilds it from the decisions.
  */
 import type { AppliedDecision, MemoryReport } from '../cache/store.ts';
+import type { ReferenceMetrics } from '../reference.ts';
 import type { SamplerOptions } from '../sampling.ts';
 
 export const TRACE_VERSION = 1;
@@ -168,22 +169,8 @@ export interface PolicySwitchSummary {
   withoutHistory?: string;
 }
 
-/** Reference-lane metrics of one decode step (engine/reference.ts ReferenceMetrics without the per-head masses). */
-export interface ReferenceStepTrace {
-  step: number;
-  tokenIndex: number;
-  /** KL(full ‖ policy) of the next-token distributions, nats */
-  kl: number;
-  agree: boolean;
-  fullTop: number;
-  policyTop: number;
-  /** share of the full lane's attention on tokens the policy held: mean over layers × query heads, and per layer */
-  mass: number;
-  massByLayer: number[];
-  memoryRatio: number;
-  policyBytes: number;
-  fullBytes: number;
-}
+/** Reference-lane metrics of one decode step: engine/reference.ts ReferenceMetrics without the per-head masses. */
+export type ReferenceStepTrace = Omit<ReferenceMetrics, 'massByHead'>;
 
 export interface ReferenceTrace {
   /** steps the lane measured, ascending (steps without an entry: the lane was off) */

@@ -67,6 +67,8 @@ describe('atomic steps', () => {
     ['a throwing policy', 'h2o:heavy=10,recent=10 + flaky:at=3', /flaky policy failed on call 3/],
     ['a rejected decision', 'flaky:at=3,bad=1', PolicyDecisionError],
     ['a composition whose second member fails after the first applied', 'window:size=30 + flaky:at=3', /flaky policy failed/],
+    // the first member keeps every head whole (decisions carry only scores), the second writes its own columns
+    ['a failure after a keep-all member and a member with columns', 'h2o:heavy=100,recent=100 + h2o:heavy=8,recent=8 + flaky:at=3', /flaky policy failed/],
   ])('%s leaves the session exactly as before the step', async (_what, spec, error) => {
     const s = await sessionWith(spec);
     await s.prefill([1, ...tokenSequence(49, 3)]);

@@ -75,4 +75,13 @@ describe('PolicyChain', () => {
     expect(applied.evicted).toBe((4 + 2) * 4);
     expect(Array.from(cache.column(0, 0, '1.h2o.attention'))).toEqual(Array.from(Float32Array.from([0.6, 0.6, 0.05, 0.05]))); // two query heads per KV head
   });
+
+  it('counts, for accumulate=mean, the rows that saw each entry by its token even after an earlier member evicted', async () => {
+    const session = new Session(await fixtureModel(), { policy: 'h2o:heavy=6,recent=4 + h2o:heavy=100,recent=100,accumulate=mean', sampler: { seed: 1, temperature: 0 } });
+    await session.prefill([1, ...tokenSequence(39, 2)]);
+    const tokens = Array.from(session.cache.tokens(0, 0));
+    expect(tokens.length).toBe(10);
+    // prompt token t of a 40-token prefill was seen by the 40 − t rows from t on
+    expect(Array.from(session.cache.column(0, 0, '1.h2o.seen'))).toEqual(tokens.map((t) => 40 - t));
+  });
 });

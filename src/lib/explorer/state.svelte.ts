@@ -3,7 +3,7 @@
  * the decoded steps and the views of the selected step. It talks to the engine only through the
  * EngineClient (worker protocol); it never does model math.
  *
- * Memory stays bounded (DESIGN.md §5): every step keeps a compact record (token, top-k, memory),
+ * Memory stays bounded (docs/architecture.md, "The trace"): every step keeps a compact record (token, top-k, memory),
  * full attention/cache-map views are kept for the last RING steps only; an older step's view is
  * recomputed exactly by the worker on demand (`inspect`).
  *

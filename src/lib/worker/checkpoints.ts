@@ -1,5 +1,5 @@
 /**
- * Session snapshots for stepping back and for recomputing old steps exactly (DESIGN.md §5:
+ * Session snapshots for stepping back and for recomputing old steps exactly (docs/architecture.md, "The trace":
  * runs are deterministic, so any step is a snapshot plus a replay).
  *
  * A snapshot holds the whole cache (≈ 4 KB per token for the default model), so they are

@@ -7,6 +7,7 @@
  * the trace's decisions (engine/trace/replay.ts), never read from the live store, so an imported
  * trace (`import-trace`, a read-only replay without the model) is packed by the same code.
  */
+import { yieldToEventLoop } from './yield.ts';
 import { ModelError, PolicySpecError, SessionError } from '../../../engine/errors.ts';
 import type { LoadOptions, LoadProgress, LoadedModel, ModelSource } from '../../../engine/model/load.ts';
 import { logSumExp, topK } from '../../../engine/metrics/softmax.ts';
@@ -107,17 +108,6 @@ function policyInfo(): PolicyInfo[] {
   }));
 }
 
-/** Yields to the event loop (a macrotask) so that `pause` messages get through during a run. */
-function yieldToEventLoop(): Promise<void> {
-  return new Promise((resolve) => {
-    const channel = new MessageChannel();
-    channel.port1.onmessage = () => {
-      channel.port1.close();
-      resolve();
-    };
-    channel.port2.postMessage(null);
-  });
-}
 
 interface IndexJson {
   default?: string;

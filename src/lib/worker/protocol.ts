@@ -1,5 +1,5 @@
 /**
- * The typed message protocol between the page and the engine Web Worker (DESIGN.md §6).
+ * The typed message protocol between the page and the engine Web Worker (docs/architecture.md, "Data flow").
  *
  * Commands go in, each with a numeric `id`. Every command is answered by exactly one *reply*
  * event carrying the same id (`ready`, `tokenized`, `started`, `done`, `rewound`, `policy`,

@@ -14,8 +14,8 @@
  *   all its query heads (all KV heads then keep the same indices); a layer whose KV heads hold
  *   different lengths falls back to per-head ranking with `gqa`.
  */
-import { reduceGqaHead, type GqaReduce } from '../policies/common.ts';
-import { reduceGroupColumn } from './gqa.ts';
+
+import { reduceAt, reduceGqaHead, reduceGroupColumn, type GqaReduce } from './gqa.ts';
 import type { Scorer, StageEnv } from './stages.ts';
 
 export type Accumulate = 'sum' | 'mean';
@@ -64,11 +64,7 @@ export function accumulatedAttention(options: AccumulatedOptions): Scorer {
           const scores = cache.writeColumn(l, h, scoreName);
           const groupRows = rows[l].slice(h * group, h * group + group);
           if (perRow) {
-            for (let j = 0; j < n; j++) {
-              let acc = gqa === 'max' ? -Infinity : 0;
-              for (const row of groupRows) acc = gqa === 'max' ? Math.max(acc, row[j]) : acc + row[j];
-              scores[j] += gqa === 'mean' ? acc / group : acc;
-            }
+            for (let j = 0; j < n; j++) scores[j] += reduceAt(groupRows, j, gqa);
           } else {
             groupRows.forEach((row, g) => {
               for (let j = 0; j < n; j++) scores[j * group + g] += row[j];

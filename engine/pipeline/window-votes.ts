@@ -19,7 +19,8 @@
  * windowAllocator — per-layer totals with the observation window as every head's recent part;
  * without window attention (no window rows) every head stays whole.
  */
-import { columnSums, pool1d, reduceGqaHead, type GqaReduce, type PoolMode, type PoolPadding } from '../policies/common.ts';
+import { columnSums, pool1d, type PoolMode, type PoolPadding } from '../policies/common.ts';
+import { reduceGqaHead, type GqaReduce } from './gqa.ts';
 import type { PolicyCache } from '../cache/view.ts';
 import { layerAllocator } from './allocators.ts';
 import type { Allocator, Scorer, StageEnv } from './stages.ts';

@@ -12,11 +12,7 @@
  * - Per-layer / per-head budget arrays (`uniformBudgets`, `pyramidBudgets`): PyramidKV's linear
  *   schedule (Cai et al., 2024): min = (C−W)/β, max = 2(C−W) − min, linear from the bottom layer
  *   (max) to the top layer (min), plus the window W on every layer. Ratios are resolved first.
- * - GQA reduction (`reduceGqa`): policies see attention per *query* head, but the cache is per KV
- *   head. Query head q belongs to KV head ⌊q / group⌋ (group = H / Hkv, the layout used by Llama's
- *   `repeat_kv`). `gqa=mean` averages the group's scores (kvpress / SnapKV-with-GQA default),
- *   `max` takes the largest (an entry survives if any query head wants it), `sum` adds them
- *   (H2O-style accumulated mass; same ranking as mean for a single reduction, differs only in scale).
+ * - GQA reductions (query heads → KV head) live in engine/pipeline/gqa.ts.
  * - Top-k (`topK`): the k largest scores, returned as ascending indices. Ties are broken by index:
  *   `tie: 'older'` (default) prefers the smaller index (older entry), `'newer'` the larger one.
  *   NaN scores rank below every number. k ≥ n returns all indices.
@@ -103,50 +99,6 @@ export function pyramidBudgets(nLayers: number, total: number, window: number, b
   }
   const steps = (max - min) / (nLayers - 1);
   return Array.from({ length: nLayers }, (_, l) => Math.max(window + 1, Math.floor(window + max - l * steps)));
-}
-
-// ---------------------------------------------------------------------------------------------
-// GQA
-
-export type GqaReduce = 'mean' | 'max' | 'sum';
-export const GQA_CHOICES: readonly GqaReduce[] = ['mean', 'max', 'sum'];
-
-/** Query heads per KV head; throws when H is not a multiple of Hkv. */
-export function gqaGroup(nHeads: number, nKvHeads: number): number {
-  if (nKvHeads <= 0 || nHeads % nKvHeads !== 0) throw new RangeError(`query heads ${nHeads} not a multiple of KV heads ${nKvHeads}`);
-  return nHeads / nKvHeads;
-}
-
-/**
- * Reduces per-query-head score arrays to one array per KV head. `perQueryHead[q]` belongs to KV
- * head ⌊q / group⌋. Arrays of one group may differ in length only if entries were appended after
- * some were written — they must not here: every array of a group must have the same length.
- * Returns `nKvHeads` Float64Arrays (sums in double precision, so near-ties stay stable).
- */
-export function reduceGqa(perQueryHead: readonly ArrayLike<number>[], nKvHeads: number, mode: GqaReduce = 'mean'): Float64Array[] {
-  const group = gqaGroup(perQueryHead.length, nKvHeads);
-  const out: Float64Array[] = [];
-  for (let kv = 0; kv < nKvHeads; kv++) {
-    const first = perQueryHead[kv * group];
-    const n = first.length;
-    const acc = new Float64Array(n);
-    if (mode === 'max') acc.fill(-Infinity);
-    for (let g = 0; g < group; g++) {
-      const row = perQueryHead[kv * group + g];
-      if (row.length !== n) throw new RangeError(`query heads of KV head ${kv} disagree on length (${row.length} vs ${n})`);
-      if (mode === 'max') for (let j = 0; j < n; j++) acc[j] = Math.max(acc[j], row[j]);
-      else for (let j = 0; j < n; j++) acc[j] += row[j];
-    }
-    if (mode === 'mean') for (let j = 0; j < n; j++) acc[j] /= group;
-    out.push(acc);
-  }
-  return out;
-}
-
-/** Same reduction for one KV head's group only (query heads kv·group … kv·group+group−1). */
-export function reduceGqaHead(perQueryHead: readonly ArrayLike<number>[], kvHead: number, nKvHeads: number, mode: GqaReduce = 'mean'): Float64Array {
-  const group = gqaGroup(perQueryHead.length, nKvHeads);
-  return reduceGqa(perQueryHead.slice(kvHead * group, kvHead * group + group), 1, mode)[0];
 }
 
 // ---------------------------------------------------------------------------------------------

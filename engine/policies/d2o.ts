@@ -37,14 +37,14 @@
  */
 import type { PolicyCache } from '../cache/view.ts';
 import { densityAllocator, type DensityBudgets } from '../pipeline/density.ts';
-import { gqaParam } from '../pipeline/gqa.ts';
+import { gqaParam, type GqaReduce } from '../pipeline/gqa.ts';
 import { mergeRecall, type MergeWeights } from '../pipeline/merge.ts';
 import { defineMethod, type MethodSpec, type MethodStages } from '../pipeline/pipeline.ts';
 import { accumulatedAttention } from '../pipeline/scorers.ts';
 import { sinksRecentTopKSelector } from '../pipeline/selectors.ts';
 import type { StageEnv } from '../pipeline/stages.ts';
 import type { JsonValue } from '../types.ts';
-import { budgetParam, budgetValue, type GqaReduce } from './common.ts';
+import { budgetParam, budgetValue } from './common.ts';
 import {
   enumParam,
   floatParam,

@@ -22,11 +22,11 @@
  * P1: positions unchanged.
  */
 import { promptBudget, promptLength, uniformAllocator } from '../pipeline/allocators.ts';
-import { gqaParam } from '../pipeline/gqa.ts';
+import { gqaParam, type GqaReduce } from '../pipeline/gqa.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import { accumulatedAttention, type Accumulate } from '../pipeline/scorers.ts';
 import { sinksRecentTopKSelector } from '../pipeline/selectors.ts';
-import { budgetParam, budgetValue, type GqaReduce } from './common.ts';
+import { budgetParam, budgetValue } from './common.ts';
 import { enumParam } from './types.ts';
 
 export const h2oPolicy = defineMethod({

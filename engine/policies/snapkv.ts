@@ -30,13 +30,13 @@
  */
 import type { PolicyCache } from '../cache/view.ts';
 import { promptBudget, promptLength } from '../pipeline/allocators.ts';
-import { gqaParam } from '../pipeline/gqa.ts';
+import { gqaParam, type GqaReduce } from '../pipeline/gqa.ts';
 import { pyramidKvBudgets } from '../pipeline/layer-budgets.ts';
 import { decideWithStages, defineMethod, standaloneEnv, type MethodStages } from '../pipeline/pipeline.ts';
 import { topKPlusWindowSelector } from '../pipeline/selectors.ts';
 import type { StageEnv } from '../pipeline/stages.ts';
 import { windowAllocator, windowVotes } from '../pipeline/window-votes.ts';
-import { budgetParam, budgetValue, POOL_CHOICES, uniformBudgets, type GqaReduce, type PoolMode } from './common.ts';
+import { budgetParam, budgetValue, POOL_CHOICES, uniformBudgets, type PoolMode } from './common.ts';
 import { boolParam, enumParam, floatParam, intParam, type Decision, type PrefillObservation } from './types.ts';
 
 export interface SnapKVOptions {

@@ -22,11 +22,11 @@
  */
 import type { PolicyCache } from '../cache/view.ts';
 import { promptBudget, promptLength, uniformAllocator } from '../pipeline/allocators.ts';
-import { gqaParam } from '../pipeline/gqa.ts';
+import { gqaParam, type GqaReduce } from '../pipeline/gqa.ts';
 import { decideWithStages, defineMethod, standaloneEnv, type MethodStages } from '../pipeline/pipeline.ts';
 import { currentAttention, type CurrentReduce } from '../pipeline/scorers.ts';
 import { topKSelector } from '../pipeline/selectors.ts';
-import { budgetParam, budgetValue, type GqaReduce } from './common.ts';
+import { budgetParam, budgetValue } from './common.ts';
 import { enumParam, type Decision } from './types.ts';
 
 export type TovaReduce = CurrentReduce;

@@ -1,22 +1,8 @@
 /** Shared policy helpers: budgets, GQA reduction, top-k, pooling, keep sets. */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import {
-  budgetParam,
-  columnSums,
-  gather,
-  gqaGroup,
-  isRatio,
-  perHeadBudgets,
-  pool1d,
-  pyramidBudgets,
-  reduceGqa,
-  reduceGqaHead,
-  resolveBudget,
-  sinksRecentTopK,
-  topK,
-  uniformBudgets,
-} from '../../engine/policies/common.ts';
+import { budgetParam, columnSums, gather, isRatio, perHeadBudgets, pool1d, pyramidBudgets, resolveBudget, sinksRecentTopK, topK, uniformBudgets } from '../../engine/policies/common.ts';
+import { gqaGroup, reduceGqa, reduceGqaHead } from '../../engine/pipeline/gqa.ts';
 
 describe('budgets', () => {
   it('absolute values are entries, ratios are fractions of the reference, always ≥ 1', () => {

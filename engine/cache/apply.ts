@@ -2,15 +2,15 @@
  * Validating and applying one head's decision (decision.ts) to its storage (head.ts).
  *
  * `planHead` checks everything and computes merged entries without changing anything, so the store
- * can validate every head before it touches any. `applyHead` writes the survivors, in order, into
- * the head's spare arrays and swaps them in (a keep-all decision replaces only its score / hidden
- * arrays); it returns an `undo` that swaps back (the store's transaction keeps it until commit) and
- * `release`, which recycles the old arrays once nobody can undo.
+ * can validate every head before it touches any. `applyHead` compacts the head in place (a keep-all
+ * decision replaces only its score / hidden arrays); it returns an `undo` that puts the head back
+ * exactly (the store's transaction keeps it until commit) and `release` for what may be freed
+ * once nobody can undo.
  */
 import { PolicyDecisionError } from '../errors.ts';
 import type { Rope } from '../model/rope.ts';
-import type { HeadDecision, MergeGroup } from './decision.ts';
-import { copyEntries, type HeadData, type HeadStore } from './head.ts';
+import type { EntryCodec, HeadDecision, MergeGroup } from './decision.ts';
+import { moveEntries, type HeadData, type HeadStore } from './head.ts';
 import type { AppliedHead, ColumnSpec } from './view.ts';
 
 export interface ApplyContext {
@@ -186,7 +186,45 @@ function emptyApplied(layer: number, kvHead: number, n: number): AppliedHead {
   return { layer, kvHead, before: n, after: n, evictedTokens: [], evictedPositions: [], merged: [], reencoded: [], reencodedTokens: [], repositioned: 0, hiddenTokens: [] };
 }
 
-/** Applies a planned decision: survivors (in order) into the spare arrays, then re-encodes, moves, hides. */
+/** One entry's stored values, saved so that an in-place compaction can be undone. */
+interface SavedEntry {
+  index: number;
+  keys: Float32Array;
+  values: Float32Array;
+  pos: number;
+  token: number;
+  count: number;
+  columns: Float64Array[];
+}
+
+function saveEntry(data: HeadData, index: number, d: number, columns: readonly ColumnSpec[]): SavedEntry {
+  return {
+    index,
+    keys: data.keys.slice(index * d, index * d + d),
+    values: data.values.slice(index * d, index * d + d),
+    pos: data.pos[index],
+    token: data.token[index],
+    count: data.count[index],
+    columns: columns.map((c, k) => data.columns[k].slice(index * c.width, (index + 1) * c.width)),
+  };
+}
+
+function restoreEntry(data: HeadData, e: SavedEntry, d: number, columns: readonly ColumnSpec[]): void {
+  data.keys.set(e.keys, e.index * d);
+  data.values.set(e.values, e.index * d);
+  data.pos[e.index] = e.pos;
+  data.token[e.index] = e.token;
+  data.count[e.index] = e.count;
+  columns.forEach((c, k) => data.columns[k].set(e.columns[k], e.index * c.width));
+}
+
+/**
+ * Applies a planned decision in place: survivors move left in order (copyWithin), merged entries
+ * take their anchor's slot, then re-encodes, moves and hides. What the compaction overwrites (the
+ * entries that leave, merge anchors, re-encoded and moved entries) is saved first, so `undo` can
+ * move the survivors back and restore the rest: the cost of being undoable is proportional to what
+ * changed, not to the head.
+ */
 export function applyHead(head: HeadStore, layer: number, kvHead: number, decision: HeadDecision, plan: HeadPlan, ctx: ApplyContext): HeadOutcome {
   const n = head.length;
   const before = { data: head.data, length: n, merged: head.mergedEntries, hidden: head.hiddenEntries };
@@ -194,26 +232,39 @@ export function applyHead(head: HeadStore, layer: number, kvHead: number, decisi
   if (plan.identity) return applyInPlace(head, decision, applied, before);
 
   const d = ctx.headDim;
-  const src = head.data;
-  const dst = head.takeSpare(ctx.columns);
+  const data = head.data;
   const merges = decision.merge ?? [];
   const { role, anchorGroup, merged } = plan;
+  const old = { origins: data.origins, codecs: data.codecs, hidden: data.hidden, score: data.score.slice(0, n) };
+  const saved: SavedEntry[] = [];
+  for (let i = 0; i < n; i++) if (role[i] !== 1) saved.push(saveEntry(data, i, d, ctx.columns));
+  // re-encodes and moves rewrite kept keys / values / positions: one copy of each block (P2 moves them all)
+  const moves = (decision.reposition?.length ?? 0) > 0;
+  const newKeys = moves || (decision.reencode?.some((re) => re.keys) ?? false);
+  const newValues = decision.reencode?.some((re) => re.values) ?? false;
+  const blocks = {
+    keys: newKeys ? data.keys.slice(0, n * d) : null,
+    values: newValues ? data.values.slice(0, n * d) : null,
+    pos: moves ? data.pos.slice(0, n) : null,
+  };
+  /** original index of the entry now in slot j */
+  const order = new Int32Array(n);
   // where each old entry went: only needed to place scores, re-encodes, moves and hidden flags
-  const needIndex = Boolean(decision.scores || decision.reencode?.length || decision.reposition?.length || decision.hide?.length || src.hidden);
+  const needIndex = Boolean(decision.scores || decision.reencode?.length || decision.reposition?.length || decision.hide?.length || old.hidden);
   const newIndex = needIndex ? new Int32Array(n).fill(-1) : NO_INDEX;
-  const needOrigins = src.origins !== null || merges.length > 0;
-  if (needOrigins) dst.origins = [];
-  if (src.codecs) dst.codecs = [];
+  const origins: (readonly number[] | null)[] | null = old.origins !== null || merges.length > 0 ? [] : null;
+  const codecs: (EntryCodec | null)[] | null = old.codecs ? [] : null;
   let j = 0;
   for (let i = 0; i < n; ) {
     const r = role[i];
     if (r === 1) {
       let end = i + 1;
       while (end < n && role[end] === 1) end++;
-      copyEntries(src, i, dst, j, end - i, d, ctx.columns);
+      if (i !== j) moveEntries(data, i, j, end - i, d, ctx.columns);
+      for (let k = i; k < end; k++) order[j + k - i] = k;
       if (needIndex) for (let k = i; k < end; k++) newIndex[k] = j + k - i;
-      if (dst.origins) for (let k = i; k < end; k++) dst.origins[j + k - i] = src.origins?.[k] ?? null;
-      if (dst.codecs) for (let k = i; k < end; k++) dst.codecs[j + k - i] = src.codecs?.[k] ?? null;
+      if (origins) for (let k = i; k < end; k++) origins[j + k - i] = old.origins?.[k] ?? null;
+      if (codecs) for (let k = i; k < end; k++) codecs[j + k - i] = old.codecs?.[k] ?? null;
       j += end - i;
       i = end;
       continue;
@@ -221,59 +272,74 @@ export function applyHead(head: HeadStore, layer: number, kvHead: number, decisi
     if (r === 2) {
       const g = anchorGroup[i];
       const entry = merged[g];
-      dst.keys.set(entry.keys, j * d);
-      dst.values.set(entry.values, j * d);
-      dst.pos[j] = entry.pos;
-      dst.token[j] = entry.origin[0];
-      dst.count[j] = entry.count;
-      dst.score[j] = src.score[i];
-      ctx.columns.forEach((spec, k) => dst.columns[k].set(entry.columns[k], j * spec.width));
-      dst.origins![j] = entry.origin.length === 1 ? null : entry.origin;
-      if (dst.codecs) dst.codecs[j] = null;
+      const score = data.score[i];
+      data.keys.set(entry.keys, j * d);
+      data.values.set(entry.values, j * d);
+      data.pos[j] = entry.pos;
+      data.token[j] = entry.origin[0];
+      data.count[j] = entry.count;
+      data.score[j] = score;
+      ctx.columns.forEach((spec, k) => data.columns[k].set(entry.columns[k], j * spec.width));
+      origins![j] = entry.origin.length === 1 ? null : entry.origin;
+      if (codecs) codecs[j] = null;
       applied.merged.push({ into: j, origins: entry.origin, weights: [...merges[g].weights] });
+      order[j] = i;
       if (needIndex) newIndex[i] = j;
       j++;
     } else if (r === 0) {
-      for (const t of head.origin(i)) applied.evictedTokens.push(t);
-      applied.evictedPositions.push(src.pos[i]);
+      for (const t of old.origins?.[i] ?? [data.token[i]]) applied.evictedTokens.push(t);
+      applied.evictedPositions.push(data.pos[i]);
     }
     i++;
   }
-  head.data = dst;
+  data.origins = origins;
+  data.codecs = codecs;
   head.length = j;
   applied.after = j;
 
   if (decision.scores) {
-    for (let i = 0; i < n; i++) if (newIndex[i] >= 0) dst.score[newIndex[i]] = decision.scores[i];
+    for (let i = 0; i < n; i++) if (newIndex[i] >= 0) data.score[newIndex[i]] = decision.scores[i];
   }
   for (const re of decision.reencode ?? []) {
     const target = newIndex[re.index];
-    if (re.keys) dst.keys.set(re.keys, target * d);
-    if (re.values) dst.values.set(re.values, target * d);
-    dst.codecs ??= new Array<null>(j).fill(null);
-    dst.codecs[target] = { ...re.codec };
+    if (re.keys) data.keys.set(re.keys, target * d);
+    if (re.values) data.values.set(re.values, target * d);
+    data.codecs ??= new Array<null>(j).fill(null);
+    data.codecs[target] = { ...re.codec };
     applied.reencoded.push({ index: target, codec: re.codec.name, kError: re.kError, vError: re.vError });
-    applied.reencodedTokens!.push(dst.token[target]);
+    applied.reencodedTokens!.push(data.token[target]);
   }
-  reposition(dst, decision, newIndex, applied, ctx);
+  reposition(data, decision, newIndex, applied, ctx);
   // hidden flags of a chain's earlier stage survive a later stage's decision
-  if (src.hidden || decision.hide?.length) {
-    dst.hidden = new Uint8Array(dst.capacity);
-    if (src.hidden) for (let i = 0; i < n; i++) if (newIndex[i] >= 0 && src.hidden[i]) dst.hidden[newIndex[i]] = 1;
-    markHidden(dst, decision.hide, newIndex, applied);
+  data.hidden = null;
+  if (old.hidden || decision.hide?.length) {
+    data.hidden = new Uint8Array(data.capacity);
+    if (old.hidden) for (let i = 0; i < n; i++) if (newIndex[i] >= 0 && old.hidden[i]) data.hidden[newIndex[i]] = 1;
+    markHidden(data, decision.hide, newIndex, applied);
   }
   // counts of merged / hidden entries only change through merges, hides or losing such entries
-  if (merges.length > 0 || before.merged > 0 || before.hidden > 0 || dst.hidden) head.recount();
+  if (merges.length > 0 || before.merged > 0 || before.hidden > 0 || data.hidden) head.recount();
 
+  const after = j;
   return {
     applied: changed(applied) ? applied : null,
     undo: () => {
-      head.data = before.data;
+      // survivors back to their old slots (right to left: a slot is free once its entry moved on)
+      for (let k = after - 1; k >= 0; k--) if (order[k] !== k) moveEntries(data, k, order[k], 1, d, ctx.columns);
+      // then everything the compaction overwrote
+      for (const entry of saved) restoreEntry(data, entry, d, ctx.columns);
+      if (blocks.keys) data.keys.set(blocks.keys);
+      if (blocks.values) data.values.set(blocks.values);
+      if (blocks.pos) data.pos.set(blocks.pos);
+      data.score.set(old.score);
+      data.origins = old.origins;
+      data.codecs = old.codecs;
+      data.hidden = old.hidden;
       head.length = before.length;
       head.mergedEntries = before.merged;
       head.hiddenEntries = before.hidden;
     },
-    release: () => head.recycle(before.data),
+    release: () => {},
   };
 }
 

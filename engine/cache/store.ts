@@ -9,10 +9,10 @@
  *
  * Transactions make a session step atomic: between begin() and commit() every change (appended
  * entries, applied decisions, column writes, codec groups) is journaled, and rollback() returns
- * the store to exactly its state at begin(). Applying a decision writes the survivors into the
- * head's spare arrays (the other half of its buffers) and swaps; a keep-all decision replaces only
- * its score / hidden arrays; a column is copied on its first write. So the journal holds
- * references to the old arrays, not copies of them.
+ * the store to exactly its state at begin(). Applying a decision compacts a head in place after
+ * saving what it overwrites (undo moves the survivors back and restores the rest); a keep-all
+ * decision replaces only its score / hidden arrays; a column a stage writes is copied on its first
+ * write; growing a head allocates new arrays. So undo costs what changed, not the whole cache.
  */
 import { PolicyDecisionError } from '../errors.ts';
 import type { Rope } from '../model/rope.ts';
@@ -167,7 +167,6 @@ export class KVCacheStore implements PolicyCache {
         this.owned.add(column);
         return column;
       });
-      head.dropSpare();
     }
     this.columnSpecs = next;
     this.record(() => {
@@ -386,7 +385,7 @@ export class KVCacheStore implements PolicyCache {
       const head = this.head(layer, kvHead);
       const previous = head.data;
       const outcome = applyHead(head, layer, kvHead, headDecision, plan, ctx);
-      // survivors went into the spare: its columns belong to this transaction (a keep-all decision kept the old arrays)
+      // arrays the decision replaced belong to this transaction; compacted ones stay shared with its undo
       if (head.data !== previous) for (const column of head.data.columns) this.owned.add(column);
       this.record(outcome.undo, outcome.release);
       if (outcome.applied) this.count(applied, outcome.applied);

@@ -4,9 +4,12 @@
  * codec groups charged once across heads and layers and gone with their last member; entries
  * hidden from one forward only; transactions that roll everything back.
  */
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { KVCacheStore, MASK_BIAS, type ColumnSpec, type EntryCodec } from '../../engine/cache/store.ts';
 import { PolicyDecisionError } from '../../engine/errors.ts';
+import { Rope } from '../../engine/model/rope.ts';
+import type { HeadDecision } from '../../engine/cache/decision.ts';
 import { indexRange } from '../../engine/policies/types.ts';
 import { fillCache, smallDims } from './helpers/cache.ts';
 
@@ -137,5 +140,44 @@ describe('transactions', () => {
     cache.apply({ layers: [[{ keep: [5] }, null], null] });
     cache.commit();
     expect(Array.from(cache.tokens(0, 0))).toEqual([5]);
+  });
+
+  it('property: any two decisions (evict, merge, re-encode, move, hide, scores) roll back to the exact state', () => {
+    /** a random head decision over n entries from a list of random draws */
+    const headDecision = (n: number, draws: number[]): HeadDecision => {
+      const at = (k: number) => draws[k % draws.length];
+      const roleOf = Array.from({ length: n }, (_, i) => (at(i) < 0.55 ? 'keep' : at(i) < 0.8 ? 'merge' : 'evict'));
+      if (!roleOf.includes('keep')) roleOf[n - 1] = 'keep';
+      const keep = roleOf.flatMap((r, i) => (r === 'keep' ? [i] : []));
+      const pool = roleOf.flatMap((r, i) => (r === 'merge' ? [i] : []));
+      const merge = [];
+      for (let g = 0; g + 1 < pool.length; g += 2) merge.push({ members: [pool[g], pool[g + 1]], weights: [0.25, 0.75], anchor: pool[g + (at(g) < 0.5 ? 0 : 1)] });
+      const picks = keep.filter((_, k) => at(k + 7) < 0.3);
+      return {
+        keep,
+        merge,
+        reencode: picks.slice(0, 2).map((index) => ({ index, codec: codec(), keys: new Float32Array(D).fill(at(index)) })),
+        reposition: picks.slice(2, 4).map((index) => ({ index, pos: index + 3 })),
+        hide: keep.filter((_, k) => at(k + 3) < 0.2),
+        scores: Array.from({ length: n }, (_, i) => at(i + 11)),
+      };
+    };
+    fc.assert(
+      fc.property(fc.integer({ min: 2, max: 12 }), fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { minLength: 16, maxLength: 16 }), (n, draws) => {
+        const cache = fillCache(new KVCacheStore(dims, new Rope({ theta: 10000, dim: D }, D)), n);
+        cache.declareColumns(COLUMNS);
+        cache.writeColumn(0, 1, 'mass').fill(3);
+        const before = cache.snapshot();
+        cache.begin();
+        const first = { layers: [[headDecision(n, draws), null], [null, headDecision(n, draws.slice(3))]] };
+        cache.apply(first);
+        cache.writeColumn(1, 1, 'peak').fill(9);
+        const second = { layers: [[headDecision(cache.length(0, 0), draws.slice(5)), null], null] };
+        cache.apply(second);
+        cache.rollback();
+        expect(cache.snapshot()).toEqual(before);
+      }),
+      { numRuns: 150 },
+    );
   });
 });

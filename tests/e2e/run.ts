@@ -411,6 +411,8 @@ const tests: TestCase[] = [
       assert(await page.isDisabled('[data-testid="step"]'), 'Step is off at the end of the trace');
       assert(await page.isDisabled('[data-testid="policy-select"]'), 'the policy (and Apply now) needs the model');
       assert(await page.isDisabled('[data-testid="reset"]'), 'Reset needs live mode');
+      for (const id of ['prompt', 'temperature', 'run-steps', 'stop-at-eos']) assert(await page.isDisabled(`[data-testid="${id}"]`), `the trace's setup (${id}) is read-only`);
+      await page.waitForSelector('[data-testid="replay-setup-note"]');
       await page.click('[data-testid="step-back"]');
       await page.waitForFunction(() => /showing step 7\b/.test(document.querySelector('[data-testid="position"]')?.textContent ?? ''));
       assertEqual(await tokenCount(page), 9, 'stepping back in a replay keeps every recorded token');

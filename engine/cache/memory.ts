@@ -4,7 +4,8 @@
  * bits and its own metadata; a codec group (shared scales, codebooks, low-rank factors, a
  * direction shared across layers) is charged once while any entry in any layer or head names it.
  */
-import type { CodecGroup } from './decision.ts';
+import { PolicyDecisionError } from '../errors.ts';
+import type { CodecGroup, HeadDecision } from './decision.ts';
 import type { HeadStore } from './head.ts';
 import type { MemoryReport } from './view.ts';
 
@@ -86,4 +87,29 @@ export function memoryReport(heads: readonly HeadStore[], groups: ReadonlyMap<st
     ratio: fullBytes === 0 ? 1 : bytes / fullBytes,
     bitsPerElement: held === 0 ? 0 : (bytes * 8) / (held * d * 2),
   };
+}
+
+/**
+ * The codec groups after a decision declares `groups`: checked (non-empty id, finite bytes ≥ 0),
+ * and every group its re-encodes name must exist. Returns `known` itself when nothing is added.
+ */
+export function withGroups(known: ReadonlyMap<string, CodecGroup>, groups: readonly CodecGroup[], decisions: readonly HeadDecision[]): ReadonlyMap<string, CodecGroup> {
+  const named = decisions.some((d) => d.reencode?.some((re) => re.codec.group !== undefined));
+  if (groups.length === 0 && !named) return known;
+  const next = new Map(known);
+  for (const group of groups) {
+    if (typeof group.id !== 'string' || group.id === '') throw new PolicyDecisionError('codec group needs a non-empty id');
+    if (!(group.kBytes >= 0 && group.vBytes >= 0 && Number.isFinite(group.kBytes + group.vBytes))) {
+      throw new PolicyDecisionError(`codec group ${group.id}: bytes must be finite and ≥ 0`);
+    }
+    next.set(group.id, { ...group });
+  }
+  for (const decision of decisions) {
+    for (const re of decision.reencode ?? []) {
+      if (re.codec.group !== undefined && !next.has(re.codec.group)) {
+        throw new PolicyDecisionError(`reencode names codec group ${JSON.stringify(re.codec.group)}, which no decision declared`);
+      }
+    }
+  }
+  return groups.length === 0 ? known : next;
 }

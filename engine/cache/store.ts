@@ -4,7 +4,8 @@
  * stands for (one, or many after a merge), codec metadata, the score a policy attached and the
  * per-entry columns policy stages declared. This file ties the jobs together:
  *   head.ts      storage of one head          feeds.ts     graph feeds and the bias layout
- *   apply.ts     validating / applying        memory.ts    byte-exact accounting
+ *   plan.ts      validating a decision        apply.ts     applying it (and its undo)
+ *   memory.ts    byte-exact accounting
  *   snapshot.ts  snapshots                    decision.ts  what policies may ask for
  *
  * Transactions make a session step atomic: between begin() and commit() every change (appended
@@ -18,11 +19,13 @@ import { PolicyDecisionError } from '../errors.ts';
 import type { Rope } from '../model/rope.ts';
 import type { LayerFeed, ModelDims } from '../runtime/forward.ts';
 import type { ReadonlyFloat32Array, ReadonlyInt32Array } from '../types.ts';
-import { applyHead, planHead, type ApplyContext, type HeadPlan } from './apply.ts';
+import { applyHead } from './apply.ts';
+import { planHead, type ApplyContext, type HeadPlan } from './plan.ts';
 import type { CodecGroup, Decision, EntryCodec, HeadDecision } from './decision.ts';
 import { buildLayerFeed, entryAttention, sameBias, slotCount, type FeedLayout, type FeedScratch } from './feeds.ts';
 import { HeadStore } from './head.ts';
-import { liveGroups, memoryReport } from './memory.ts';
+import { Journal } from './journal.ts';
+import { liveGroups, memoryReport, withGroups } from './memory.ts';
 import { headFromSnapshot, snapshotHead, type CacheSnapshot } from './snapshot.ts';
 import type { AppliedDecision, AppliedHead, ColumnSpec, MemoryReport, PolicyCache, ReadonlyFloat64Array } from './view.ts';
 
@@ -43,12 +46,8 @@ export class KVCacheStore implements PolicyCache {
   private heads: HeadStore[];
   private scratch: FeedScratch[];
   private columnSpecs: ColumnSpec[] = [];
-  private groups = new Map<string, CodecGroup>();
-  /** undo steps of the open transaction (null: none open), and what to recycle at commit */
-  private journal: (() => void)[] | null = null;
-  private releases: (() => void)[] = [];
-  /** column arrays no state before the open transaction refers to, which may be written in place */
-  private owned = new WeakSet<Float64Array>();
+  private groups: ReadonlyMap<string, CodecGroup> = new Map();
+  private readonly journal = new Journal();
 
   constructor(
     dims: Dims,
@@ -164,12 +163,12 @@ export class KVCacheStore implements PolicyCache {
         const k = previous.findIndex((c) => c.name === spec.name);
         if (k >= 0) return data.columns[k];
         const column = new Float64Array(data.capacity * spec.width).fill(spec.initial);
-        this.owned.add(column);
+        this.journal.claim(column);
         return column;
       });
     }
     this.columnSpecs = next;
-    this.record(() => {
+    this.journal.record(() => {
       this.columnSpecs = previous;
       for (const { data, columns } of saved) data.columns = columns;
     });
@@ -186,12 +185,12 @@ export class KVCacheStore implements PolicyCache {
     const k = this.columnIndex(name);
     const data = head.data;
     let column = data.columns[k];
-    if (this.journal && !this.owned.has(column)) {
+    if (!this.journal.owns(column)) {
       const original = column;
       column = original.slice();
       data.columns[k] = column;
-      this.owned.add(column);
-      this.record(() => {
+      this.journal.claim(column);
+      this.journal.record(() => {
         data.columns[k] = original;
       });
     }
@@ -201,38 +200,19 @@ export class KVCacheStore implements PolicyCache {
   // ---- transactions ---------------------------------------------------------------------------
 
   get inTransaction(): boolean {
-    return this.journal !== null;
+    return this.journal.open;
   }
 
   begin(): void {
-    if (this.journal) throw new Error('cache transaction already open');
-    this.journal = [];
-    this.releases = [];
-    this.owned = new WeakSet();
+    this.journal.begin();
   }
 
   commit(): void {
-    if (!this.journal) throw new Error('no cache transaction open');
-    this.journal = null;
-    for (const release of this.releases) release();
-    this.releases = [];
+    this.journal.commit();
   }
 
   rollback(): void {
-    if (!this.journal) throw new Error('no cache transaction open');
-    const journal = this.journal;
-    this.journal = null;
-    this.releases = [];
-    for (let i = journal.length - 1; i >= 0; i--) journal[i]();
-  }
-
-  private record(undo: () => void, release?: () => void): void {
-    if (this.journal) {
-      this.journal.push(undo);
-      if (release) this.releases.push(release);
-    } else {
-      release?.();
-    }
+    this.journal.rollback();
   }
 
   // ---- writing ---------------------------------------------------------------------------
@@ -249,8 +229,8 @@ export class KVCacheStore implements PolicyCache {
       if (n + q > head.data.capacity) {
         const old = head.data;
         head.ensureCapacity(n + q, this.columnSpecs);
-        for (const column of head.data.columns) this.owned.add(column);
-        this.record(() => {
+        for (const column of head.data.columns) this.journal.claim(column);
+        this.journal.record(() => {
           head.data = old;
         });
       }
@@ -268,7 +248,7 @@ export class KVCacheStore implements PolicyCache {
       if (data.codecs) for (let i = 0; i < q; i++) data.codecs.push(null);
       if (data.hidden) data.hidden.fill(0, n, n + q);
       head.length = n + q;
-      this.record(() => head.truncate(n));
+      this.journal.record(() => head.truncate(n));
     }
   }
 
@@ -281,7 +261,7 @@ export class KVCacheStore implements PolicyCache {
     for (let l = 0; l < this.nLayers; l++) this.appendLayer(l, newKeys[l], newValues[l], q, positions, firstToken);
     const previous = this.tokenCount;
     this.tokenCount = Math.max(this.tokenCount, firstToken + q);
-    this.record(() => {
+    this.journal.record(() => {
       this.tokenCount = previous;
     });
   }
@@ -294,7 +274,7 @@ export class KVCacheStore implements PolicyCache {
       const count = head.hiddenEntries;
       data.hidden = null;
       head.hiddenEntries = 0;
-      this.record(() => {
+      this.journal.record(() => {
         data.hidden = hidden;
         head.hiddenEntries = count;
       });
@@ -307,16 +287,16 @@ export class KVCacheStore implements PolicyCache {
       const data = head.data;
       const score = data.score;
       data.score = new Float32Array(data.capacity).fill(Number.NaN);
-      this.record(() => {
+      this.journal.record(() => {
         data.score = score;
       });
     }
   }
 
   clear(): void {
-    if (this.journal) throw new Error('cannot clear the cache inside a transaction');
+    if (this.journal.open) throw new Error('cannot clear the cache inside a transaction');
     this.heads = this.heads.map(() => new HeadStore(this.headDim, this.initialCapacity, this.columnSpecs));
-    this.groups.clear();
+    this.groups = new Map();
     this.tokenCount = 0;
   }
 
@@ -386,8 +366,8 @@ export class KVCacheStore implements PolicyCache {
       const previous = head.data;
       const outcome = applyHead(head, layer, kvHead, headDecision, plan, ctx);
       // arrays the decision replaced belong to this transaction; compacted ones stay shared with its undo
-      if (head.data !== previous) for (const column of head.data.columns) this.owned.add(column);
-      this.record(outcome.undo, outcome.release);
+      if (head.data !== previous) for (const column of head.data.columns) this.journal.claim(column);
+      this.journal.record(outcome.undo);
       if (outcome.applied) this.count(applied, outcome.applied);
     }
     if (this.groups.size > 0) this.dropDeadGroups();
@@ -409,28 +389,13 @@ export class KVCacheStore implements PolicyCache {
     return budgets.map((row) => row.map((b) => b));
   }
 
-  /** Registers the decision's codec groups; every group a re-encode names must then exist. */
+  /** Registers the decision's codec groups (memory.ts checks them and the groups re-encodes name). */
   private addGroups(groups: readonly CodecGroup[], decisions: readonly HeadDecision[]): void {
-    if (groups.length === 0 && this.groups.size === 0 && !decisions.some((d) => d.reencode?.some((re) => re.codec.group !== undefined))) return;
-    const known = new Map(this.groups);
-    for (const group of groups) {
-      if (typeof group.id !== 'string' || group.id === '') throw new PolicyDecisionError('codec group needs a non-empty id');
-      if (!(group.kBytes >= 0 && group.vBytes >= 0 && Number.isFinite(group.kBytes + group.vBytes))) {
-        throw new PolicyDecisionError(`codec group ${group.id}: bytes must be finite and ≥ 0`);
-      }
-      known.set(group.id, { ...group });
-    }
-    for (const decision of decisions) {
-      for (const re of decision.reencode ?? []) {
-        if (re.codec.group !== undefined && !known.has(re.codec.group)) {
-          throw new PolicyDecisionError(`reencode names codec group ${JSON.stringify(re.codec.group)}, which no decision declared`);
-        }
-      }
-    }
-    if (groups.length === 0) return;
+    const next = withGroups(this.groups, groups, decisions);
+    if (next === this.groups) return;
     const previous = this.groups;
-    this.groups = known;
-    this.record(() => {
+    this.groups = next;
+    this.journal.record(() => {
       this.groups = previous;
     });
   }
@@ -440,7 +405,7 @@ export class KVCacheStore implements PolicyCache {
     if (live.size === this.groups.size) return;
     const previous = this.groups;
     this.groups = new Map([...previous].filter(([id]) => live.has(id)));
-    this.record(() => {
+    this.journal.record(() => {
       this.groups = previous;
     });
   }
@@ -455,7 +420,7 @@ export class KVCacheStore implements PolicyCache {
   // ---- snapshots ------------------------------------------------------------------------------
 
   snapshot(): CacheSnapshot {
-    if (this.journal) throw new Error('cannot snapshot the cache inside a transaction (a step is half applied)');
+    if (this.journal.open) throw new Error('cannot snapshot the cache inside a transaction (a step is half applied)');
     return {
       tokenCount: this.tokenCount,
       columns: this.columnSpecs.map((c) => ({ ...c })),
@@ -465,7 +430,7 @@ export class KVCacheStore implements PolicyCache {
   }
 
   restore(snapshot: CacheSnapshot): void {
-    if (this.journal) throw new Error('cannot restore a snapshot inside a transaction');
+    if (this.journal.open) throw new Error('cannot restore a snapshot inside a transaction');
     if (snapshot.heads.length !== this.heads.length) {
       throw new RangeError(`cache snapshot has ${snapshot.heads.length} heads, this cache ${this.heads.length}`);
     }

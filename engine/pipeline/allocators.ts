@@ -5,6 +5,7 @@
  * while decoding and memory is bounded.
  */
 import { resolveBudget } from '../policies/common.ts';
+import type { BudgetRule } from '../policies/types.ts';
 import type { Allocator, HeadBudget, StageEnv } from './stages.ts';
 
 /** Every head gets the same budget, computed per decision from the environment. */
@@ -41,4 +42,15 @@ export function promptBudget(promptTokens: number, value: number): number {
 /** The prompt length budgets resolve against: the method's prompt, else the tokens fed so far. */
 export function promptLength(env: StageEnv): number {
   return env.promptTokens || env.cache.tokenCount;
+}
+
+/** The evaluation budget rule of a method that compresses the prompt once (`budget` = B; decoding appends). */
+export function prefillBudgetRule(windowNote: string): BudgetRule {
+  return {
+    params: ['budget'],
+    map: (b) => ({ budget: b }),
+    text: `budget = B (${windowNote})`,
+    scope: 'the prompt, once after prefill; decoded tokens are appended',
+    min: 1,
+  };
 }

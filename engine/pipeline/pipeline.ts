@@ -13,9 +13,6 @@ import type { ColumnSpec, PolicyCache } from '../cache/view.ts';
 import type { JsonValue } from '../types.ts';
 import { indexRange } from '../policies/types.ts';
 import type {
-  BudgetRule,
-  Citation,
-  ParamSpec,
   Policy,
   PolicyContext,
   PolicyDefinition,
@@ -44,20 +41,12 @@ export interface MethodStages {
   note?(summary: DecisionDraft['summary'], env: StageEnv, budgets: HeadBudget[][] | null): string | undefined;
 }
 
-export interface MethodSpec {
-  id: string;
-  label: string;
-  description: string;
-  paper: Citation;
-  params: readonly ParamSpec[];
-  /** what the method needs with its default parameters (instances add what their stages need) */
-  needs: PolicyNeeds;
+/** A method: its PolicyDefinition fields (`needs` with default parameters), plus how it runs its stages. */
+export interface MethodSpec extends Omit<PolicyDefinition, 'create'> {
   /** hooks at which the method decides (default all); its scorer observes at every hook */
   acts?: { prefill?: boolean; step?: boolean; attach?: boolean };
   /** `always`: every head's decision carries the scores (H2O); `selected`: only heads it selected in */
   reportScores?: 'always' | 'selected';
-  /** how an evaluation budget B sets its parameters (engine/eval/budgets.ts) */
-  budget?: BudgetRule;
   /** `params` are complete and validated against the schema */
   build(params: PolicyParams, context: PolicyContext): MethodStages;
 }
@@ -231,16 +220,8 @@ class PipelinePolicy implements Policy {
 
 /** A PolicyDefinition whose instances run the method's stages through the pipeline. */
 export function defineMethod(spec: MethodSpec): PolicyDefinition {
-  return {
-    id: spec.id,
-    label: spec.label,
-    description: spec.description,
-    paper: spec.paper,
-    params: spec.params,
-    needs: spec.needs,
-    ...(spec.budget ? { budget: spec.budget } : {}),
-    create: (params, context) => new PipelinePolicy(spec, params, context),
-  };
+  const { acts: _acts, reportScores: _reportScores, build: _build, ...definition } = spec;
+  return { ...definition, create: (params, context) => new PipelinePolicy(spec, params, context) };
 }
 
 export interface DecideOptions {

@@ -35,7 +35,7 @@
  * o_proj when that layer alone is compressed, summed over teacher-forced decode steps.
  */
 import { requireCalibration } from '../calibration/format.ts';
-import { promptBudget } from '../pipeline/allocators.ts';
+import { promptBudget, prefillBudgetRule } from '../pipeline/allocators.ts';
 import { errorAwareBudgets } from '../pipeline/layer-budgets.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import { meanVotes, windowAllocator, windowVotes } from '../pipeline/window-votes.ts';
@@ -110,13 +110,7 @@ export const compressKvPolicy = defineMethod({
   ],
   // the window rows it needs (prefillWindow = W) come from the instance's stages
   // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
-  budget: {
-    params: ['budget'],
-    map: (b) => ({ budget: b }),
-    text: 'budget = B (mean over layers; its 8-query window counts in B)',
-    scope: 'the prompt, once after prefill; decoded tokens are appended',
-    min: 1,
-  },
+  budget: prefillBudgetRule('mean over layers; its 8-query window counts in B'),
   needs: { attention: false, queries: false, calibration: true },
   acts: { prefill: true, step: false, attach: false },
   build(params, context) {

@@ -29,7 +29,7 @@
  * - C (budget) may be a ratio of the prompt length. P1.
  */
 import type { PolicyCache } from '../cache/view.ts';
-import { promptBudget, promptLength } from '../pipeline/allocators.ts';
+import { promptBudget, promptLength, prefillBudgetRule } from '../pipeline/allocators.ts';
 import { gqaParam, type GqaReduce } from '../pipeline/gqa.ts';
 import { pyramidKvBudgets } from '../pipeline/layer-budgets.ts';
 import { decideWithStages, defineMethod, standaloneEnv, type MethodStages } from '../pipeline/pipeline.ts';
@@ -98,13 +98,7 @@ export const snapkvPolicy = defineMethod({
   ],
   // the window rows it needs (prefillWindow = W) come from the instance's stages
   // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
-  budget: {
-    params: ['budget'],
-    map: (b) => ({ budget: b }),
-    text: 'budget = B (its 32-query observation window counts in B)',
-    scope: 'the prompt, once after prefill; decoded tokens are appended',
-    min: 1,
-  },
+  budget: prefillBudgetRule('its 32-query observation window counts in B'),
   needs: { attention: false, queries: false, calibration: false },
   acts: { prefill: true, step: false, attach: false },
   build(params) {

@@ -34,7 +34,7 @@
  * - C may be a ratio of the prompt length. P1.
  */
 import type { PolicyCache } from '../cache/view.ts';
-import { promptBudget, promptLength } from '../pipeline/allocators.ts';
+import { promptBudget, promptLength, prefillBudgetRule } from '../pipeline/allocators.ts';
 import { decideWithStages, defineMethod, standaloneEnv, type MethodStages } from '../pipeline/pipeline.ts';
 import type { StageEnv } from '../pipeline/stages.ts';
 import { windowSelector, type WindowScore } from '../pipeline/window-selector.ts';
@@ -107,13 +107,7 @@ export const windowkvPolicy = defineMethod({
   ],
   // the suffix rows it needs (prefillWindow) come from the instance's allocator
   // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
-  budget: {
-    params: ['budget'],
-    map: (b) => ({ budget: b }),
-    text: 'budget = B (its 32-token suffix counts in B)',
-    scope: 'the prompt, once after prefill; decoded tokens are appended',
-    min: 1,
-  },
+  budget: prefillBudgetRule('its 32-token suffix counts in B'),
   needs: { attention: false, queries: false, calibration: false },
   acts: { prefill: true, step: false, attach: false },
   build(params) {

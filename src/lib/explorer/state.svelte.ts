@@ -24,6 +24,7 @@ import type {
   ModelInfo,
   PolicyChoice,
   PolicyInfo,
+  PrefillView,
   PromptView,
   ReferenceView,
   SamplerSettings,
@@ -33,8 +34,6 @@ import type {
   StopReason,
   TraceModelView,
 } from '../worker/protocol.ts';
-import type { MemoryReport } from '../../../engine/cache/store.ts';
-import type { TokenProb } from '../../../engine/trace/schema.ts';
 import type { ParamValue } from '../../../engine/policies/types.ts';
 import { policyLabel } from '../../../engine/policies/spec.ts';
 import type { HistoryRow } from '../charts/raster.ts';
@@ -88,15 +87,8 @@ export interface ReplayInfo {
   notes: string[];
 }
 
-/** The prompt's decision (scores, evictions, the cache map after it, memory and the next-token distribution). */
-export interface PrefillRecord {
-  scores: ScoreGrid | null;
-  evictions: Int32Array;
-  cacheMap: CacheMapView;
-  policy: string;
-  memory: MemoryReport;
-  next: TokenProb[];
-}
+/** The prompt's decision as the page keeps it (protocol.ts PrefillView). */
+export type PrefillRecord = PrefillView;
 
 export interface ShownError {
   kind: ErrorKind;

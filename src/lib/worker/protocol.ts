@@ -202,14 +202,7 @@ export interface PromptView {
   pieces: string[];
 }
 
-export interface ModelInfo {
-  id: string;
-  name: string;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
-  context: number;
+export interface ModelInfo extends TraceModel {
   vocab: number;
   parameters: number | null;
   bosId: number;

@@ -116,7 +116,7 @@ export function applyHead(head: HeadStore, layer: number, kvHead: number, decisi
       ctx.columns.forEach((spec, k) => data.columns[k].set(entry.columns[k], j * spec.width));
       origins![j] = entry.origin.length === 1 ? null : entry.origin;
       if (codecs) codecs[j] = null;
-      applied.merged.push({ into: j, origins: entry.origin, weights: [...merges[g].weights] });
+      applied.merged.push({ into: j, origins: entry.origin, weights: [...merges[g].weights], count: entry.count, memberTokens: entry.memberTokens, similarity: entry.similarity });
       order[j] = i;
       if (needIndex) newIndex[i] = j;
       j++;

@@ -108,6 +108,11 @@ export interface Decision {
   budgets?: readonly (readonly number[])[];
   /** one line for the trace, e.g. "evicted 1 entry per head (window 128)" */
   note?: string;
+  /**
+   * per-layer measurements behind the decision, for views and the trace: name → one number per
+   * layer (NaN where none), e.g. MiniCache's `pair_similarity`
+   */
+  measures?: Readonly<Record<string, readonly number[]>>;
 }
 
 export const NO_CHANGE: Decision = Object.freeze({ layers: null });

@@ -24,6 +24,10 @@ export interface MergedEntry {
   pos: number;
   /** reduced value of every declared column, [columns][width] */
   columns: Float64Array[];
+  /** first origin token of each member, in the group's member order (for the trace) */
+  memberTokens: number[];
+  /** cosine similarity of each member's key to the merged key, member order (for the trace) */
+  similarity: number[];
 }
 
 /** A validated head decision: role per entry (0 evicted, 1 kept, 2 merge anchor, 3 merged away). */
@@ -149,7 +153,25 @@ function prepareMerge(head: HeadStore, group: MergeGroup, g: number, role: Uint8
   }
   const columns = ctx.columns.map((spec, k) => reduceColumn(data.columns[k], spec, members, weights, anchor));
   const pos = group.pos ?? data.pos[anchor];
-  return { keys, values, count, origin, pos, columns };
+  const memberTokens = members.map((m) => data.token[m]);
+  const similarity = members.map((m) => keyCosine(data.keys, m * d, keys, d));
+  return { keys, values, count, origin, pos, columns, memberTokens, similarity };
+}
+
+/** Cosine similarity of the key at `offset` in `keys` to `merged` (0 when either is zero). */
+function keyCosine(keys: Float32Array, offset: number, merged: Float32Array, d: number): number {
+  let dot = 0;
+  let a = 0;
+  let b = 0;
+  for (let c = 0; c < d; c++) {
+    const x = keys[offset + c];
+    const y = merged[c];
+    dot += x * y;
+    a += x * x;
+    b += y * y;
+  }
+  const norm = Math.sqrt(a * b);
+  return norm > 0 ? dot / norm : 0;
 }
 
 function reduceColumn(column: Float64Array, spec: ColumnSpec, members: readonly number[], weights: readonly number[], anchor: number): Float64Array {

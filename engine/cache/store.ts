@@ -340,6 +340,7 @@ export class KVCacheStore implements PolicyCache {
       applied.nextPosition = decision.nextPosition;
     }
     if (decision.budgets) applied.budgets = this.checkBudgets(decision.budgets);
+    if (decision.measures) applied.measures = this.checkMeasures(decision.measures);
     if (!decision.layers) {
       this.addGroups(decision.groups ?? [], []);
       return applied;
@@ -380,6 +381,17 @@ export class KVCacheStore implements PolicyCache {
     applied.merged += head.merged.length;
     applied.reencoded += head.reencoded.length;
     applied.hidden = (applied.hidden ?? 0) + (head.hiddenTokens?.length ?? 0);
+  }
+
+  private checkMeasures(measures: Readonly<Record<string, readonly number[]>>): Record<string, number[]> {
+    const out: Record<string, number[]> = {};
+    for (const [name, values] of Object.entries(measures)) {
+      if (!Array.isArray(values) || values.length !== this.nLayers || !values.every((v) => typeof v === 'number')) {
+        throw new PolicyDecisionError(`decision measure ${JSON.stringify(name)} must be ${this.nLayers} numbers (one per layer)`);
+      }
+      out[name] = [...values];
+    }
+    return out;
   }
 
   private checkBudgets(budgets: readonly (readonly number[])[]): number[][] {

@@ -93,7 +93,13 @@ export interface AppliedHead {
   /** origins of the evicted entries, flattened, and their positions (one per evicted entry) */
   evictedTokens: number[];
   evictedPositions: number[];
-  merged: { into: number; origins: number[]; weights: number[] }[];
+  /**
+   * merged entries this decision made: `into` its place after the decision, `origins` every token
+   * it stands for; per member (the group's order) its weight, first token and the cosine of its
+   * key to the merged key; `count` the tokens it counts for in the attention bias (log count).
+   * `count`, `memberTokens` and `similarity` are absent in older traces.
+   */
+  merged: { into: number; origins: number[]; weights: number[]; count?: number; memberTokens?: number[]; similarity?: number[] }[];
   /** index = the entry's place after the decision */
   reencoded: { index: number; codec: string; kError?: number; vError?: number }[];
   /** first origin token of each re-encoded entry, in the order of `reencoded` (absent in older traces) */
@@ -115,4 +121,6 @@ export interface AppliedDecision {
   nextPosition?: number;
   /** [layer][kvHead] the method's allocation, when it stated one */
   budgets?: number[][];
+  /** per-layer measurements the method made, for views (Decision.measures) */
+  measures?: Record<string, number[]>;
 }

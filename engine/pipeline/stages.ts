@@ -13,7 +13,7 @@
  *
  * Every stage is deterministic; stages with state beyond columns expose it as JSON (StageState).
  */
-import type { MergeGroup, Reencode, Reposition } from '../cache/decision.ts';
+import type { CodecGroup, MergeGroup, Reencode, Reposition } from '../cache/decision.ts';
 import type { ColumnSpec, PolicyCache } from '../cache/view.ts';
 import type { Calibration } from '../calibration/format.ts';
 import type { Rope } from '../model/rope.ts';
@@ -108,6 +108,10 @@ export interface DecisionDraft {
   /** counts for the note, filled by the pipeline and the transforms */
   summary: { evicted: number; merged: number; repositioned: number };
   notes: string[];
+  /** per-layer measurements for views (Decision.measures), set by transforms */
+  measures: Record<string, number[]>;
+  /** codec groups the transforms' re-encodes name (Decision.groups) */
+  groups: CodecGroup[];
 }
 
 export interface Transform {

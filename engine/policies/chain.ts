@@ -114,6 +114,7 @@ export class PolicyChain {
       if (result.note) notes.push(result.note);
       if (result.nextPosition !== undefined) applied.nextPosition = result.nextPosition;
       if (result.budgets) applied.budgets = result.budgets;
+      if (result.measures) applied.measures = { ...applied.measures, ...result.measures };
       if (lengths && decision.layers) current = remapHook(current, decision, lengths, store.groupSize);
     });
     if (notes.length > 0) applied.note = notes.join('; ');

@@ -189,7 +189,16 @@ function decision(value: unknown, path: string, dims: Dims): DecisionTrace {
         const mo = object(m, mp);
         const origins = integers(mo.origins, `${mp}.origins`);
         if (origins.length < 2) fail(`${mp}.origins`, 'a merged entry stands for at least 2 tokens');
-        return { ...mo, into: integer(mo.into, `${mp}.into`), origins, weights: mo.weights === undefined ? [] : list(mo.weights, `${mp}.weights`).map((w, j) => number(w, `${mp}.weights[${j}]`)) };
+        const weights = mo.weights === undefined ? [] : list(mo.weights, `${mp}.weights`).map((w, j) => number(w, `${mp}.weights[${j}]`));
+        return {
+          ...mo,
+          into: integer(mo.into, `${mp}.into`),
+          origins,
+          weights,
+          ...(mo.count !== undefined ? { count: integer(mo.count, `${mp}.count`) } : {}),
+          ...(mo.memberTokens !== undefined ? { memberTokens: integers(mo.memberTokens, `${mp}.memberTokens`, weights.length) } : {}),
+          ...(mo.similarity !== undefined ? { similarity: list(mo.similarity, `${mp}.similarity`).map((x, j) => number(x, `${mp}.similarity[${j}]`)) } : {}),
+        };
       }),
       reencoded: (h.reencoded === undefined ? [] : list(h.reencoded, `${p}.reencoded`)).map((r, k) => {
         const rp = `${p}.reencoded[${k}]`;
@@ -214,8 +223,22 @@ function decision(value: unknown, path: string, dims: Dims): DecisionTrace {
     reencoded: integer(o.reencoded, `${path}.reencoded`),
     ...(o.note !== undefined ? { note: string(o.note, `${path}.note`) } : {}),
     ...(o.nextPosition !== undefined ? { nextPosition: integer(o.nextPosition, `${path}.nextPosition`) } : {}),
+    ...(o.measures !== undefined ? { measures: measures(o.measures, `${path}.measures`, dims.layers) } : {}),
     scores,
   } as DecisionTrace;
+}
+
+/** Decision.measures: name → one number per layer (NaN travels as null in JSON). */
+function measures(value: unknown, path: string, layers: number): Record<string, number[]> {
+  const o = object(value, path);
+  const out: Record<string, number[]> = {};
+  for (const [name, raw] of Object.entries(o)) {
+    if (!/^[a-z][a-z0-9_]*$/.test(name)) fail(path, `measure name ${JSON.stringify(name)} must be lower-case letters, digits and _`);
+    const values = list(raw, `${path}.${name}`);
+    if (values.length !== layers) fail(`${path}.${name}`, `expected ${layers} layers, got ${values.length}`);
+    out[name] = values.map((v, l) => (v === null ? Number.NaN : number(v, `${path}.${name}[${l}]`)));
+  }
+  return out;
 }
 
 function attention(value: unknown, path: string, dims: Dims): LayerAttention[] | null {

@@ -1,12 +1,16 @@
 /**
  * `kvscope inspect`: the model's manifest summary and its measured phenomena on held-out text
- * (engine/metrics/phenomena.ts); the text layout is inspect-report.ts.
+ * (engine/metrics/phenomena.ts); the text layout is inspect-report.ts. With --kv-similarity it
+ * measures only the KV cache similarities merge methods assume (engine/metrics/kv-similarity.ts,
+ * text layout kv-similarity-report.ts).
  */
 import type { LoadedModel } from '../model/load.ts';
 import { loadModelFromDirectory } from '../model/load-node.ts';
+import { runKvSimilarity } from '../metrics/kv-similarity.ts';
 import { runPhenomena } from '../metrics/phenomena.ts';
 import { integerOption, noExtraPositionals, parse, seedOption, UsageError } from './args.ts';
 import { formatModel, formatPhenomena, summarizeModel } from './inspect-report.ts';
+import { formatKvSimilarity } from './kv-similarity-report.ts';
 import { makeProgress, type CliIO } from './io.ts';
 import { displayPath, heldoutPath, readHeldout, resolveDraftDir, resolveModelDir } from './models.ts';
 
@@ -25,6 +29,13 @@ Options:
   --seed S             seed for windows, prompts and keys (default 0)
   --heldout FILE       held-out documents {documents:[{text}]} (default static/data/heldout.json)
   --quick              fewer, shorter measurements (smoke tests)
+  --kv-similarity      measure only what merge methods assume of the KV cache, on a full cache:
+                       per layer the cosine of adjacent tokens' keys (as cached and with RoPE
+                       removed) and values (Chelsea, KVMerger); per adjacent layer pair the
+                       per-token cosine of keys and values and MiniCache's angle Ω
+  --windows N          held-out windows for --kv-similarity (default 4, --quick 2)
+  --tokens N           tokens per window for --kv-similarity (default 512, --quick 256; at most
+                       the model's context)
   --json               print the report as JSON
   -h, --help           this help
 `;
@@ -37,6 +48,9 @@ export async function inspect(args: string[], io: CliIO): Promise<number> {
     seed: { type: 'string' },
     heldout: { type: 'string' },
     quick: { type: 'boolean' },
+    'kv-similarity': { type: 'boolean' },
+    windows: { type: 'string' },
+    tokens: { type: 'string' },
     json: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   });
@@ -46,6 +60,10 @@ export async function inspect(args: string[], io: CliIO): Promise<number> {
   }
   noExtraPositionals('inspect', positionals, 0, '--trials 20');
   const quick = values.quick ?? false;
+  if (values['kv-similarity']) return inspectKvSimilarity(values, quick, io);
+  for (const name of ['windows', 'tokens'] as const) {
+    if (values[name] !== undefined) throw new UsageError(`--${name} applies to --kv-similarity only`);
+  }
   const trials = integerOption('trials', values.trials, quick ? 10 : 50, 1);
   const seed = seedOption(values.seed, 0);
   if (values.draft !== undefined && values.draft.trim() === '') throw new UsageError('--draft needs a directory or a model id');
@@ -75,6 +93,39 @@ export async function inspect(args: string[], io: CliIO): Promise<number> {
   } finally {
     progress(null);
     await draft?.release();
+    await model.release();
+  }
+}
+
+async function inspectKvSimilarity(
+  values: { model?: string; draft?: string; trials?: string; seed?: string; heldout?: string; windows?: string; tokens?: string; json?: boolean },
+  quick: boolean,
+  io: CliIO,
+): Promise<number> {
+  for (const name of ['draft', 'trials'] as const) {
+    if (values[name] !== undefined) throw new UsageError(`--${name} does not apply to --kv-similarity`);
+  }
+  const windows = integerOption('windows', values.windows, quick ? 2 : 4, 1, 1000);
+  const seed = seedOption(values.seed, 0);
+  const heldout = heldoutPath(values.heldout);
+  const modelDir = resolveModelDir(values.model);
+  const progress = makeProgress(io);
+  const model = await loadModelFromDirectory(modelDir);
+  try {
+    const context = model.manifest.architecture.context_length;
+    const tokens = integerOption('tokens', values.tokens, Math.min(quick ? 256 : 512, context), 2, context, `an integer in 2..${context} (the model's context)`);
+    const documents = await readHeldout(heldout);
+    const report = await runKvSimilarity(model, documents, { windows, tokens, seed, onProgress: (done, total) => progress(`kv similarity: window ${done}/${total}`) });
+    progress(null);
+    if (values.json) {
+      const out = { model: summarizeModel(modelDir, model.manifest), heldout, kvSimilarity: report };
+      io.stdout(`${JSON.stringify(out, null, 2)}\n`);
+    } else {
+      io.stdout(`${formatKvSimilarity(report, model.manifest.id)}\n`);
+    }
+    return 0;
+  } finally {
+    progress(null);
     await model.release();
   }
 }

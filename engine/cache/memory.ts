@@ -31,7 +31,8 @@ export function liveGroups(heads: readonly HeadStore[]): Set<string> {
   return live;
 }
 
-export function memoryReport(heads: readonly HeadStore[], groups: ReadonlyMap<string, CodecGroup>, tokenCount: number, layout: MemoryLayout): MemoryReport {
+/** `groupsLive`: every group in `groups` is known to be named by some entry (the store keeps it so); otherwise the heads are scanned. */
+export function memoryReport(heads: readonly HeadStore[], groups: ReadonlyMap<string, CodecGroup>, tokenCount: number, layout: MemoryLayout, groupsLive = false): MemoryReport {
   const d = layout.headDim;
   let kBytes = 0;
   let vBytes = 0;
@@ -63,7 +64,7 @@ export function memoryReport(heads: readonly HeadStore[], groups: ReadonlyMap<st
     entries.push(row);
   }
   let groupBytes = 0;
-  for (const id of groups.size > 0 ? liveGroups(heads) : []) {
+  for (const id of groups.size === 0 ? [] : groupsLive ? groups.keys() : liveGroups(heads)) {
     const group = groups.get(id);
     if (!group) continue;
     kBytes += group.kBytes;

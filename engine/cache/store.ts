@@ -343,6 +343,8 @@ export class KVCacheStore implements PolicyCache {
     if (decision.measures) applied.measures = this.checkMeasures(decision.measures);
     if (!decision.layers) {
       this.addGroups(decision.groups ?? [], []);
+      // a group no entry names is not held
+      if (decision.groups?.length) this.dropDeadGroups();
       return applied;
     }
     if (decision.layers.length !== this.nLayers) {
@@ -362,6 +364,8 @@ export class KVCacheStore implements PolicyCache {
       }
     }
     this.addGroups(decision.groups ?? [], planned.map((p) => p.decision));
+    // groups can only die where entries under a codec leave or are re-encoded, or where new groups came
+    const mayDropGroups = (decision.groups?.length ?? 0) > 0 || planned.some((p) => !p.plan.identity && this.head(p.layer, p.kvHead).data.codecs !== null);
     for (const { layer, kvHead, decision: headDecision, plan } of planned) {
       const head = this.head(layer, kvHead);
       const previous = head.data;
@@ -371,7 +375,7 @@ export class KVCacheStore implements PolicyCache {
       this.journal.record(outcome.undo);
       if (outcome.applied) this.count(applied, outcome.applied);
     }
-    if (this.groups.size > 0) this.dropDeadGroups();
+    if (mayDropGroups && this.groups.size > 0) this.dropDeadGroups();
     return applied;
   }
 
@@ -426,7 +430,8 @@ export class KVCacheStore implements PolicyCache {
 
   /** Byte-exact memory of what the heads hold, next to the full fp32 cache for the same tokens. */
   memory(): MemoryReport {
-    return memoryReport(this.heads, this.groups, this.tokenCount, this);
+    // every apply drops the groups no entry names (dropDeadGroups), so the store's groups are the live ones
+    return memoryReport(this.heads, this.groups, this.tokenCount, this, true);
   }
 
   // ---- snapshots ------------------------------------------------------------------------------

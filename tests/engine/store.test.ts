@@ -85,7 +85,8 @@ describe('decisions', () => {
     expect(cache.keys(0, 0)[3 * D]).toBe(5.25);
     const [feed] = cache.buildFeeds(1);
     expect(Array.from(feed.bias.subarray(0, 7))).toEqual(Array.from(Float32Array.from([0, Math.log(3), 0, 0, MASK_BIAS, MASK_BIAS, 0])));
-    expect(applied.heads[0].merged).toEqual([{ into: 1, origins: [1, 2, 4], weights: [0.5, 0.25, 0.25] }]);
+    // keys of one entry are constant vectors, so every member points the way the merged key does
+    expect(applied.heads[0].merged).toEqual([{ into: 1, origins: [1, 2, 4], weights: [0.5, 0.25, 0.25], count: 3, memberTokens: [1, 2, 4], similarity: [1, 1, 1] }]);
     // merging a merged entry again accumulates origins and counts
     cache.apply({ layers: [[{ keep: [2, 3], merge: [{ members: [0, 1], weights: [0.5, 0.5] }] }, null], null] });
     expect(cache.origin(0, 0, 0)).toEqual([0, 1, 2, 4]);

@@ -18,14 +18,19 @@
  * Every step is checked against what the trace says (lengths before and after, that an evicted or
  * merged token is held, that a merge's origins are whole entries), so a wrong replay — or a trace
  * that is not internally consistent — fails loudly with the event named instead of drawing a wrong
- * map. Not tracked: RoPE positions after repositions and merged entries' attention counts (the
- * decision does not record them); views that need them read the step's attention entries.
+ * map. Each merged entry also keeps the record of the merge that made it (weights, member tokens,
+ * member-to-merged similarity and count where the trace has them: replay-merges.ts), so a view of a
+ * later step can still say how an entry was merged. Not tracked: RoPE positions after repositions;
+ * views that need them read the step's attention entries.
  *
  * Cost: appending is O(1) per head; applying a decision is O(entries) per changed head. ReplayTimeline
  * adds checkpoints every `checkpointEvery` events so that any event is reached with at most that many
  * decisions applied.
  */
 import type { TraceEvent } from './schema.ts';
+import { mergeRecord, type MergeRecord, type ReplayableMerge } from './replay-merges.ts';
+
+export type { MergeRecord } from './replay-merges.ts';
 
 export interface ReplayDims {
   layers: number;
@@ -55,6 +60,12 @@ export interface HeldEntries {
   codec(layer: number, kvHead: number, index: number): string | null;
 }
 
+/** What the replay holds, with the merge behind each merged entry. */
+export interface HeldMerges extends HeldEntries {
+  /** the merge that made entry `index` (its latest one); null for an entry that was never merged */
+  merge(layer: number, kvHead: number, index: number): MergeRecord | null;
+}
+
 /**
  * The fields of one head's applied decision the replay reads (engine/cache AppliedHead). Typed
  * loosely on purpose: traces read from JSON and newer engines may carry more or fewer fields.
@@ -67,7 +78,7 @@ export interface ReplayableHead {
   evictedTokens: readonly number[];
   /** one per evicted entry: when present, the number of distinct evicted entries is checked against it */
   evictedPositions?: readonly number[];
-  merged?: readonly { into: number; origins: readonly number[] }[];
+  merged?: readonly ReplayableMerge[];
   reencoded?: readonly { index: number; token?: number; codec: string }[];
   /** first origin token of each re-encoded entry, in the order of `reencoded` (newer traces) */
   reencodedTokens?: readonly number[];
@@ -82,6 +93,7 @@ interface HeadSnapshot {
   first: Int32Array;
   origins: (readonly number[] | null)[] | null;
   codecs: (string | null)[] | null;
+  merges: (MergeRecord | null)[] | null;
 }
 
 export interface ReplaySnapshot {
@@ -97,6 +109,8 @@ class ReplayHead {
   origins: (readonly number[] | null)[] | null = null;
   /** null, or per entry its codec name (null = fp32) */
   codecs: (string | null)[] | null = null;
+  /** null, or per entry the merge that made it (null = never merged) */
+  merges: (MergeRecord | null)[] | null = null;
   /** token index → index of the entry holding it, −1 when none */
   slot = new Int32Array(64).fill(-1);
 
@@ -110,6 +124,10 @@ class ReplayHead {
 
   codec(index: number): string | null {
     return this.codecs?.[index] ?? null;
+  }
+
+  merge(index: number): MergeRecord | null {
+    return this.merges?.[index] ?? null;
   }
 
   private slotOf(token: number): number {
@@ -144,11 +162,13 @@ class ReplayHead {
     this.first[n] = token;
     this.origins?.push(null);
     this.codecs?.push(null);
+    this.merges?.push(null);
     this.slot[token] = n;
     this.length = n + 1;
   }
 
-  apply(head: ReplayableHead, where: () => string): void {
+  /** Applies one head's decision of event `event` (its index in the trace, kept on the merges it makes). */
+  apply(head: ReplayableHead, where: () => string, event = -1): void {
     const n = this.length;
     if (typeof head.before === 'number' && head.before !== n) {
       throw new TraceReplayError(`${where()}: the decision saw ${head.before} entries, the replay holds ${n}`);
@@ -177,6 +197,12 @@ class ReplayHead {
 
     // merges: the members are the entries holding the merged origins; together they stand for exactly those
     const merges = [...(head.merged ?? [])].sort((a, b) => a.into - b.into);
+    const made: MergeRecord[] = [];
+    // what a member stood for, read while the head still holds it
+    const sizeOf = (token: number): number | null => {
+      const i = this.slotOf(token);
+      return i >= 0 && this.first[i] === token ? (this.origins?.[i]?.length ?? 1) : null;
+    };
     let mergedMembers = 0;
     for (const merge of merges) {
       let covered = 0;
@@ -193,6 +219,7 @@ class ReplayHead {
       if (covered !== merge.origins.length) {
         throw new TraceReplayError(`${where()}: a merge lists ${merge.origins.length} origin tokens, but its members stand for ${covered}`);
       }
+      made.push(mergeRecord(merge, event, sizeOf));
     }
 
     const length = n - evictedEntries - mergedMembers + merges.length;
@@ -211,6 +238,7 @@ class ReplayHead {
     const first = this.spareFirst;
     const origins: (readonly number[] | null)[] | null = this.origins || merges.length > 0 ? new Array(length) : null;
     const codecs: (string | null)[] | null = this.codecs ? new Array(length) : null;
+    const mergeOf: (MergeRecord | null)[] | null = this.merges || merges.length > 0 ? new Array(length) : null;
     let from = 0;
     let m = 0;
     for (let k = 0; k < length; k++) {
@@ -219,6 +247,7 @@ class ReplayHead {
         first[k] = merged[0];
         origins![k] = merged;
         if (codecs) codecs[k] = null;
+        mergeOf![k] = made[m];
         m++;
         continue;
       }
@@ -227,6 +256,7 @@ class ReplayHead {
       first[k] = this.first[from];
       if (origins) origins[k] = this.origins?.[from] ?? null;
       if (codecs) codecs[k] = this.codecs![from];
+      if (mergeOf) mergeOf[k] = this.merges?.[from] ?? null;
       from++;
     }
     if (m < merges.length) throw new TraceReplayError(`${where()}: a merged entry's place ${merges[m].into} is past the head's end (${length})`);
@@ -234,6 +264,7 @@ class ReplayHead {
     this.first = first;
     this.origins = origins;
     this.codecs = codecs;
+    this.merges = mergeOf;
     this.length = length;
     for (let k = 0; k < length; k++) {
       const origin = origins?.[k];
@@ -260,7 +291,13 @@ class ReplayHead {
   snapshot(): HeadSnapshot {
     const n = this.length;
     // origin lists are never mutated after they are made, so a shallow copy is a snapshot
-    return { length: n, first: this.first.slice(0, n), origins: this.origins ? this.origins.slice(0, n) : null, codecs: this.codecs ? this.codecs.slice(0, n) : null };
+    return {
+      length: n,
+      first: this.first.slice(0, n),
+      origins: this.origins ? this.origins.slice(0, n) : null,
+      codecs: this.codecs ? this.codecs.slice(0, n) : null,
+      merges: this.merges ? this.merges.slice(0, n) : null,
+    };
   }
 
   restore(s: HeadSnapshot, tokenCount: number): void {
@@ -270,6 +307,7 @@ class ReplayHead {
     this.length = s.length;
     this.origins = s.origins ? s.origins.slice() : null;
     this.codecs = s.codecs ? s.codecs.slice() : null;
+    this.merges = s.merges ? s.merges.slice() : null;
     this.slot.fill(-1);
     for (let k = 0; k < s.length; k++) {
       const origin = this.origins?.[k];
@@ -294,7 +332,7 @@ export function describeEvent(event: TraceEvent, index: number): string {
 }
 
 /** The cache rebuilt by applying trace events in order. */
-export class CacheReplay implements HeldEntries {
+export class CacheReplay implements HeldMerges {
   readonly layers: number;
   readonly kvHeads: number;
   tokenCount = 0;
@@ -330,6 +368,9 @@ export class CacheReplay implements HeldEntries {
   codec(layer: number, kvHead: number, index: number): string | null {
     return this.head(layer, kvHead).codec(index);
   }
+  merge(layer: number, kvHead: number, index: number): MergeRecord | null {
+    return this.head(layer, kvHead).merge(index);
+  }
 
   /** Applies the next event (index = its place in the trace, for messages). */
   apply(event: TraceEvent, index = this.applied): void {
@@ -350,7 +391,7 @@ export class CacheReplay implements HeldEntries {
       default:
         throw new TraceReplayError(`${what}: unknown event kind ${JSON.stringify((event as { kind?: unknown }).kind)}`);
     }
-    this.applyDecision(event.decision, what);
+    this.applyDecision(event.decision, what, index);
     this.applied = index + 1;
   }
 
@@ -359,9 +400,9 @@ export class CacheReplay implements HeldEntries {
     this.tokenCount = token + 1;
   }
 
-  private applyDecision(decision: ReplayableDecision, what: string): void {
+  private applyDecision(decision: ReplayableDecision, what: string, index: number): void {
     for (const head of decision.heads) {
-      this.head(head.layer, head.kvHead).apply(head, () => `${what}, layer ${head.layer} KV head ${head.kvHead}`);
+      this.head(head.layer, head.kvHead).apply(head, () => `${what}, layer ${head.layer} KV head ${head.kvHead}`, index);
     }
   }
 
@@ -426,7 +467,7 @@ export class ReplayTimeline {
   }
 
   /** The cache after the first `count` events of `events` (default all). Valid until the next call. */
-  at(events: readonly TraceEvent[], count = events.length): HeldEntries {
+  at(events: readonly TraceEvent[], count = events.length): HeldMerges {
     if (!Number.isInteger(count) || count < 0 || count > events.length) throw new RangeError(`event count ${count} is outside 0..${events.length}`);
     const same = this.commonPrefix(events);
     if (same < this.followed.length) this.forgetFrom(same);

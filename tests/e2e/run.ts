@@ -508,6 +508,97 @@ const tests: TestCase[] = [
       assert(active.includes(composed), `the running policy (${active})`);
     },
   },
+  {
+    name: 'merge view: a merging policy (chelsea) applied live, step, pick a merged entry: its tokens light up in the token stream and the cache map',
+    timeoutMs: 150_000,
+    async fn({ page, server }) {
+      type Shown = { pickedMerge: { first: number; origins: number[] } | null; merges: { entries: unknown[] } | null };
+      const shown = () =>
+        page.evaluate(() => {
+          const app = (globalThis as unknown as { __kvscope: Shown }).__kvscope;
+          return { picked: app.pickedMerge ? { first: app.pickedMerge.first, origins: [...app.pickedMerge.origins] } : null, entries: app.merges?.entries.length ?? -1 };
+        });
+      const litTokens = () => page.$$eval('[data-testid="token-stream"] [data-highlight="true"]', (els) => els.map((e) => Number(e.getAttribute('data-index'))));
+      await page.goto(`${server.url}/`);
+      await waitReady(page);
+      // the full cache merges nothing: the view says what to do
+      await page.waitForSelector('[data-testid="merge-empty"]');
+      const empty = (await page.textContent('[data-testid="merge-empty"]')) ?? '';
+      assert(/Pick a merging policy such as .*chelsea/.test(empty) && /d2o/.test(empty), `the empty state names merging policies (${empty})`);
+
+      // a merging policy, typed and applied live
+      const spec = page.locator('[data-testid="policy-spec"]');
+      await spec.fill('chelsea:budget=24');
+      await page.keyboard.press('Enter');
+      await page.waitForSelector('[data-testid="switch-marker"]');
+      await waitIdle(page);
+      for (let i = 1; i <= 3; i++) {
+        await page.click('[data-testid="step"]');
+        await waitTokens(page, i);
+        await waitIdle(page);
+      }
+      await page.waitForSelector('[data-testid="merge-entry"]');
+      const entries = page.locator('[data-testid="merge-entry"]');
+      const n = await entries.count();
+      assert(n > 0, 'the merge view lists merged entries');
+      assertEqual((await shown()).entries, n, 'one mark per merged entry the head holds');
+      const freshCount = await page.locator('[data-testid="merge-entry"][data-fresh="true"]').count();
+      assert(freshCount > 0, `this step's merges are marked (${freshCount} of ${n})`);
+      const summary = ((await page.textContent('[data-testid="merge-summary"]')) ?? '').replace(/\s+/g, ' ');
+      assert(/layer 0, KV head 0 · step 2 · \d+ merged entr/.test(summary), `summary (${summary})`);
+
+      // pick the entry standing for the most tokens
+      const widest = await entries.evaluateAll((els) => {
+        let best = 0;
+        let most = -1;
+        els.forEach((e, i) => {
+          const ticks = e.querySelectorAll('rect').length;
+          if (ticks > most) [best, most] = [i, ticks];
+        });
+        return best;
+      });
+      await entries.nth(widest).click();
+      await page.waitForSelector('[data-testid="merge-detail"]');
+      const picked = (await shown()).picked;
+      assert(picked !== null && picked.origins.length >= 2, `an entry is picked (${JSON.stringify(picked)})`);
+      assertEqual(await litTokens(), picked.origins, 'the token stream lights up exactly the tokens the entry stands for');
+      const detail = ((await page.textContent('[data-testid="merge-detail"]')) ?? '').replace(/\s+/g, ' ');
+      assert(new RegExp(`Merged entry #${picked.first} .* stands for ${picked.origins.length} tokens · count ${picked.origins.length} · bias log ${picked.origins.length} = `).test(detail), `detail: count and log-count bias (${detail.slice(0, 200)})`);
+      const members = await page.locator('[data-testid="merge-members"] g[transform]').count();
+      assert(members >= 2, `the members are listed (${members})`);
+      assert((await page.locator('[data-testid="cache-map-highlight"] rect').count()) > 0, 'the cache map bands the highlighted tokens');
+      await page.waitForTimeout(200);
+      await page.screenshot({ path: join(RESULTS_DIR, 'merge-view.png'), fullPage: true });
+      // the figure exports as vectors: the entries' ticks and the members' bars
+      const [svgDownload] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="export-svg-merges-L0-kv0"]')]);
+      const svgPath = join(RESULTS_DIR, svgDownload.suggestedFilename());
+      await svgDownload.saveAs(svgPath);
+      const svg = readFileSync(svgPath, 'utf8');
+      assert(svg.startsWith('<svg') || svg.includes('<svg'), 'an SVG file');
+      assert(svg.includes(`Merged entries: layer 0, KV head 0`) && svg.includes('cos to merged key'), 'the export has the title and the members chart');
+      assert((svg.match(/<rect/g) ?? []).length > picked.origins.length, 'the export draws the ticks');
+
+      // Escape clears; keyboard: the focused entry is picked with Enter, without stepping
+      await page.keyboard.press('Escape');
+      await page.waitForSelector('[data-testid="merge-detail"]', { state: 'detached' });
+      assertEqual(await litTokens(), [], 'nothing lit after Escape');
+      await entries.first().focus();
+      await page.keyboard.press('Enter');
+      await page.waitForSelector('[data-testid="merge-detail"]');
+      assert((await litTokens()).length >= 2, 'Enter on a focused entry picks it');
+      await page.keyboard.press(' ');
+      await page.waitForTimeout(300);
+      assertEqual(await tokenCount(page), 3, 'space on an entry picks it, it does not start a run');
+
+      // the pick follows the token: stepping on keeps the entry that holds it highlighted
+      await page.click('[data-testid="step"]');
+      await waitTokens(page, 4);
+      await waitIdle(page);
+      await page.waitForFunction(() => /step 3/.test(document.querySelector('[data-testid="merge-summary"]')?.textContent ?? ''));
+      const after = (await shown()).picked;
+      if (after) assertEqual(await litTokens(), after.origins, 'after a step the lit tokens are those of the entry now holding the picked token');
+    },
+  },
 ];
 
 const failed = await runTests([...tests, ...LAB_TESTS]);

@@ -21,6 +21,8 @@ import type {
   ErrorKind,
   ImportedTraceView,
   LoadProgressView,
+  MergeEntryView,
+  MergeView,
   ModelInfo,
   PolicyChoice,
   PolicyInfo,
@@ -96,6 +98,32 @@ export interface ShownError {
   /** what the page offers: reload the model, restart the worker, or just dismiss */
   action: 'retry' | 'restart' | 'dismiss';
 }
+
+/** What the merge view picked: a merged entry (by a token it stands for) or the tokens a MiniCache-paired layer kept apart. */
+export type MergePick = { kind: 'entry'; token: number } | { kind: 'unmerged'; layer: number };
+
+/** Tokens lit up in every view that shows tokens (token stream, cache map). */
+export interface TokenHighlight {
+  /** token indices, ascending */
+  tokens: number[];
+  /** the head they belong to (the cache map outlines them in its row) */
+  layer: number;
+  kvHead: number;
+  /** what they are, in words */
+  label: string;
+}
+
+/** What a merge view was asked for: it is asked again when any of this changes. */
+interface MergeRequest {
+  session: SessionState | null;
+  steps: number;
+  step: number;
+  layer: number;
+  kvHead: number;
+}
+
+const sameRequest = (a: MergeRequest | null, b: MergeRequest | null) =>
+  a !== null && b !== null && a.session === b.session && a.steps === b.steps && a.step === b.step && a.layer === b.layer && a.kvHead === b.kvHead;
 
 export const RING = 64;
 export const DEFAULT_SAMPLER: SamplerSettings = { temperature: 0.8, topK: 40, topP: 0.95, seed: 1 };
@@ -174,6 +202,10 @@ export class ExplorerState {
   ringVersion = $state(0);
   inspected = $state.raw<StepView | null>(null);
   inspecting = $state<number | null>(null);
+  /** the merged entries of the selected head at the shown step (from the worker; may lag the selection for a moment) */
+  merges = $state.raw<MergeView | null>(null);
+  /** what the merge view picked; its tokens light up in the token stream and the cache map */
+  mergePick = $state.raw<MergePick | null>(null);
 
   private ring = new Map<number, StepView>();
   private incoming: StepView[] = [];
@@ -181,6 +213,8 @@ export class ExplorerState {
   private firstTokenMarked = false;
   private tokenizeTimer: ReturnType<typeof setTimeout> | null = null;
   private tokenizeSeq = 0;
+  private mergesWanted: MergeRequest | null = null;
+  private mergesAsked = false;
 
   constructor(
     readonly client: EngineClient,
@@ -341,6 +375,62 @@ export class ExplorerState {
     return out.reverse();
   });
 
+  // ---- merges and highlighted tokens ----
+
+  /** the merge view shows the selected step and head (not one a moment old) */
+  readonly mergesCurrent = $derived(this.merges !== null && this.merges.step === this.currentStep && this.merges.layer === this.layer && this.merges.kvHead === this.kvHead);
+
+  /** the picked merged entry in the merge view: the one standing for the picked token */
+  readonly pickedMerge = $derived.by((): MergeEntryView | null => {
+    const pick = this.mergePick;
+    if (pick?.kind !== 'entry' || !this.merges) return null;
+    return this.merges.entries.find((e) => e.origins.includes(pick.token)) ?? null;
+  });
+
+  readonly highlight = $derived.by((): TokenHighlight | null => {
+    const view = this.merges;
+    const pick = this.mergePick;
+    if (!view || !pick) return null;
+    if (pick.kind === 'entry') {
+      const entry = this.pickedMerge;
+      return entry ? { tokens: entry.origins, layer: view.layer, kvHead: view.kvHead, label: `the ${entry.origins.length} tokens merged entry #${entry.first} stands for` } : null;
+    }
+    const tokens = view.depth?.unmerged[pick.layer];
+    return tokens ? { tokens, layer: pick.layer, kvHead: view.kvHead, label: `tokens layer ${pick.layer} kept apart from its pair` } : null;
+  });
+
+  pickMerge(pick: MergePick | null): void {
+    this.mergePick = pick;
+  }
+
+  /** Asks the worker for the merge view of the shown step and head when they changed (one request in flight at a time). */
+  ensureMerges(): void {
+    const want: MergeRequest = { session: this.session, steps: this.steps.length, step: this.currentStep, layer: this.layer, kvHead: this.kvHead };
+    // while the session is being rebuilt the trace is not the one shown
+    const rebuilding = this.activity === 'prefilling' || this.activity === 'rewinding' || this.activity === 'switching' || this.activity === 'importing';
+    if (!want.session || !this.promptView || rebuilding || sameRequest(want, this.mergesWanted)) return;
+    this.mergesWanted = want;
+    if (!this.mergesAsked) this.askMerges(want);
+  }
+
+  private askMerges(want: MergeRequest): void {
+    this.mergesAsked = true;
+    this.client
+      .request<Extract<EngineEvent, { type: 'merges' }>>({ type: 'merges', step: want.step, layer: want.layer, kvHead: want.kvHead })
+      .then((reply) => {
+        if (sameRequest(want, this.mergesWanted)) this.merges = reply.view;
+      })
+      .catch((error) => {
+        // a step that is gone by now (stepped back, reset) is not a failure: the newer request follows
+        if (EngineFailure.from(error).kind !== 'session') this.fail(error);
+      })
+      .finally(() => {
+        this.mergesAsked = false;
+        const wanted = this.mergesWanted;
+        if (wanted && !sameRequest(want, wanted)) this.askMerges(wanted);
+      });
+  }
+
   // ---- model ----
 
   async load(): Promise<void> {
@@ -432,6 +522,9 @@ export class ExplorerState {
     this.incoming = [];
     this.inspected = null;
     this.inspecting = null;
+    this.merges = null;
+    this.mergePick = null;
+    this.mergesWanted = null;
     this.ringVersion++;
   }
 

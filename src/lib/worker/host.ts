@@ -16,7 +16,7 @@ import { formatPolicyChain } from '../../../engine/policies/spec.ts';
 import { Session, type SessionSnapshot } from '../../../engine/session.ts';
 import { ReferenceLane, type ReferenceMetrics, type ReferenceSnapshot } from '../../../engine/reference.ts';
 import { readTrace, TraceFormatError } from '../../../engine/trace/read.ts';
-import { ReplayTimeline, type HeldEntries } from '../../../engine/trace/replay.ts';
+import { ReplayTimeline, type HeldMerges } from '../../../engine/trace/replay.ts';
 import { exportTraceJson, traceToJson, type ReferenceTrace, type StepTrace, type TokenProb, type TraceExtras } from '../../../engine/trace/schema.ts';
 import { Checkpoints } from './checkpoints.ts';
 import { LabError, LabHost } from './lab.ts';
@@ -34,6 +34,7 @@ import {
   stepEventIndex,
   TraceViews,
 } from './pack.ts';
+import { mergeViewAt } from './pack-merges.ts';
 import {
   viewTransferables,
   type CacheStats,
@@ -42,6 +43,7 @@ import {
   type ErrorKind,
   type LoadCommand,
   type LoadProgressView,
+  type MergeView,
   policyMembers,
   type ModelInfo,
   type PolicyComposition,
@@ -155,6 +157,10 @@ export class EngineHost {
         return;
       case 'tokenize':
         this.guard(command.id, async () => this.tokenize(command.id, command.text));
+        return;
+      // Packed from the trace alone and cheap: answered at once, also between the steps of a run.
+      case 'merges':
+        this.guard(command.id, async () => this.merges(command.id, command.step, command.layer, command.kvHead));
         return;
       // A replay needs no model: it must not wait behind a model that is still downloading.
       case 'import-trace':
@@ -451,7 +457,7 @@ export class EngineHost {
   }
 
   /** What the heads hold after the first `count` events of the session's trace (default all), by replay. */
-  private held(session: Session, count?: number): HeldEntries {
+  private held(session: Session, count?: number): HeldMerges {
     this.timeline ??= new ReplayTimeline({ layers: session.dims.nLayers, kvHeads: session.dims.nKvHeads });
     return this.timeline.at(session.trace.all(), count);
   }
@@ -473,7 +479,7 @@ export class EngineHost {
    * trace up to that step; `next` defaults to the session's pending distribution.
    */
   private view(session: Session, trace: StepTrace, withViews: boolean, reference: ReferenceMetrics | null = null, next: TokenProb[] = this.next(session)): StepView {
-    let held: HeldEntries | null = null;
+    let held: HeldMerges | null = null;
     if (withViews) {
       const index = stepEventIndex(session.trace.all(), trace.step);
       if (index < 0) throw new HostError('internal', `the trace has no step ${trace.step}`);
@@ -656,6 +662,17 @@ export class EngineHost {
     // the cache map and the reference metrics come from the live trace; the next-token distribution from the fork
     const view = this.view(session, trace, true, null, this.next(replay));
     this.post({ type: 'inspected', id, view }, viewTransferables(view));
+  }
+
+  /** The merge view of one head after step `step` (−1: after the prompt), of the imported trace during a replay. */
+  private async merges(id: number, step: number, layer: number, kvHead: number): Promise<void> {
+    let view: MergeView;
+    if (this.replay) view = this.replay.views.merges(step, layer, kvHead);
+    else {
+      const session = this.requireSession();
+      view = mergeViewAt(session.trace.all(), (count) => this.held(session, count), step, layer, kvHead);
+    }
+    this.post({ type: 'merges', id, view });
   }
 
   private async exportTrace(id: number): Promise<void> {

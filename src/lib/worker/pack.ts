@@ -26,6 +26,7 @@ import {
   type CacheMapView,
   type CalibrationView,
   type ImportedTraceView,
+  type MergeView,
   type PrefillView,
   type ReferenceView,
   type ScoreGrid,
@@ -33,6 +34,7 @@ import {
   type StepView,
   type SwitchView,
 } from './protocol.ts';
+import { mergeViewAt } from './pack-merges.ts';
 
 /** [layer][queryHead][token] weights; NaN where the head's KV head held nothing for the token. */
 export function packAttention(attention: readonly LayerAttention[], heads: number, tokens: number): AttentionGrid {
@@ -386,6 +388,11 @@ export class TraceViews {
       heldBefore,
       reference: this.reference.get(step) ?? null,
     });
+  }
+
+  /** The merged entries of one head after step `step` (−1: after the prompt) and MiniCache's depth measures (pack-merges.ts). */
+  merges(step: number, layer: number, kvHead: number): MergeView {
+    return mergeViewAt(this.events, (count) => this.timeline.at(this.events, count), step, layer, kvHead);
   }
 
   /** Compact record of one step (no attention, cache map or scores). */

@@ -3,7 +3,7 @@
  *
  * Commands go in, each with a numeric `id`. Every command is answered by exactly one *reply*
  * event carrying the same id (`ready`, `tokenized`, `started`, `done`, `rewound`, `policy`,
- * `inspected`, `trace`, `imported`, `reference`, `ack` or `error`). Long commands also stream *progress* (`load`) or
+ * `inspected`, `merges`, `trace`, `imported`, `reference`, `ack` or `error`). Long commands also stream *progress* (`load`) or
  * *step* (`step`, `run`) events with that id before their reply.
  *
  * Only plain data crosses the boundary; big matrices travel as transferable typed arrays
@@ -79,6 +79,12 @@ export type Command =
   | { type: 'set-policy'; id: number; policy: PolicyComposition }
   | { type: 'views'; id: number; attention: boolean }
   | { type: 'inspect'; id: number; step: number }
+  /**
+   * the merged entries of one layer × KV head after decode step `step` (−1: after the prompt), and
+   * MiniCache's depth measures; packed from the trace alone (live session or imported trace), so it
+   * is answered at once, also while a run goes on
+   */
+  | { type: 'merges'; id: number; step: number; layer: number; kvHead: number }
   | { type: 'export-trace'; id: number }
   /**
    * reads an exported trace and answers `imported`: from then on `inspect` and `export-trace` serve
@@ -144,6 +150,82 @@ export interface ScoreGrid {
   kvHeads: number;
   tokens: number;
   values: Float32Array;
+}
+
+/** One member of a merge, in the group's order (engine/cache/view.ts AppliedHead.merged). */
+export interface MergeMemberView {
+  /** first origin token of the member; null when the trace did not record it (older traces) */
+  token: number | null;
+  /** tokens the member stood for when it was merged (more than 1: it was a merged entry itself) */
+  size: number | null;
+  weight: number | null;
+  /** cosine of the member's key to the merged key; null when not recorded */
+  similarity: number | null;
+}
+
+/** Which trace event made a merged entry: the prefill (step −1), a decode step, or a policy switch after `step` steps. */
+export interface MergeMadeAt {
+  kind: 'prefill' | 'step' | 'policy';
+  step: number;
+}
+
+/** A merged entry the head holds, with the merge that made it (its latest one). */
+export interface MergeEntryView {
+  /** its place in the head's cache order */
+  index: number;
+  /** first origin token */
+  first: number;
+  /** every token it stands for, ascending */
+  origins: number[];
+  /** tokens it counts for in the attention bias; null when the trace did not record it */
+  count: number | null;
+  /** the attention bias it gets: log(count) when count > 1, else 0; null with count */
+  bias: number | null;
+  members: MergeMemberView[];
+  madeAt: MergeMadeAt;
+  /** made by the decision shown (this step's, or the switch right after it) */
+  fresh: boolean;
+}
+
+/**
+ * MiniCache's depth measures (Decision.measures of the latest event up to the shown one that
+ * carries them), one number per layer, NaN where none, and what the selected KV head holds in
+ * each layer: entries under the shared-direction codec, and the tokens a paired layer kept apart.
+ */
+export interface MergeDepthView {
+  /** the event the measures come from */
+  from: MergeMadeAt;
+  /** mean key cosine of layer l with layer l − 1 (NaN at 0) */
+  similarity: number[];
+  /** the layer l shares directions with (NaN: none) */
+  partner: number[];
+  /** share of the layer's entries retained unmerged */
+  retained: number[];
+  /** [layer] entries of the selected KV head re-encoded with MiniCache's codec (`minicache`, or `minicache-k` / `-v`) */
+  shared: number[];
+  /** [layer] tokens of the selected KV head held without that codec in a paired layer (stayed unmerged); null where the layer is not paired */
+  unmerged: (number[] | null)[];
+}
+
+/** The merge view of one layer × KV head after one decode step (pack-merges.ts). */
+export interface MergeView {
+  /** decode step (−1: after the prompt) */
+  step: number;
+  layer: number;
+  kvHead: number;
+  /** tokens fed up to the shown point */
+  tokens: number;
+  /** entries the head holds (merged or not) */
+  held: number;
+  /** the policy in charge at the shown point */
+  policy: string;
+  /** merged entries of the head, in cache order */
+  entries: MergeEntryView[];
+  /** merged entries the shown decision made, all heads together */
+  madeInAllHeads: number;
+  /** every merge shown carries count, member tokens and similarities (false: written by an older engine) */
+  detailed: boolean;
+  depth: MergeDepthView | null;
 }
 
 /** What the full-cache reference lane measured at one step (engine/reference.ts). */
@@ -376,6 +458,7 @@ export type EngineEvent =
       withoutHistory?: string;
     }
   | { type: 'inspected'; id: number; view: StepView }
+  | { type: 'merges'; id: number; view: MergeView }
   | { type: 'trace'; id: number; json: string; fileName: string }
   | { type: 'imported'; id: number; trace: ImportedTraceView }
   | { type: 'reference'; id: number; on: boolean; state: SessionState }

@@ -9,7 +9,7 @@
  * A composition (`snapkv:budget=64 + streaming:sinks=4,recent=60`) is evaluated once, as given.
  * A spec that names any of the parameters its budget maps to (e.g. `window:size=32`) is taken as
  * given and evaluated once; otherwise (e.g. `h2o`, `h2o:accumulate=mean`) it is evaluated at every
- * budget, its other parameters kept. `full` is never budgeted.
+ * budget, its other parameters kept. `full` and `minicache` (they hold every entry) are never budgeted.
  */
 import { PolicySpecError } from '../errors.ts';
 import { findPolicy, POLICIES } from '../policies/index.ts';
@@ -26,8 +26,12 @@ export function budgetRules(registry: readonly PolicyDefinition[] = POLICIES): R
 
 export const BUDGET_RULES: Readonly<Record<string, BudgetRule>> = budgetRules();
 
-/** Policies evaluated once, whatever the budgets (they hold everything). */
-export const UNBUDGETED: readonly string[] = ['full'];
+/** Policies evaluated once, whatever the budgets: they hold every entry (what they save, if anything). */
+const HOLDS_EVERY_ENTRY: Readonly<Record<string, string>> = {
+  full: 'keeps everything',
+  minicache: 'keeps every entry; saves bytes by sharing directions across layer pairs',
+};
+export const UNBUDGETED: readonly string[] = Object.keys(HOLDS_EVERY_ENTRY);
 
 export const DEFAULT_BUDGETS: readonly number[] = [64, 128, 256, 512];
 
@@ -104,7 +108,7 @@ export function expandRuns(specs: readonly string[], budgets: readonly number[],
 export function budgetTable(registry: readonly PolicyDefinition[] = POLICIES): { id: string; mapping: string; scope: string }[] {
   return registry.map((p) => {
     const rule = p.budget;
-    if (UNBUDGETED.includes(p.id)) return { id: p.id, mapping: '— (evaluated once)', scope: 'keeps everything' };
+    if (UNBUDGETED.includes(p.id)) return { id: p.id, mapping: '— (evaluated once)', scope: HOLDS_EVERY_ENTRY[p.id] };
     return { id: p.id, mapping: rule ? rule.text : '— (no mapping: give its parameters)', scope: rule?.scope ?? '' };
   });
 }

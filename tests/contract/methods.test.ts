@@ -22,7 +22,14 @@ import { fixtureModel, tokenSequence } from '../engine/helpers/fixture.ts';
 import { manifestCalibration, tinyCalibration } from '../policies/helpers/calibration.ts';
 
 /** Compositions checked like single methods (members run in the order written). */
-const COMPOSITIONS = ['h2o:heavy=8,recent=8 + window:size=12', 'snapkv:budget=24,window=4 + streaming:sinks=2,recent=14', 'window:size=40 + razor:recent=10'];
+const COMPOSITIONS = [
+  'h2o:heavy=8,recent=8 + window:size=12',
+  'snapkv:budget=24,window=4 + streaming:sinks=2,recent=14',
+  'window:size=40 + razor:recent=10',
+  // merging after eviction, as MiniCache composes; start=0 pairs the fixture's two layers
+  'streaming:sinks=2,recent=14 + minicache:start=0,recent=2,block=2',
+  'minicache:start=0,retain_by=joint',
+];
 
 /** Each registered method at budget 16 (eval/budgets.ts), or with its defaults when it has no budget. */
 const SINGLES = POLICIES.map((p) => (BUDGET_RULES[p.id] ? specForBudget(p.id, 16) : p.id));

@@ -12,10 +12,14 @@ import { razorPolicy } from './razor.ts';
 import { compressKvPolicy } from './compresskv.ts';
 import { laCachePolicy } from './lacache.ts';
 import { d2oPolicy } from './d2o.ts';
+import { minicachePolicy } from './minicache.ts';
+import { chelseaPolicy } from './chelsea.ts';
+import { emsPolicy } from './ems.ts';
+import { kvmergerPolicy } from './kvmerger.ts';
 import type { PolicyDefinition } from './types.ts';
 import { windowPolicy } from './window.ts';
 
-export const POLICIES: readonly PolicyDefinition[] = [fullPolicy, windowPolicy, streamingPolicy, h2oPolicy, tovaPolicy, snapkvPolicy, windowkvPolicy, razorPolicy, compressKvPolicy, laCachePolicy, d2oPolicy];
+export const POLICIES: readonly PolicyDefinition[] = [fullPolicy, windowPolicy, streamingPolicy, h2oPolicy, tovaPolicy, snapkvPolicy, windowkvPolicy, razorPolicy, compressKvPolicy, laCachePolicy, d2oPolicy, minicachePolicy, chelseaPolicy, emsPolicy, kvmergerPolicy];
 
 export function findPolicy(id: string, registry: readonly PolicyDefinition[] = POLICIES): PolicyDefinition | undefined {
   return registry.find((p) => p.id === id);

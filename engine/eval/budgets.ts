@@ -108,7 +108,7 @@ export function expandRuns(specs: readonly string[], budgets: readonly number[],
 export function budgetTable(registry: readonly PolicyDefinition[] = POLICIES): { id: string; mapping: string; scope: string }[] {
   return registry.map((p) => {
     const rule = p.budget;
-    if (UNBUDGETED.includes(p.id)) return { id: p.id, mapping: '— (evaluated once)', scope: HOLDS_EVERY_ENTRY[p.id] };
+    if (UNBUDGETED.includes(p.id)) return { id: p.id, mapping: `— (evaluated once: ${HOLDS_EVERY_ENTRY[p.id]})`, scope: '' };
     return { id: p.id, mapping: rule ? rule.text : '— (no mapping: give its parameters)', scope: rule?.scope ?? '' };
   });
 }

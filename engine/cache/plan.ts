@@ -136,15 +136,14 @@ function prepareMerge(head: HeadStore, group: MergeGroup, g: number, role: Uint8
   const keys = group.keys ? Float32Array.from(group.keys) : new Float32Array(d);
   const values = group.values ? Float32Array.from(group.values) : new Float32Array(d);
   let count = 0;
-  const origin: number[] = [];
+  let origin: number[] = [];
   members.forEach((m, k) => {
     const w = weights[k];
     if (!group.keys) for (let c = 0; c < d; c++) keys[c] += w * data.keys[m * d + c];
     if (!group.values) for (let c = 0; c < d; c++) values[c] += w * data.values[m * d + c];
     count += data.count[m];
-    origin.push(...head.origin(m));
+    origin = mergeAscending(origin, head.origin(m));
   });
-  origin.sort((a, b) => a - b);
   if (group.count !== undefined) {
     if (!Number.isInteger(group.count) || group.count < 1) {
       throw new PolicyDecisionError(`${where}: merge group ${g} count must be an integer ≥ 1, got ${group.count}`);
@@ -156,6 +155,22 @@ function prepareMerge(head: HeadStore, group: MergeGroup, g: number, role: Uint8
   const memberTokens = members.map((m) => data.token[m]);
   const similarity = members.map((m) => keyCosine(data.keys, m * d, keys, d));
   return { keys, values, count, origin, pos, columns, memberTokens, similarity };
+}
+
+/**
+ * The union of two ascending token lists (an entry's origin is ascending and disjoint from every
+ * other entry's), in linear time: centres that absorb one entry per step would otherwise re-sort
+ * their whole origin on every merge.
+ */
+function mergeAscending(a: readonly number[], b: readonly number[]): number[] {
+  const out = new Array<number>(a.length + b.length);
+  let i = 0;
+  let j = 0;
+  let o = 0;
+  while (i < a.length && j < b.length) out[o++] = a[i] <= b[j] ? a[i++] : b[j++];
+  while (i < a.length) out[o++] = a[i++];
+  while (j < b.length) out[o++] = b[j++];
+  return out;
 }
 
 /** Cosine similarity of the key at `offset` in `keys` to `merged` (0 when either is zero). */

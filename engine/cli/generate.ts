@@ -44,8 +44,18 @@ interface GenerateJson {
   prompt_tokens: number;
   tokens: number[];
   text: string;
-  steps: { token: number; text: string; prob: number; cache_entries: number; cache_bytes: number; full_cache_bytes: number }[];
+  /** what the policy did to the prompt's cache: entries evicted, merged entries made, entries re-encoded */
+  prefill: DecisionCounts;
+  steps: ({ token: number; text: string; prob: number; cache_entries: number; cache_bytes: number; full_cache_bytes: number } & DecisionCounts)[];
 }
+
+interface DecisionCounts {
+  evicted: number;
+  merged: number;
+  reencoded: number;
+}
+
+const decisionCounts = (d: { evicted: number; merged: number; reencoded: number }): DecisionCounts => ({ evicted: d.evicted, merged: d.merged, reencoded: d.reencoded });
 
 export async function generate(args: string[], io: CliIO): Promise<number> {
   const { values, positionals } = parse('generate', args, {
@@ -115,7 +125,7 @@ export async function generate(args: string[], io: CliIO): Promise<number> {
       sampler: { seed, temperature, topK, topP },
       trace: values.trace !== undefined ? {} : { attention: false, fullSteps: 0, topTokens: 0 },
     });
-    await session.prefill(ids);
+    const prefilled = await session.prefill(ids);
 
     const generated: number[] = [];
     let printed = 0;
@@ -141,6 +151,7 @@ export async function generate(args: string[], io: CliIO): Promise<number> {
         prompt_tokens: ids.length,
         tokens: generated,
         text,
+        prefill: decisionCounts(prefilled.trace.decision),
         steps: result.steps.map((s) => ({
           token: s.token.id,
           text: s.token.piece,
@@ -148,6 +159,7 @@ export async function generate(args: string[], io: CliIO): Promise<number> {
           cache_entries: s.memory.heldEntries,
           cache_bytes: s.memory.bytes,
           full_cache_bytes: s.memory.fullBytes,
+          ...decisionCounts(s.decision),
         })),
       };
       io.stdout(`${JSON.stringify(out, null, 2)}\n`);

@@ -38,7 +38,8 @@ interface GenerateJson {
   prompt_tokens: number;
   tokens: number[];
   text: string;
-  steps: { token: number; text: string; prob: number; cache_entries: number; cache_bytes: number; full_cache_bytes: number }[];
+  prefill: { evicted: number; merged: number; reencoded: number };
+  steps: { token: number; text: string; prob: number; cache_entries: number; cache_bytes: number; full_cache_bytes: number; evicted: number; merged: number; reencoded: number }[];
 }
 
 function parseGenerate(run: Run): GenerateJson {
@@ -63,19 +64,20 @@ describe.concurrent('kvscope generate (tiny fixture)', () => {
     expect(trace.events[1].attention).toHaveLength(2); // attention captured for both layers
   });
 
-  it('--json prints exactly {model, prompt_tokens, tokens, text, steps}; --top-k 1 equals greedy', async () => {
+  it('--json prints exactly {model, prompt_tokens, tokens, text, prefill, steps}; --top-k 1 equals greedy', async () => {
     const [greedy, topOne] = await Promise.all([
       kvscope(['generate', ...tiny, '--prompt', 'The cache keeps', '--steps', '5', '--json']),
       kvscope(['generate', ...tiny, '--prompt', 'The cache keeps', '--steps', '5', '--json', '--temperature', '1.5', '--top-k', '1', '--seed', '3']),
     ]);
     const out = parseGenerate(greedy);
-    expect(Object.keys(out)).toEqual(['model', 'prompt_tokens', 'tokens', 'text', 'steps']);
+    expect(Object.keys(out)).toEqual(['model', 'prompt_tokens', 'tokens', 'text', 'prefill', 'steps']);
+    expect(out.prefill).toEqual({ evicted: 0, merged: 0, reencoded: 0 });
     expect(out.model).toBe('tiny-fixture');
     expect(out.prompt_tokens).toBeGreaterThan(1); // BOS + the text's tokens
     expect(out.tokens).toHaveLength(5);
     expect(out.steps.map((s) => s.token)).toEqual(out.tokens);
     out.steps.forEach((step, i) => {
-      expect(Object.keys(step)).toEqual(['token', 'text', 'prob', 'cache_entries', 'cache_bytes', 'full_cache_bytes']);
+      expect(Object.keys(step)).toEqual(['token', 'text', 'prob', 'cache_entries', 'cache_bytes', 'full_cache_bytes', 'evicted', 'merged', 'reencoded']);
       expect(step.prob).toBeGreaterThan(0);
       expect(step.prob).toBeLessThanOrEqual(1);
       // full cache: 2 layers × 2 KV heads hold every token fed so far; 8 floats × 4 bytes × K and V
@@ -86,6 +88,15 @@ describe.concurrent('kvscope generate (tiny fixture)', () => {
     });
     expect(out.text.length).toBeGreaterThan(0);
     expect(parseGenerate(topOne).tokens).toEqual(out.tokens);
+  });
+
+  it('--json counts what a merging policy did at prefill and at each step', async () => {
+    const out = parseGenerate(await kvscope(['generate', ...tiny, '--prompt', 'The cache keeps the tokens it needs and merges the rest of them', '--steps', '4', '--json', '--policy', 'chelsea:budget=6,sinks=1,recent=2,batch=1']));
+    expect(out.prefill.merged).toBeGreaterThan(0);
+    expect(out.prefill.evicted).toBe(0);
+    // each step adds one entry per head over budget, which one merge per head takes back
+    for (const step of out.steps) expect(step.merged).toBe(4);
+    for (const step of out.steps) expect(step.cache_entries).toBe(4 * 6);
   });
 
   it('same seed ⇒ same tokens; another seed at temperature 1 ⇒ different tokens', async () => {

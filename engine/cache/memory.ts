@@ -31,8 +31,11 @@ export function liveGroups(heads: readonly HeadStore[]): Set<string> {
   return live;
 }
 
-/** `groupsLive`: every group in `groups` is known to be named by some entry (the store keeps it so); otherwise the heads are scanned. */
-export function memoryReport(heads: readonly HeadStore[], groups: ReadonlyMap<string, CodecGroup>, tokenCount: number, layout: MemoryLayout, groupsLive = false): MemoryReport {
+/**
+ * The report of `heads`. Every group in `groups` is charged: the caller keeps only groups some
+ * entry names (the store drops the others after each decision, `liveGroups`).
+ */
+export function memoryReport(heads: readonly HeadStore[], groups: ReadonlyMap<string, CodecGroup>, tokenCount: number, layout: MemoryLayout): MemoryReport {
   const d = layout.headDim;
   let kBytes = 0;
   let vBytes = 0;
@@ -64,9 +67,7 @@ export function memoryReport(heads: readonly HeadStore[], groups: ReadonlyMap<st
     entries.push(row);
   }
   let groupBytes = 0;
-  for (const id of groups.size === 0 ? [] : groupsLive ? groups.keys() : liveGroups(heads)) {
-    const group = groups.get(id);
-    if (!group) continue;
+  for (const group of groups.values()) {
     kBytes += group.kBytes;
     vBytes += group.vBytes;
     groupBytes += group.kBytes + group.vBytes;

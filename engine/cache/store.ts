@@ -29,6 +29,9 @@ import { liveGroups, memoryReport, withGroups } from './memory.ts';
 import { headFromSnapshot, snapshotHead, type CacheSnapshot } from './snapshot.ts';
 import type { AppliedDecision, AppliedHead, ColumnSpec, MemoryReport, PolicyCache, ReadonlyFloat64Array } from './view.ts';
 
+/** A decision measure's name (the same rule as engine/trace/read.ts). */
+const MEASURE_NAME = /^[a-z][a-z0-9_]*$/;
+
 export { MASK_BIAS } from './feeds.ts';
 export type { CodecGroup, Decision, EntryCodec, HeadDecision, MergeGroup, Reencode, Reposition } from './decision.ts';
 export type { AppliedDecision, AppliedHead, CacheView, ColumnReduce, ColumnSpec, MemoryReport, PolicyCache, ReadonlyFloat64Array } from './view.ts';
@@ -387,9 +390,14 @@ export class KVCacheStore implements PolicyCache {
     applied.hidden = (applied.hidden ?? 0) + (head.hiddenTokens?.length ?? 0);
   }
 
+  /**
+   * Measure names are lower-case letters, digits and _ (as trace/read.ts reads them back); the
+   * guard comes first, so no name such as `__proto__` reaches the plain output object.
+   */
   private checkMeasures(measures: Readonly<Record<string, readonly number[]>>): Record<string, number[]> {
     const out: Record<string, number[]> = {};
     for (const [name, values] of Object.entries(measures)) {
+      if (!MEASURE_NAME.test(name)) throw new PolicyDecisionError(`decision measure name ${JSON.stringify(name)} must be lower-case letters, digits and _ (starting with a letter)`);
       if (!Array.isArray(values) || values.length !== this.nLayers || !values.every((v) => typeof v === 'number')) {
         throw new PolicyDecisionError(`decision measure ${JSON.stringify(name)} must be ${this.nLayers} numbers (one per layer)`);
       }
@@ -431,7 +439,7 @@ export class KVCacheStore implements PolicyCache {
   /** Byte-exact memory of what the heads hold, next to the full fp32 cache for the same tokens. */
   memory(): MemoryReport {
     // every apply drops the groups no entry names (dropDeadGroups), so the store's groups are the live ones
-    return memoryReport(this.heads, this.groups, this.tokenCount, this, true);
+    return memoryReport(this.heads, this.groups, this.tokenCount, this);
   }
 
   // ---- snapshots ------------------------------------------------------------------------------

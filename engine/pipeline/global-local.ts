@@ -65,10 +65,12 @@ export interface GlobalLocalScorer extends Scorer {
   windowStart(rows: number): number;
 }
 
-/** GL from per-query global and local attention. */
-export function fuseGlobalLocal(global: ArrayLike<number>, local: ArrayLike<number>, fusion: Fusion, mix: number): Float64Array {
+/**
+ * GL from per-query global and local attention, for the first global.length entries (`local` may
+ * be longer). Written into `out` (default a new array; `global` itself may be passed).
+ */
+export function fuseGlobalLocal(global: ArrayLike<number>, local: ArrayLike<number>, fusion: Fusion, mix: number, out = new Float64Array(global.length)): Float64Array {
   const n = global.length;
-  const out = new Float64Array(n);
   if (fusion === 'max') for (let j = 0; j < n; j++) out[j] = Math.max(global[j], local[j]);
   else for (let j = 0; j < n; j++) out[j] = mix * global[j] + (1 - mix) * local[j];
   return out;
@@ -216,12 +218,7 @@ export function globalLocalScorer(options: GlobalLocalOptions): GlobalLocalScore
       if (scratch.length < n) scratch = new Float64Array(Math.max(n, 2 * scratch.length));
       const local = scratch;
       perQuery(env, layer, kvHead, global, local);
-      if (fusion === 'max') {
-        for (let j = 0; j < n; j++) if (local[j] > global[j]) global[j] = local[j];
-      } else {
-        for (let j = 0; j < n; j++) global[j] = mix * global[j] + (1 - mix) * local[j];
-      }
-      return global;
+      return fuseGlobalLocal(global, local, fusion, mix, global);
     },
     state: {
       get: (): JsonValue => ({ rows }),

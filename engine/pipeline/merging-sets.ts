@@ -27,7 +27,7 @@ import type { MergeGroup } from '../cache/decision.ts';
 import type { ColumnSpec, PolicyCache } from '../cache/view.ts';
 import { topK } from '../policies/common.ts';
 import type { ReadonlyFloat32Array } from '../types.ts';
-import { rowDistanceSquared, rowDot, rowNorm } from './similarity.ts';
+import { originSizes, rowDistanceSquared, rowDot, rowNorm } from './similarity.ts';
 import type { HeadDraft, Scorer, Transform } from './stages.ts';
 
 /** Values per entry in the `link` column: [sim, stamp, predecessor token]. */
@@ -186,17 +186,22 @@ export function mergingSetAround(sim: SimilarityReader, i: number, lo: number, h
   return { start, end };
 }
 
+/**
+ * The merging sets of [lo, hi) written as boundaries: set u = [starts[u], starts[u + 1]); returns
+ * the number of sets (`starts` needs room for it + 1, at most hi − lo + 1).
+ */
+export function mergingSetStarts(sim: SimilarityReader, lo: number, hi: number, epsilon: number, starts: Int32Array): number {
+  let sets = 0;
+  for (let j = lo; j < hi; j++) if (j === lo || !(sim(j) > epsilon)) starts[sets++] = j;
+  starts[sets] = Math.max(lo, hi);
+  return sets;
+}
+
 /** Every merging set of [lo, hi) in order (singletons included): the partition at links ≤ ε. */
 export function mergingSets(sim: SimilarityReader, lo: number, hi: number, epsilon: number): Run[] {
-  const runs: Run[] = [];
-  let start = lo;
-  for (let j = lo + 1; j <= hi; j++) {
-    if (j === hi || !(sim(j) > epsilon)) {
-      if (j > start) runs.push({ start, end: j });
-      start = j;
-    }
-  }
-  return runs;
+  const starts = new Int32Array(Math.max(0, hi - lo) + 1);
+  const sets = mergingSetStarts(sim, lo, hi, epsilon, starts);
+  return Array.from({ length: sets }, (_, u) => ({ start: starts[u], end: starts[u + 1] }));
 }
 
 /** The member of [start, end) with the highest score (ties → the older entry; NaN ranks lowest). */
@@ -218,11 +223,11 @@ export type KernelWeights = 'kernel' | 'kernel_count';
 
 /**
  * Gaussian-kernel weights of `members` (entry indices, the pivot among them) around `pivot`:
- * w_i ∝ g_i = exp(−‖k_p − k_i‖² / 2σ²) [× counts_i], normalised to sum 1. σ = `sigma` when > 0,
+ * w_i ∝ g_i = exp(−‖k_p − k_i‖² / 2σ²) [× tokens_i], normalised to sum 1. σ = `sigma` when > 0,
  * else the mean Euclidean distance of the other members to the pivot; when that is 0 (all keys
- * equal) every g_i is 1.
+ * equal) every g_i is 1. `tokens` (aligned with `members`): the tokens each member stands for.
  */
-export function gaussianWeights(keys: ArrayLike<number>, d: number, pivot: number, members: readonly number[], sigma: number, counts: ArrayLike<number> | null = null): number[] {
+export function gaussianWeights(keys: ArrayLike<number>, d: number, pivot: number, members: readonly number[], sigma: number, tokens: ArrayLike<number> | null = null): number[] {
   const squared = members.map((m) => (m === pivot ? 0 : rowDistanceSquared(keys, pivot, m, d)));
   let s = sigma;
   if (!(s > 0)) {
@@ -235,7 +240,7 @@ export function gaussianWeights(keys: ArrayLike<number>, d: number, pivot: numbe
     });
     s = others > 0 ? total / others : 0;
   }
-  const g = squared.map((q, i) => (s > 0 ? Math.exp(-q / (2 * s * s)) : 1) * (counts ? counts[members[i]] : 1));
+  const g = squared.map((q, i) => (s > 0 ? Math.exp(-q / (2 * s * s)) : 1) * (tokens ? tokens[i] : 1));
   const z = g.reduce((a, b) => a + b, 0);
   return g.map((x) => x / z);
 }
@@ -256,7 +261,9 @@ export interface MergingSetOptions {
 export function pivotGroup(cache: PolicyCache, layer: number, kvHead: number, pivot: number, others: readonly number[], options: MergingSetOptions): MergeGroup {
   const members = [pivot, ...others];
   const counts = cache.counts(layer, kvHead);
-  const weights = gaussianWeights(cache.keys(layer, kvHead), cache.headDim, pivot, members, options.sigma, options.weights === 'kernel_count' ? counts : null);
+  // kernel_count: × the tokens a member stands for — its origin, not its count (1 after a merge with merge_bias=none)
+  const tokens = options.weights === 'kernel_count' ? originSizes(cache, layer, kvHead, members) : null;
+  const weights = gaussianWeights(cache.keys(layer, kvHead), cache.headDim, pivot, members, options.sigma, tokens);
   let count = counts[pivot];
   if (options.count === 'members') for (const m of others) count += counts[m];
   return { members, weights, anchor: pivot, count };
@@ -385,9 +392,7 @@ export function setMerge(options: MergingSetOptions): Transform {
         }
         // the sets of [0, hi): sets u = [starts[u], starts[u + 1])
         const sim = links.open(env.cache, layer, head.kvHead, env.column('link')).sim;
-        let sets = 0;
-        for (let j = 0; j < hi; j++) if (j === 0 || !(sim(j) > options.epsilon)) starts[sets++] = j;
-        starts[sets] = hi;
+        const sets = mergingSetStarts(sim, 0, hi, options.epsilon, starts);
         links.close();
         for (let u = 0; u < sets; u++) {
           pivots[u] = pivotOf(scores, starts[u], starts[u + 1]);

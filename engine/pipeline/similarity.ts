@@ -1,11 +1,12 @@
 /**
  * Key / value vector arithmetic shared by the merge methods (Chelsea, KVMerger, EMS, MiniCache):
- * norms, cosine similarities between entries of one head, and the selector a merge method uses
- * when its transform, not a selector, decides what leaves a head.
+ * norms, cosine similarities between entries of one head, the tokens an entry stands for, and
+ * the selector a merge method uses when its transform, not a selector, decides what leaves a head.
  *
  * Vectors are rows of a [length, d] Float32Array (CacheView keys / values). Sums run in float64
  * and in channel order, so every method computing the same similarity gets the same number.
  */
+import type { PolicyCache } from '../cache/view.ts';
 import { indexRange } from '../policies/types.ts';
 import type { Selector } from './stages.ts';
 
@@ -58,6 +59,17 @@ export function rowDistanceSquared(rows: ArrayLike<number>, i: number, j: number
     s += x * x;
   }
   return s;
+}
+
+/**
+ * Tokens each of `indices` (entries of one head) stands for: the length of its origin, aligned
+ * with `indices`. Not its count: a merged entry whose attention bias was left alone (count 1)
+ * still stands for all of its members' tokens.
+ */
+export function originSizes(cache: PolicyCache, layer: number, kvHead: number, indices: ArrayLike<number>): Float64Array {
+  const sizes = new Float64Array(indices.length);
+  for (let k = 0; k < indices.length; k++) sizes[k] = cache.origin(layer, kvHead, indices[k]).length;
+  return sizes;
 }
 
 /**

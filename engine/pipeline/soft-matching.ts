@@ -32,10 +32,13 @@
  * when every entry's stamp still says its rank and the run's size; the others are recomputed
  * (a decode step changes one or two small runs: the one the entry leaving the recent window
  * joins, the one a merge touched) and written back once enough of them have piled up. The result
- * is the same as recomputing every run (tests check it).
+ * is the same as recomputing every run (tests check it). Not tracked: keys rewritten in place by
+ * an earlier member of a composition (re-encoded, re-rotated) leave the stamps as they were, so
+ * their edges keep the similarity of the keys as this method first saw them.
  */
 import type { ColumnSpec, PolicyCache } from '../cache/view.ts';
-import { rowCosine, rowNorm } from './similarity.ts';
+import { indexRange } from '../policies/types.ts';
+import { originSizes, rowCosine, rowNorm } from './similarity.ts';
 import type { HeadDraft, Scorer, StageEnv, Transform } from './stages.ts';
 
 export type SoftMatchRank = 'head' | 'chunk';
@@ -279,13 +282,6 @@ function markScratch(n: number): Uint8Array {
   return marks;
 }
 
-/** Tokens each entry stands for (its origin's length). */
-function originSizes(cache: PolicyCache, layer: number, kvHead: number, n: number): Float64Array {
-  const sizes = new Float64Array(n);
-  for (let i = 0; i < n; i++) sizes[i] = cache.origin(layer, kvHead, i).length;
-  return sizes;
-}
-
 /**
  * One head's current edges: `offset[a]` ≠ 0 makes entry a (in [from, to)) an A with an edge to
  * a + offset[a] of similarity `similarity[a]`. The arrays are scratch, longer than the head.
@@ -497,7 +493,7 @@ export function chunkedSoftMatching(options: SoftMatchOptions): Transform & { re
       merges = [];
     }
     if (merges.length === 0 || excess > count) {
-      const sizes = originSizes(cache, layer, head.kvHead, n);
+      const sizes = originSizes(cache, layer, head.kvHead, indexRange(0, n));
       merges = softMatchRounds(cache.keys(layer, head.kvHead), cache.headDim, cache.positions(layer, head.kvHead), sizes, from, to, options.chunk, excess, options.rank);
       tally.rounds++;
     }
@@ -505,9 +501,9 @@ export function chunkedSoftMatching(options: SoftMatchOptions): Transform & { re
     merges.sort((x, y) => x.anchor - y.anchor);
     const out = markScratch(n);
     for (const { members, anchor } of merges) {
-      const sizes = members.map((i) => cache.origin(layer, head.kvHead, i).length);
+      const sizes = originSizes(cache, layer, head.kvHead, members);
       const total = sizes.reduce((a, b) => a + b, 0);
-      head.merge.push({ members, weights: sizes.map((s) => s / total), anchor, count: options.bias === 'log_count' ? total : 1 });
+      head.merge.push({ members, weights: Array.from(sizes, (s) => s / total), anchor, count: options.bias === 'log_count' ? total : 1 });
       for (const i of members) out[i] = 1;
       tally.merged += members.length - 1;
       tally.groups++;

@@ -50,8 +50,6 @@ import { chunkedSoftMatching, protectedSpan, softMatchingState, type SoftMatchBi
 import { budgetParam, budgetValue } from './common.ts';
 import { enumParam, intParam } from './types.ts';
 
-export { chunkRuns, matchRun, protectedSpan, softMatchRounds, takeEdges } from '../pipeline/soft-matching.ts';
-
 export const chelseaPolicy = defineMethod({
   id: 'chelsea',
   label: 'Chelsea (chunked soft matching)',

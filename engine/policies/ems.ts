@@ -59,6 +59,7 @@ import { globalLocalScorer, type Fusion, type GlobalLocalScorer } from '../pipel
 import { gqaParam, type GqaReduce } from '../pipeline/gqa.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import { topKPlusWindowSelector } from '../pipeline/selectors.ts';
+import { originSizes } from '../pipeline/similarity.ts';
 import { nearestKept } from '../pipeline/merge.ts';
 import type { HeadDraft, StageState, Transform } from '../pipeline/stages.ts';
 import type { JsonValue } from '../types.ts';
@@ -113,19 +114,26 @@ export function splitRest(rest: readonly number[], scores: ArrayLike<number>, sp
   return { merge, threshold: mass > 0 ? lowest : null };
 }
 
-/** Merge weights of `members` (summing to 1): ∝ attention, GL score or tokens; all-zero → tokens. */
+/**
+ * Merge weights of `members` (summing to 1): ∝ attention, GL score or tokens; all-zero → tokens.
+ * `attention` and `scores` are per entry; `tokens` (aligned with `members`) the tokens each member
+ * stands for (its origin's length, not its count: see originSizes).
+ */
 export function emsWeights(
   members: readonly number[],
   mode: MergeWeighting,
-  sources: { attention: ArrayLike<number>; scores: ArrayLike<number>; counts: ArrayLike<number> },
+  sources: { attention: ArrayLike<number>; scores: ArrayLike<number> },
+  tokens: ArrayLike<number>,
 ): number[] {
-  const source = mode === 'attention' ? sources.attention : mode === 'score' ? sources.scores : sources.counts;
   const out = new Array<number>(members.length);
   let total = 0;
-  for (let k = 0; k < members.length; k++) total += out[k] = Math.max(0, source[members[k]]);
+  if (mode !== 'uniform') {
+    const source = mode === 'attention' ? sources.attention : sources.scores;
+    for (let k = 0; k < members.length; k++) total += out[k] = Math.max(0, source[members[k]]);
+  }
   if (!(total > 0) || !Number.isFinite(total)) {
     total = 0;
-    for (let k = 0; k < members.length; k++) total += out[k] = Math.max(0, sources.counts[members[k]]);
+    for (let k = 0; k < members.length; k++) total += out[k] = Math.max(0, tokens[k]);
   }
   for (let k = 0; k < members.length; k++) out[k] /= total;
   return out;
@@ -142,6 +150,8 @@ export interface EmsHead {
   /** accumulated attention G per entry */
   attention: ArrayLike<number>;
   counts: ArrayLike<number>;
+  /** the tokens each of `members` stands for (aligned with them: origin lengths, not counts) */
+  tokens(members: readonly number[]): ArrayLike<number>;
   /** [n, d] post-RoPE keys */
   keys: ArrayLike<number>;
   d: number;
@@ -214,7 +224,7 @@ export function planHead(head: EmsHead, options: EmsOptions): EmsPlan {
       count = 0;
       for (const m of members) count += head.counts[m];
     }
-    merge.push({ members, weights: emsWeights(members, options.weights, head), anchor: target, count });
+    merge.push({ members, weights: emsWeights(members, options.weights, head, head.tokens(members)), anchor: target, count });
   }
   const out = new Int32Array(keep.length - order.length);
   for (let i = 0, k = 0, o = 0; i < keep.length; i++) {
@@ -263,6 +273,7 @@ export function evictThenMerge(scorer: GlobalLocalScorer, options: EmsOptions, n
             scores: draft.scores,
             attention: scorer.accumulated(env, layer, draft.kvHead),
             counts: cache.counts(layer, draft.kvHead),
+            tokens: (members) => originSizes(cache, layer, draft.kvHead, members),
             keys: cache.keys(layer, draft.kvHead),
             d: cache.headDim,
             threshold: given,

@@ -55,8 +55,6 @@ import { keepAllSelector } from '../pipeline/similarity.ts';
 import { budgetParam, budgetValue } from './common.ts';
 import { enumParam, floatParam } from './types.ts';
 
-export { gaussianWeights, mergingSetAround, mergingSets, pivotOf, refreshLinks } from '../pipeline/merging-sets.ts';
-
 export const kvmergerPolicy = defineMethod({
   id: 'kvmerger',
   label: 'KVMerger (merging sets + Gaussian kernel)',

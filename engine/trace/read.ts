@@ -195,9 +195,9 @@ function decision(value: unknown, path: string, dims: Dims): DecisionTrace {
           into: integer(mo.into, `${mp}.into`),
           origins,
           weights,
-          ...(mo.count !== undefined ? { count: integer(mo.count, `${mp}.count`) } : {}),
-          ...(mo.memberTokens !== undefined ? { memberTokens: integers(mo.memberTokens, `${mp}.memberTokens`, weights.length) } : {}),
-          ...(mo.similarity !== undefined ? { similarity: list(mo.similarity, `${mp}.similarity`).map((x, j) => number(x, `${mp}.similarity[${j}]`)) } : {}),
+          ...(mo.count !== undefined ? { count: integer(mo.count, `${mp}.count`, 1) } : {}),
+          ...(mo.memberTokens !== undefined ? { memberTokens: memberTokens(mo.memberTokens, `${mp}.memberTokens`, weights.length, origins) } : {}),
+          ...(mo.similarity !== undefined ? { similarity: similarities(mo.similarity, `${mp}.similarity`, weights.length) } : {}),
         };
       }),
       reencoded: (h.reencoded === undefined ? [] : list(h.reencoded, `${p}.reencoded`)).map((r, k) => {
@@ -226,6 +226,27 @@ function decision(value: unknown, path: string, dims: Dims): DecisionTrace {
     ...(o.measures !== undefined ? { measures: measures(o.measures, `${path}.measures`, dims.layers) } : {}),
     scores,
   } as DecisionTrace;
+}
+
+/** A merged entry's `memberTokens`: one token ≥ 0 per member (as many as weights), each among its origins. */
+function memberTokens(value: unknown, path: string, members: number, origins: readonly number[]): number[] {
+  const tokens = integers(value, path, members);
+  const known = new Set(origins);
+  tokens.forEach((t, j) => {
+    if (t < 0) fail(`${path}[${j}]`, `expected a token ≥ 0, got ${t}`);
+    if (!known.has(t)) fail(`${path}[${j}]`, `token ${t} is not among the entry's origins`);
+  });
+  return tokens;
+}
+
+/** A merged entry's `similarity`: one cosine per member (as many as weights), finite, in [−1, 1] up to rounding. */
+function similarities(value: unknown, path: string, members: number): number[] {
+  const items = list(value, path);
+  if (items.length !== members) fail(path, `expected ${members} values (one per weight), got ${items.length}`);
+  return items.map((x, j) => {
+    if (typeof x !== 'number' || !Number.isFinite(x) || x < -1.0001 || x > 1.0001) fail(`${path}[${j}]`, `expected a cosine in [-1, 1], got ${JSON.stringify(x)?.slice(0, 40)}`);
+    return x;
+  });
 }
 
 /** Decision.measures: name → one number per layer (NaN travels as null in JSON). */

@@ -122,6 +122,22 @@ describe('MergeView', () => {
     expect(el.querySelector('[data-testid="merge-empty"]')!.textContent).toMatch(/has merged nothing in layer 0, KV head 0 by step 1/);
     el = render(MergeView, { view: null, pieces, picked: null, pickedLayer: null, onpick: () => {}, width: 600, merging: [] });
     expect(el.textContent).toMatch(/Packing the merge view/);
+    // before any prompt is run nothing is asked for: say how to get a view instead of "packing" forever
+    el = render(MergeView, { view: null, pieces, picked: null, pickedLayer: null, onpick: () => {}, width: 600, merging: ['d2o'], started: false });
+    expect(el.querySelector('[data-testid="merge-not-started"]')!.textContent).toMatch(/Run or step a prompt with a merging policy to see merged entries/);
+    expect(el.textContent).not.toMatch(/Packing/);
+  });
+
+  it('a packing error shows as text over the last good view', () => {
+    const error = '<b>no layer 9</b> / KV head 0';
+    let el = render(MergeView, { view: view(), pieces, picked: null, pickedLayer: null, onpick: () => {}, width: 600, merging: ['d2o'], error });
+    const shown = el.querySelector('[data-testid="merge-error"]')!;
+    expect(shown.textContent).toContain(`showing the last one packed): ${error}`);
+    expect(shown.querySelector('b')).toBeNull();
+    expect(el.querySelectorAll('[data-testid="merge-entry"]')).toHaveLength(2);
+    el = render(MergeView, { view: null, pieces, picked: null, pickedLayer: null, onpick: () => {}, width: 600, merging: ['d2o'], error });
+    expect(el.querySelector('[data-testid="merge-error"]')!.textContent).toContain(error);
+    expect(el.textContent).not.toMatch(/Packing/);
   });
 
   it("MiniCache's depth chart: similarity per layer, paired layers pickable, the share retained", () => {
@@ -141,7 +157,7 @@ describe('MergeView', () => {
     expect(chart.querySelectorAll('circle')).toHaveLength(3); // NaN at layer 0 is not drawn
     const layers = [...chart.querySelectorAll<SVGGElement>('[data-testid="merge-depth-layer"]')];
     expect(layers).toHaveLength(2);
-    expect(layers[1].getAttribute('aria-label')).toMatch(/layer 1, paired with layer 0: 3 entries .* 2 tokens kept apart/);
+    expect(layers[1].getAttribute('aria-label')).toMatch(/layer 1, paired with layer 0: 3 entries .* 2 tokens not sharing a direction \(retained, or not yet merged\)/);
     layers[1].dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true }));
     expect(onpick).toHaveBeenLastCalledWith({ kind: 'unmerged', layer: 1 });
     expect(chart.textContent).toContain('L0↔1');
@@ -200,5 +216,51 @@ describe('ExplorerState and the merge view', () => {
     expect(app.highlight).toMatchObject({ tokens: entry.origins, layer: app.layer, kvHead: app.kvHead });
     app.pickMerge(null);
     expect(app.highlight).toBeNull();
+  });
+
+  it('a reply for a step the selection has moved past is shown (stale), then the shown step is asked again', async () => {
+    const app = explorer();
+    void app.load();
+    await until(() => app.status === 'ready' && app.session !== null && app.activity === 'idle', 'ready');
+    expect(await app.applySpec('d2o:heavy=2,recent=2,merge_bias=log_count')).toBe(true);
+    for (let i = 0; i < 2; i++) {
+      await app.step();
+      await until(() => app.steps.length === i + 1, `step ${i}`);
+    }
+    // hold the next merges reply until the page has moved on, as a Run does (the worker answers between steps)
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const request = app.client.request.bind(app.client);
+    let held = 0;
+    let heldReply: Promise<unknown> | null = null;
+    app.client.request = ((command, onEvent) => {
+      const reply = request(command, onEvent);
+      if (command.type !== 'merges' || held++ > 0) return reply;
+      return (heldReply = reply.then(async (r) => (await gate, r)));
+    }) as typeof app.client.request;
+    app.ensureMerges();
+    expect(app.currentStep).toBe(1);
+    await app.step();
+    await until(() => app.steps.length === 3 && app.activity === 'idle', 'step 2');
+    app.ensureMerges();
+    expect(app.currentStep).toBe(2);
+    release();
+    // the state's handler runs first (attached first); the newer request's reply comes later (worker round trip)
+    await heldReply;
+    flushSync();
+    expect(app.merges!.step).toBe(1);
+    expect(app.mergesCurrent).toBe(false);
+    expect(app.mergesError).toBeNull();
+    await until(() => app.mergesCurrent, 'the shown step asked again');
+    expect(app.merges!.step).toBe(2);
+    expect(held).toBe(2);
+    // a packing error (here a KV head the model lacks) is named in the view; the last good view stays
+    const good = app.merges;
+    app.head = app.model!.heads * 4;
+    app.ensureMerges();
+    await until(() => app.mergesError !== null, 'the packing error');
+    expect(app.mergesError).toMatch(/no layer \d+ \/ KV head \d+/);
+    expect(app.merges).toBe(good);
+    expect(app.error).toBeNull();
   });
 });

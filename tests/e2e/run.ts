@@ -528,7 +528,7 @@ const tests: TestCase[] = [
 
       // a merging policy, typed and applied live
       const spec = page.locator('[data-testid="policy-spec"]');
-      await spec.fill('chelsea:budget=24');
+      await spec.fill('chelsea:budget=24,batch=1');
       await page.keyboard.press('Enter');
       await page.waitForSelector('[data-testid="switch-marker"]');
       await waitIdle(page);

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { KVCacheStore } from '../../engine/cache/store.ts';
 import { PolicyDecisionError } from '../../engine/errors.ts';
 import { Session } from '../../engine/session.ts';
-import { readTrace } from '../../engine/trace/read.ts';
+import { readTrace, TraceFormatError } from '../../engine/trace/read.ts';
 import { exportTraceJson } from '../../engine/trace/schema.ts';
 import { fillCache, smallDims } from './helpers/cache.ts';
 import { fixtureModel, tokenSequence } from './helpers/fixture.ts';
@@ -73,6 +73,16 @@ describe('decision measures', () => {
     expect(() => cache.apply({ layers: [[{ keep: [0] }, null], null], measures: { layer_similarity: [1] } })).toThrow(PolicyDecisionError);
     expect(cache.length(0, 0)).toBe(3);
   });
+
+  it('with a name that is not lower-case letters, digits and _ are refused, naming the measure', () => {
+    const cache = fillCache(new KVCacheStore(dims), 3);
+    for (const name of ['__proto__', 'Layer', '1st', 'a-b', '']) {
+      const measures = JSON.parse(`{${JSON.stringify(name)}: [1, 2]}`) as Record<string, number[]>;
+      expect(() => cache.apply({ layers: [[{ keep: [0] }, null], null], measures })).toThrow(PolicyDecisionError);
+      expect(() => cache.apply({ layers: null, measures })).toThrow(JSON.stringify(name));
+    }
+    expect(cache.length(0, 0)).toBe(3);
+  });
 });
 
 describe('a trace file keeps them', () => {
@@ -91,4 +101,55 @@ describe('a trace file keeps them', () => {
       expect(m.count).toBe(m.origins.length);
     }
   });
+});
+
+describe('a trace file with a corrupt merged entry', () => {
+  type Merged = { origins: number[]; weights: number[]; count?: number; memberTokens?: number[]; similarity?: number[] };
+  type Raw = { events: { decision?: { heads: { merged?: Merged[] }[] } | null }[] };
+  let exported: string | null = null;
+  /** A real run's trace (as above), parsed, and the path of its first merged entry with more than one member. */
+  async function corruptible(): Promise<{ raw: Raw; entry: Merged; path: string }> {
+    if (exported === null) {
+      const model = await fixtureModel();
+      const session = new Session(model, { policy: 'd2o:heavy=6,recent=6,merge_bias=log_count', sampler: { seed: 1, temperature: 1 } });
+      await session.prefill([1, ...tokenSequence(39, 4)]);
+      exported = exportTraceJson(session.trace);
+    }
+    const raw = JSON.parse(exported) as Raw;
+    for (const [e, event] of raw.events.entries()) {
+      for (const [h, head] of (event.decision?.heads ?? []).entries()) {
+        const k = (head.merged ?? []).findIndex((m) => m.weights.length > 1);
+        if (k >= 0) return { raw, entry: head.merged![k], path: `events[${e}].decision.heads[${h}].merged[${k}]` };
+      }
+    }
+    throw new Error('the run merged nothing');
+  }
+
+  const cases: [string, string, (m: Merged) => void][] = [
+    ['count 0', 'count', (m) => (m.count = 0)],
+    ['count not an integer', 'count', (m) => (m.count = 1.5)],
+    ['a negative member token', 'memberTokens[0]', (m) => (m.memberTokens![0] = -1)],
+    ['a member token not an integer', 'memberTokens[0]', (m) => (m.memberTokens![0] = 0.5)],
+    ['a member token not among the origins', 'memberTokens[1]', (m) => (m.memberTokens![1] = Math.max(...m.origins) + 1)],
+    ['member tokens not one per weight', 'memberTokens', (m) => m.memberTokens!.pop()],
+    ['similarity not one per weight', 'similarity', (m) => m.similarity!.push(0)],
+    ['a similarity above 1', 'similarity[0]', (m) => (m.similarity![0] = 1.01)],
+    ['a similarity below −1', 'similarity[1]', (m) => (m.similarity![1] = -1.5)],
+    ['a similarity that is not finite (null in JSON)', 'similarity[0]', (m) => ((m.similarity as unknown[])[0] = null)],
+  ];
+  for (const [what, field, corrupt] of cases) {
+    it(`is refused naming the field: ${what}`, async () => {
+      const { raw, entry, path } = await corruptible();
+      expect(() => readTrace(raw)).not.toThrow();
+      corrupt(entry);
+      let error: unknown = null;
+      try {
+        readTrace(JSON.stringify(raw));
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(TraceFormatError);
+      expect((error as Error).message.startsWith(`${path}.${field}:`)).toBe(true);
+    });
+  }
 });

@@ -162,11 +162,12 @@ describe('ems: split, weights and one head’s plan', () => {
   });
 
   it('merge weights ∝ attention, GL or tokens, falling back to tokens without attention', () => {
-    const sources = { attention: [3, 1, 0], scores: [0.2, 0.6, 0], counts: [1, 3, 2] };
-    expect(emsWeights([0, 1], 'attention', sources)).toEqual([0.75, 0.25]);
-    close(emsWeights([0, 1], 'score', sources), [0.25, 0.75], 12);
-    expect(emsWeights([0, 1], 'uniform', sources)).toEqual([0.25, 0.75]);
-    expect(emsWeights([2, 1], 'attention', { ...sources, attention: [0, 0, 0] })).toEqual([0.4, 0.6]);
+    // tokens are aligned with the members: entries 0, 1, 2 stand for 1, 3, 2 tokens
+    const sources = { attention: [3, 1, 0], scores: [0.2, 0.6, 0] };
+    expect(emsWeights([0, 1], 'attention', sources, [1, 3])).toEqual([0.75, 0.25]);
+    close(emsWeights([0, 1], 'score', sources, [1, 3]), [0.25, 0.75], 12);
+    expect(emsWeights([0, 1], 'uniform', sources, [1, 3])).toEqual([0.25, 0.75]);
+    expect(emsWeights([2, 1], 'attention', { ...sources, attention: [0, 0, 0] }, [2, 3])).toEqual([0.4, 0.6]);
   });
 
   it('centres keep, the lowest are evicted, the middle join their most similar centre; dissimilar ones go to the zero class', () => {
@@ -187,6 +188,7 @@ describe('ems: split, weights and one head’s plan', () => {
       scores: [0.9, 0.15, 0.3, 0.02, 0.2, 0.1, 0.75, 0.5],
       attention: [7.2, 1.05, 1.8, 0.1, 0.8, 0.3, 1.5, 0.5],
       counts: [1, 1, 1, 1, 1, 2, 1, 1],
+      tokens: (members: readonly number[]) => members.map((m) => [1, 1, 1, 1, 1, 2, 1, 1][m]),
       keys,
       d: 2,
     };
@@ -339,6 +341,21 @@ describe('ems: the policy on hand-made heads', () => {
     // all scores 0: centres 0, 1, 2 (ties → older); 3, 4, 5 merge into their nearest centre (2), weights by tokens
     expect(Array.from(head.keep)).toEqual([0, 1, 6, 7]);
     expect(head.merge).toEqual([{ members: [2, 3, 4, 5], weights: [0.25, 0.25, 0.25, 0.25], anchor: 2, count: 4 }]);
+  });
+
+  it('weights by tokens count an already-merged member’s origin, not its count (merge_bias=none leaves it 1)', () => {
+    const cache = store([keys]);
+    // entries 4 and 5 merged by hand with count 1: entry 4 of the result stands for 2 tokens
+    cache.apply({ layers: [[{ keep: [0, 1, 2, 3, 6, 7], merge: [{ members: [4, 5], weights: [0.5, 0.5], anchor: 4, count: 1 }] }]] });
+    expect(Array.from(cache.counts(0, 0))).toEqual([1, 1, 1, 1, 1, 1, 1]);
+    expect(cache.origin(0, 0, 4)).toEqual([4, 5]);
+    for (const weights of ['uniform', 'attention']) {
+      // attached without history: centres 0, 1, 2; entries 3 ([-1, 0]) and 4 (≈ [0.35, 0.9]) join centre 2 ([0, 1]);
+      // weights=uniform by tokens, and weights=attention falls back to tokens (all zero)
+      const policy = createPolicy(`ems:centres=3,recent=2,merge_bias=none,weights=${weights}`, contextFor(dims));
+      const head = policy.onAttach!(cache).layers![0]![0]!;
+      expectGroups(head.merge, [{ members: [2, 3, 4], weights: [0.25, 0.25, 0.5], anchor: 2, count: 1 }]);
+    }
   });
 });
 

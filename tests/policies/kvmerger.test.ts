@@ -2,8 +2,18 @@
 import { describe, expect, it } from 'vitest';
 import { KVCacheStore } from '../../engine/cache/store.ts';
 import { Rope } from '../../engine/model/rope.ts';
-import { HeadLinks, LINK_COLUMNS, droppedBelow } from '../../engine/pipeline/merging-sets.ts';
-import { gaussianWeights, mergingSetAround, mergingSets, pivotOf, refreshLinks } from '../../engine/policies/kvmerger.ts';
+import {
+  HeadLinks,
+  LINK_COLUMNS,
+  droppedBelow,
+  gaussianWeights,
+  mergingSetAround,
+  mergingSets,
+  pivotGroup,
+  pivotOf,
+  refreshLinks,
+  type MergingSetOptions,
+} from '../../engine/pipeline/merging-sets.ts';
 import { createPolicy } from '../../engine/policies/spec.ts';
 import { indexRange, type Decision, type MergeGroup } from '../../engine/policies/types.ts';
 import { calibratedRun } from './helpers/calibration.ts';
@@ -49,7 +59,7 @@ describe('kvmerger: building blocks', () => {
     expect(pivotOf([0, 0, 0], 0, 3)).toBe(0);
   });
 
-  it('Gaussian weights w_i ∝ exp(−‖k_p − k_i‖² / 2σ²): fixed σ, σ = mean distance to the pivot, and × counts', () => {
+  it('Gaussian weights w_i ∝ exp(−‖k_p − k_i‖² / 2σ²): fixed σ, σ = mean distance to the pivot, and × tokens', () => {
     // rows: pivot (0, 0), a (3, 4) at distance 5, b (6, 8) at distance 10
     const keys = Float32Array.from([0, 0, 3, 4, 6, 8]);
     const fixed = gaussianWeights(keys, 2, 0, [0, 1], 5);
@@ -68,8 +78,8 @@ describe('kvmerger: building blocks', () => {
     expect(mean[0]).toBeGreaterThan(mean[1]);
     // the pivot need not come first
     expect(gaussianWeights(keys, 2, 0, [1, 0], 5)).toEqual([fixed[1], fixed[0]]);
-    // × counts: a stands for 3 tokens
-    const counted = gaussianWeights(keys, 2, 0, [0, 1], 5, [1, 3, 1]);
+    // × tokens (aligned with the members): a stands for 3 tokens
+    const counted = gaussianWeights(keys, 2, 0, [0, 1], 5, [1, 3]);
     expect(counted[1]).toBeCloseTo((3 * g) / (1 + 3 * g), 12);
     // equal keys: σ = 0, every member weighs the same
     expect(gaussianWeights(Float32Array.from([1, 1, 1, 1]), 2, 0, [0, 1], 0)).toEqual([0.5, 0.5]);
@@ -112,6 +122,25 @@ function cache(): KVCacheStore {
   store.tokenCount = keys.length;
   return store;
 }
+
+describe('kvmerger: weights=kernel_count', () => {
+  it('× the tokens an already-merged member stands for (its origin), not its count (1 with merge_bias=none)', () => {
+    const store = cache();
+    // entries 1 and 2 merged by hand with count 1: entry 1 of the result stands for 2 tokens
+    store.apply({ layers: [[{ keep: [0, 3, 4, 5, 6, 7, 8], merge: [{ members: [1, 2], weights: [0.5, 0.5], anchor: 1, count: 1 }] }]] });
+    expect(store.counts(0, 0)[1]).toBe(1);
+    expect(store.origin(0, 0, 1)).toEqual([1, 2]);
+    const options: MergingSetOptions = { epsilon: 0, sigma: 1, weights: 'kernel_count', count: 'pivot' };
+    const group = pivotGroup(store, 0, 0, 0, [1], options);
+    // merged key (0.05, 1): ‖k_0 − k_1‖² = 0.95² + 1
+    const g = Math.exp(-(0.95 * 0.95 + 1) / 2);
+    expect(group.members).toEqual([0, 1]);
+    expect(group.weights[1]).toBeCloseTo((2 * g) / (1 + 2 * g), 6);
+    expect(group.count).toBe(1);
+    // weights=kernel: the kernel alone
+    expect(pivotGroup(store, 0, 0, 0, [1], { ...options, weights: 'kernel' }).weights[1]).toBeCloseTo(g / (1 + g), 6);
+  });
+});
 
 function prefill(spec: string) {
   const store = cache();

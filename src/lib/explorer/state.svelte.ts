@@ -99,7 +99,7 @@ export interface ShownError {
   action: 'retry' | 'restart' | 'dismiss';
 }
 
-/** What the merge view picked: a merged entry (by a token it stands for) or the tokens a MiniCache-paired layer kept apart. */
+/** What the merge view picked: a merged entry (by a token it stands for) or the tokens of a MiniCache-paired layer not sharing a direction. */
 export type MergePick = { kind: 'entry'; token: number } | { kind: 'unmerged'; layer: number };
 
 /** Tokens lit up in every view that shows tokens (token stream, cache map). */
@@ -116,6 +116,8 @@ export interface TokenHighlight {
 /** What a merge view was asked for: it is asked again when any of this changes. */
 interface MergeRequest {
   session: SessionState | null;
+  /** ExplorerState.mergesEpoch when asked: a reply of an older epoch is dropped */
+  epoch: number;
   steps: number;
   step: number;
   layer: number;
@@ -123,7 +125,7 @@ interface MergeRequest {
 }
 
 const sameRequest = (a: MergeRequest | null, b: MergeRequest | null) =>
-  a !== null && b !== null && a.session === b.session && a.steps === b.steps && a.step === b.step && a.layer === b.layer && a.kvHead === b.kvHead;
+  a !== null && b !== null && a.session === b.session && a.epoch === b.epoch && a.steps === b.steps && a.step === b.step && a.layer === b.layer && a.kvHead === b.kvHead;
 
 export const RING = 64;
 export const DEFAULT_SAMPLER: SamplerSettings = { temperature: 0.8, topK: 40, topP: 0.95, seed: 1 };
@@ -204,6 +206,8 @@ export class ExplorerState {
   inspecting = $state<number | null>(null);
   /** the merged entries of the selected head at the shown step (from the worker; may lag the selection for a moment) */
   merges = $state.raw<MergeView | null>(null);
+  /** why the latest merge view could not be packed (the last good view stays in `merges`); null when it could */
+  mergesError = $state<string | null>(null);
   /** what the merge view picked; its tokens light up in the token stream and the cache map */
   mergePick = $state.raw<MergePick | null>(null);
 
@@ -215,6 +219,8 @@ export class ExplorerState {
   private tokenizeSeq = 0;
   private mergesWanted: MergeRequest | null = null;
   private mergesAsked = false;
+  /** bumped when the shown trace is replaced or cut (reset, import, rewind): replies asked before are dropped */
+  private mergesEpoch = 0;
 
   constructor(
     readonly client: EngineClient,
@@ -396,7 +402,7 @@ export class ExplorerState {
       return entry ? { tokens: entry.origins, layer: view.layer, kvHead: view.kvHead, label: `the ${entry.origins.length} tokens merged entry #${entry.first} stands for` } : null;
     }
     const tokens = view.depth?.unmerged[pick.layer];
-    return tokens ? { tokens, layer: pick.layer, kvHead: view.kvHead, label: `tokens layer ${pick.layer} kept apart from its pair` } : null;
+    return tokens ? { tokens, layer: pick.layer, kvHead: view.kvHead, label: `tokens of layer ${pick.layer} not sharing a direction with its pair (retained, or not yet merged)` } : null;
   });
 
   pickMerge(pick: MergePick | null): void {
@@ -405,7 +411,7 @@ export class ExplorerState {
 
   /** Asks the worker for the merge view of the shown step and head when they changed (one request in flight at a time). */
   ensureMerges(): void {
-    const want: MergeRequest = { session: this.session, steps: this.steps.length, step: this.currentStep, layer: this.layer, kvHead: this.kvHead };
+    const want: MergeRequest = { session: this.session, epoch: this.mergesEpoch, steps: this.steps.length, step: this.currentStep, layer: this.layer, kvHead: this.kvHead };
     // while the session is being rebuilt the trace is not the one shown
     const rebuilding = this.activity === 'prefilling' || this.activity === 'rewinding' || this.activity === 'switching' || this.activity === 'importing';
     if (!want.session || !this.promptView || rebuilding || sameRequest(want, this.mergesWanted)) return;
@@ -418,11 +424,21 @@ export class ExplorerState {
     this.client
       .request<Extract<EngineEvent, { type: 'merges' }>>({ type: 'merges', step: want.step, layer: want.layer, kvHead: want.kvHead })
       .then((reply) => {
-        if (sameRequest(want, this.mergesWanted)) this.merges = reply.view;
+        // A reply of this trace is shown even when the selection has moved on since it was asked
+        // (during a Run every reply arrives after the next step): marked stale (mergesCurrent), and
+        // the newer request follows below. Only a reset, an import or a rewind (a new epoch) drops it.
+        if (want.epoch !== this.mergesEpoch) return;
+        this.merges = reply.view;
+        this.mergesError = null;
       })
       .catch((error) => {
-        // a step that is gone by now (stepped back, reset) is not a failure: the newer request follows
-        if (EngineFailure.from(error).kind !== 'session') this.fail(error);
+        if (want.epoch !== this.mergesEpoch) return;
+        const failure = EngineFailure.from(error);
+        // a request overtaken by a newer one (the step is gone, the head changed): the newer one decides
+        if (failure.kind === 'session' && !sameRequest(want, this.mergesWanted)) return;
+        // shown in the merge view, over the last good view (kept); a failure of another kind is also the page's error
+        this.mergesError = failure.message;
+        if (failure.kind !== 'session') this.fail(error);
       })
       .finally(() => {
         this.mergesAsked = false;
@@ -523,8 +539,10 @@ export class ExplorerState {
     this.inspected = null;
     this.inspecting = null;
     this.merges = null;
+    this.mergesError = null;
     this.mergePick = null;
     this.mergesWanted = null;
+    this.mergesEpoch++;
     this.ringVersion++;
   }
 
@@ -680,6 +698,8 @@ export class ExplorerState {
       if (this.inspected && this.inspected.step >= keep) this.inspected = null;
       this.ringVersion++;
       this.session = rewound.state;
+      // a merge view of a step that is gone must not come back (a newer request follows)
+      this.mergesEpoch++;
       this.selected = null;
       this.lastStop = null;
       if (rewound.state.policy !== this.activePolicy) {

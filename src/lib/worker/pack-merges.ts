@@ -2,7 +2,7 @@
  * The merge view's payload (protocol.ts MergeView), a pure function of the trace like everything in
  * pack.ts: which merged entries one layer × KV head holds after a step (from the replay, which keeps
  * the merge behind each entry: engine/trace/replay-merges.ts), and MiniCache's per-layer measures
- * (Decision.measures) with the tokens each paired layer kept apart.
+ * (Decision.measures) with the tokens of each paired layer that do not share a direction.
  *
  * The shown point matches the cache map's: after the step's event, or — for the newest step — after
  * every event, so a policy switch right after it is included (its merges count as made here).
@@ -129,6 +129,8 @@ export function packDepth(events: readonly TraceEvent[], shown: ShownEvents, hel
     const n = held.length(l, kvHead);
     let s = 0;
     const apart: number[] = [];
+    // every entry without the codec: retained by a decision, or not considered yet (recent tokens),
+    // so this is not the decision's retained set (that share is `retained`, over the tokens it considered)
     for (let i = 0; i < n; i++) {
       if (isMinicacheCodec(held.codec(l, kvHead, i))) s++;
       else apart.push(...held.origin(l, kvHead, i));

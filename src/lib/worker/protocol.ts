@@ -190,7 +190,7 @@ export interface MergeEntryView {
 /**
  * MiniCache's depth measures (Decision.measures of the latest event up to the shown one that
  * carries them), one number per layer, NaN where none, and what the selected KV head holds in
- * each layer: entries under the shared-direction codec, and the tokens a paired layer kept apart.
+ * each layer: entries under the shared-direction codec, and the tokens of a paired layer held without it.
  */
 export interface MergeDepthView {
   /** the event the measures come from */
@@ -199,11 +199,19 @@ export interface MergeDepthView {
   similarity: number[];
   /** the layer l shares directions with (NaN: none) */
   partner: number[];
-  /** share of the layer's entries retained unmerged */
+  /**
+   * share of the layer's K/V states MiniCache kept unmerged among the tokens its decision
+   * considered (keys and values together; NaN for unpaired layers). Tokens not considered yet
+   * (recent ones) are not counted, so this is not the share of the head's entries held apart.
+   */
   retained: number[];
   /** [layer] entries of the selected KV head re-encoded with MiniCache's codec (`minicache`, or `minicache-k` / `-v`) */
   shared: number[];
-  /** [layer] tokens of the selected KV head held without that codec in a paired layer (stayed unmerged); null where the layer is not paired */
+  /**
+   * [layer] tokens of the selected KV head held without that codec in a paired layer: retained
+   * unmerged by a decision, or not yet considered (recent tokens MiniCache has not looked at); null
+   * where the layer is not paired
+   */
   unmerged: (number[] | null)[];
 }
 

@@ -5,7 +5,8 @@
  * (abstract and method overview: divide the sequence into chunks; Chunked Soft Matching with an
  * alternating partition inside each chunk finds clusters by key similarity; each cluster's KV is
  * merged into one centroid) and from its origin, ToMe's bipartite soft matching (Bolya et al.,
- * 2023, https://arxiv.org/abs/2210.09461). The mechanism is pipeline/soft-matching.ts.
+ * 2023, https://arxiv.org/abs/2210.09461). The mechanism is pipeline/soft-matching.ts (pure
+ * matching) and pipeline/soft-matching-online.ts (incremental edge state, merge transform).
  *
  * Our reading, each ambiguous choice a parameter (defaults picked on `kvscope eval --task ppl` at
  * B = 128 on the default model, see the end):
@@ -46,7 +47,8 @@
 import { promptBudget, promptLength, uniformAllocator } from '../pipeline/allocators.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import { keepAllSelector } from '../pipeline/similarity.ts';
-import { chunkedSoftMatching, protectedSpan, softMatchingState, type SoftMatchBias, type SoftMatchRank } from '../pipeline/soft-matching.ts';
+import { protectedSpan, type SoftMatchBias, type SoftMatchRank } from '../pipeline/soft-matching.ts';
+import { chunkedSoftMatching, softMatchingState } from '../pipeline/soft-matching-online.ts';
 import { budgetParam, budgetValue } from './common.ts';
 import { enumParam, intParam } from './types.ts';
 

@@ -43,11 +43,12 @@
  *   (default: a merged entry keeps its pivot's accumulated score, as D2O) or `sum` (the members').
  * - Attached mid-run: no attention history (scores 0, ties keep the older entries: pivots are the
  *   sets' first members); similarities are computed from the cache as it is.
- * Consecutive similarities are kept incrementally in journaled store columns (merging-sets.ts).
+ * Consecutive similarities are kept incrementally in journaled store columns (merging-links.ts).
  */
 import { promptBudget, promptLength, uniformAllocator } from '../pipeline/allocators.ts';
 import { gqaParam, type GqaReduce } from '../pipeline/gqa.ts';
-import { pivotMerge, setMerge, withLinkColumns, type KernelWeights, type MergingSetOptions } from '../pipeline/merging-sets.ts';
+import { withLinkColumns } from '../pipeline/merging-links.ts';
+import { pivotMerge, setMerge, type KernelWeights, type MergingSetOptions } from '../pipeline/merging-sets.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import { accumulatedAttention } from '../pipeline/scorers.ts';
 import { sinksRecentTopKSelector } from '../pipeline/selectors.ts';

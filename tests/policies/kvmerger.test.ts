@@ -2,18 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import { KVCacheStore } from '../../engine/cache/store.ts';
 import { Rope } from '../../engine/model/rope.ts';
-import {
-  HeadLinks,
-  LINK_COLUMNS,
-  droppedBelow,
-  gaussianWeights,
-  mergingSetAround,
-  mergingSets,
-  pivotGroup,
-  pivotOf,
-  refreshLinks,
-  type MergingSetOptions,
-} from '../../engine/pipeline/merging-sets.ts';
+import { HeadLinks, LINK_COLUMNS, refreshLinks } from '../../engine/pipeline/merging-links.ts';
+import { droppedBelow, gaussianWeights, mergingSetAround, mergingSets, pivotGroup, pivotOf, type MergingSetOptions } from '../../engine/pipeline/merging-sets.ts';
 import { createPolicy } from '../../engine/policies/spec.ts';
 import { indexRange, type Decision, type MergeGroup } from '../../engine/policies/types.ts';
 import { calibratedRun } from './helpers/calibration.ts';

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { readTrace } from '../../engine/trace/read.ts';
-import { ReplayTimeline } from '../../engine/trace/replay.ts';
+import { ReplayTimeline } from '../../engine/trace/replay-timeline.ts';
 import { packCacheMap } from '../../src/lib/worker/pack.ts';
 import { FIXTURE_TRACE, recordFixtureTrace } from '../fixtures/traces/record.ts';
 

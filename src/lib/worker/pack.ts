@@ -7,7 +7,8 @@
  */
 import type { Calibration } from '../../../engine/calibration/format.ts';
 import type { ReferenceMetrics } from '../../../engine/reference.ts';
-import { ReplayTimeline, type HeldEntries } from '../../../engine/trace/replay.ts';
+import type { HeldEntries } from '../../../engine/trace/replay.ts';
+import { ReplayTimeline } from '../../../engine/trace/replay-timeline.ts';
 import type { ReadTrace } from '../../../engine/trace/read.ts';
 import type {
   AttentionTop,

@@ -54,3 +54,14 @@ export function prefillBudgetRule(windowNote: string): BudgetRule {
     min: 1,
   };
 }
+
+/** B split in two halves, e.g. H2O's heavy = ⌊B/2⌋ and recent = B − ⌊B/2⌋ (heavy + recent, centres + recent). */
+export function halvedBudgetRule(first: string, second: string, scope = 'every head'): BudgetRule {
+  return {
+    params: [first, second],
+    map: (b) => ({ [first]: Math.floor(b / 2), [second]: b - Math.floor(b / 2) }),
+    text: `${first} = ⌊B/2⌋, ${second} = B − ⌊B/2⌋`,
+    scope,
+    min: 2,
+  };
+}

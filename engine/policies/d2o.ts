@@ -36,6 +36,7 @@
  * P1: positions unchanged.
  */
 import type { PolicyCache } from '../cache/view.ts';
+import { halvedBudgetRule } from '../pipeline/allocators.ts';
 import { densityAllocator, type DensityBudgets } from '../pipeline/density.ts';
 import { gqaParam, type GqaReduce } from '../pipeline/gqa.ts';
 import { mergeRecall, type MergeWeights } from '../pipeline/merge.ts';
@@ -232,13 +233,7 @@ const SPEC: Omit<MethodSpec, 'build'> = {
     gqaParam('mean', 'query-head attention → KV head score, per row'),
   ],
   // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
-  budget: {
-    params: ['heavy', 'recent'],
-    map: (b) => ({ heavy: Math.floor(b / 2), recent: b - Math.floor(b / 2) }),
-    text: 'heavy = ⌊B/2⌋, recent = B − ⌊B/2⌋',
-    scope: 'every head, scaled per layer by attention density (mean B)',
-    min: 2,
-  },
+  budget: halvedBudgetRule('heavy', 'recent', 'every head, scaled per layer by attention density (mean B)'),
   needs: { attention: true, queries: false, calibration: false },
   reportScores: 'always',
 };

@@ -54,7 +54,7 @@
  * similar centre with weights by tokens, until attention accumulates.
  */
 import type { MergeGroup } from '../cache/decision.ts';
-import { promptBudget, promptLength, uniformAllocator } from '../pipeline/allocators.ts';
+import { halvedBudgetRule, promptBudget, promptLength, uniformAllocator } from '../pipeline/allocators.ts';
 import { globalLocalScorer, type Fusion, type GlobalLocalScorer } from '../pipeline/global-local.ts';
 import { gqaParam, type GqaReduce } from '../pipeline/gqa.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
@@ -344,13 +344,7 @@ export const emsPolicy = defineMethod({
     gqaParam('mean', 'query-head attention → KV head, per row'),
   ],
   // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
-  budget: {
-    params: ['centres', 'recent'],
-    map: (b) => ({ centres: Math.floor(b / 2), recent: b - Math.floor(b / 2) }),
-    text: 'centres = ⌊B/2⌋, recent = B − ⌊B/2⌋',
-    scope: 'every head',
-    min: 2,
-  },
+  budget: halvedBudgetRule('centres', 'recent'),
   needs: { attention: true, queries: false, calibration: false },
   reportScores: 'always',
   build(params, context) {

@@ -21,7 +21,7 @@
  *   oldest entries (ties → older) until attention accumulates.
  * P1: positions unchanged.
  */
-import { promptBudget, promptLength, uniformAllocator } from '../pipeline/allocators.ts';
+import { halvedBudgetRule, promptBudget, promptLength, uniformAllocator } from '../pipeline/allocators.ts';
 import { gqaParam, type GqaReduce } from '../pipeline/gqa.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import { accumulatedAttention, type Accumulate } from '../pipeline/scorers.ts';
@@ -52,7 +52,7 @@ export const h2oPolicy = defineMethod({
     gqaParam('sum', "how the query heads' scores of a KV head combine (sum and mean rank alike)"),
   ],
   // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
-  budget: { params: ['heavy', 'recent'], map: (b) => ({ heavy: Math.floor(b / 2), recent: b - Math.floor(b / 2) }), text: 'heavy = ⌊B/2⌋, recent = B − ⌊B/2⌋', scope: 'every head', min: 2 },
+  budget: halvedBudgetRule('heavy', 'recent'),
   needs: { attention: true, queries: false, calibration: false },
   reportScores: 'always',
   build(params, context) {

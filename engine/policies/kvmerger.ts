@@ -45,7 +45,7 @@
  *   sets' first members); similarities are computed from the cache as it is.
  * Consecutive similarities are kept incrementally in journaled store columns (merging-links.ts).
  */
-import { promptBudget, promptLength, uniformAllocator } from '../pipeline/allocators.ts';
+import { halvedBudgetRule, promptBudget, promptLength, uniformAllocator } from '../pipeline/allocators.ts';
 import { gqaParam, type GqaReduce } from '../pipeline/gqa.ts';
 import { withLinkColumns } from '../pipeline/merging-links.ts';
 import { pivotMerge, setMerge, type KernelWeights, type MergingSetOptions } from '../pipeline/merging-sets.ts';
@@ -84,7 +84,7 @@ export const kvmergerPolicy = defineMethod({
     gqaParam('sum', "how the query heads' scores of a KV head combine"),
   ],
   // what one evaluation budget B (entries a KV head may hold) sets (engine/eval/budgets.ts)
-  budget: { params: ['heavy', 'recent'], map: (b) => ({ heavy: Math.floor(b / 2), recent: b - Math.floor(b / 2) }), text: 'heavy = ⌊B/2⌋, recent = B − ⌊B/2⌋', scope: 'every head', min: 2 },
+  budget: halvedBudgetRule('heavy', 'recent'),
   needs: { attention: true, queries: false, calibration: false },
   reportScores: 'always',
   build(params, context) {

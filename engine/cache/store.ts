@@ -29,7 +29,7 @@ import { liveGroups, memoryReport, withGroups } from './memory.ts';
 import { headFromSnapshot, snapshotHead, type CacheSnapshot } from './snapshot.ts';
 import type { AppliedDecision, AppliedHead, ColumnSpec, MemoryReport, PolicyCache, ReadonlyFloat64Array } from './view.ts';
 
-/** A decision measure's name (the same rule as engine/trace/read.ts). */
+/** A decision measure's name (the same rule as engine/trace/read-decision.ts). */
 const MEASURE_NAME = /^[a-z][a-z0-9_]*$/;
 
 export { MASK_BIAS } from './feeds.ts';
@@ -391,7 +391,7 @@ export class KVCacheStore implements PolicyCache {
   }
 
   /**
-   * Measure names are lower-case letters, digits and _ (as trace/read.ts reads them back); the
+   * Measure names are lower-case letters, digits and _ (as trace/read-decision.ts reads them back); the
    * guard comes first, so no name such as `__proto__` reaches the plain output object.
    */
   private checkMeasures(measures: Readonly<Record<string, readonly number[]>>): Record<string, number[]> {

@@ -6,13 +6,15 @@
  * with themselves and with the memory each one reports. Unknown fields are kept and ignored.
  *
  * JSON turned typed arrays into plain arrays and NaN into null; both are turned back here. Fields
- * this reader does not know are kept as they were (a re-export writes them again).
+ * this reader does not know are kept as they were (a re-export writes them again). The checkers
+ * of single fields live in read-json.ts, the reading of an event's decision in read-decision.ts.
  */
+import { decision } from './read-decision.ts';
+import { type Dims, type Json, TraceFormatError, boolean, fail, float32s, grid, int32s, integer, integers, list, number, object, string } from './read-json.ts';
 import { CacheReplay, TraceReplayError, describeEvent } from './replay.ts';
 import {
   TRACE_VERSION,
   type AttentionTop,
-  type DecisionTrace,
   type HeadEntries,
   type LayerAttention,
   type MemoryTrace,
@@ -31,80 +33,13 @@ import {
 /** The oldest trace version this reader understands. */
 export const OLDEST_READABLE_TRACE_VERSION = 1;
 
-/** A file that is not a trace this kvscope can read; the message says why. */
-export class TraceFormatError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'TraceFormatError';
-  }
-}
+export { TraceFormatError };
 
 export interface ReadTrace {
   /** the version the file was written with */
   version: number;
   header: TraceHeader;
   events: TraceEvent[];
-}
-
-type Json = Record<string, unknown>;
-
-function fail(path: string, problem: string): never {
-  throw new TraceFormatError(`${path}: ${problem}`);
-}
-
-function object(value: unknown, path: string): Json {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) fail(path, 'expected an object');
-  return value as Json;
-}
-
-function list(value: unknown, path: string): unknown[] {
-  if (!Array.isArray(value)) fail(path, 'expected a list');
-  return value;
-}
-
-function number(value: unknown, path: string): number {
-  // JSON writes NaN and ±Infinity as null: a number field may legitimately hold one
-  if (value === null) return Number.NaN;
-  if (typeof value !== 'number') fail(path, `expected a number, got ${JSON.stringify(value)?.slice(0, 40)}`);
-  return value;
-}
-
-function integer(value: unknown, path: string, min = 0): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) fail(path, `expected an integer ≥ ${min}, got ${JSON.stringify(value)?.slice(0, 40)}`);
-  return value;
-}
-
-function string(value: unknown, path: string): string {
-  if (typeof value !== 'string') fail(path, 'expected a string');
-  return value;
-}
-
-function boolean(value: unknown, path: string): boolean {
-  if (typeof value !== 'boolean') fail(path, 'expected true or false');
-  return value;
-}
-
-function integers(value: unknown, path: string, length?: number): number[] {
-  const items = list(value, path);
-  if (length !== undefined && items.length !== length) fail(path, `expected ${length} values, got ${items.length}`);
-  for (let i = 0; i < items.length; i++) {
-    const v = items[i];
-    // −1 pads top-k summaries
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < -1) fail(`${path}[${i}]`, `expected a token index, got ${JSON.stringify(v)?.slice(0, 40)}`);
-  }
-  return items as number[];
-}
-
-function int32s(value: unknown, path: string, length?: number): Int32Array {
-  return Int32Array.from(integers(value, path, length));
-}
-
-function float32s(value: unknown, path: string, length?: number): Float32Array {
-  const items = list(value, path);
-  if (length !== undefined && items.length !== length) fail(path, `expected ${length} values, got ${items.length}`);
-  const out = new Float32Array(items.length);
-  for (let i = 0; i < items.length; i++) out[i] = number(items[i], `${path}[${i}]`);
-  return out;
 }
 
 function tokenProb(value: unknown, path: string): TokenProb {
@@ -133,22 +68,6 @@ function model(value: unknown, path: string): TraceModel {
   return m;
 }
 
-interface Dims {
-  layers: number;
-  heads: number;
-  kvHeads: number;
-}
-
-function grid<T>(value: unknown, path: string, rows: number, cols: number, cell: (v: unknown, p: string) => T): T[][] {
-  const outer = list(value, path);
-  if (outer.length !== rows) fail(path, `expected ${rows} rows, got ${outer.length}`);
-  return outer.map((row, r) => {
-    const inner = list(row, `${path}[${r}]`);
-    if (inner.length !== cols) fail(`${path}[${r}]`, `expected ${cols} values, got ${inner.length}`);
-    return inner.map((v, c) => cell(v, `${path}[${r}][${c}]`));
-  });
-}
-
 function memory(value: unknown, path: string, dims: Dims): MemoryTrace {
   const o = object(value, path);
   const n = (key: string) => number(o[key], `${path}.${key}`);
@@ -166,100 +85,6 @@ function memory(value: unknown, path: string, dims: Dims): MemoryTrace {
     ratio: n('ratio'),
     bitsPerElement: n('bitsPerElement'),
   } as MemoryTrace;
-}
-
-function decision(value: unknown, path: string, dims: Dims): DecisionTrace {
-  const o = object(value, path);
-  const heads = list(o.heads, `${path}.heads`).map((raw, i) => {
-    const p = `${path}.heads[${i}]`;
-    const h = object(raw, p);
-    const layer = integer(h.layer, `${p}.layer`);
-    const kvHead = integer(h.kvHead, `${p}.kvHead`);
-    if (layer >= dims.layers || kvHead >= dims.kvHeads) fail(p, `head ${layer}/${kvHead} does not exist (${dims.layers} layers × ${dims.kvHeads} KV heads)`);
-    return {
-      ...h,
-      layer,
-      kvHead,
-      before: integer(h.before, `${p}.before`),
-      after: integer(h.after, `${p}.after`),
-      evictedTokens: integers(h.evictedTokens, `${p}.evictedTokens`),
-      evictedPositions: h.evictedPositions === undefined ? [] : integers(h.evictedPositions, `${p}.evictedPositions`),
-      merged: (h.merged === undefined ? [] : list(h.merged, `${p}.merged`)).map((m, k) => {
-        const mp = `${p}.merged[${k}]`;
-        const mo = object(m, mp);
-        const origins = integers(mo.origins, `${mp}.origins`);
-        if (origins.length < 2) fail(`${mp}.origins`, 'a merged entry stands for at least 2 tokens');
-        const weights = mo.weights === undefined ? [] : list(mo.weights, `${mp}.weights`).map((w, j) => number(w, `${mp}.weights[${j}]`));
-        return {
-          ...mo,
-          into: integer(mo.into, `${mp}.into`),
-          origins,
-          weights,
-          ...(mo.count !== undefined ? { count: integer(mo.count, `${mp}.count`, 1) } : {}),
-          ...(mo.memberTokens !== undefined ? { memberTokens: memberTokens(mo.memberTokens, `${mp}.memberTokens`, weights.length, origins) } : {}),
-          ...(mo.similarity !== undefined ? { similarity: similarities(mo.similarity, `${mp}.similarity`, weights.length) } : {}),
-        };
-      }),
-      reencoded: (h.reencoded === undefined ? [] : list(h.reencoded, `${p}.reencoded`)).map((r, k) => {
-        const rp = `${p}.reencoded[${k}]`;
-        const ro = object(r, rp);
-        return { ...ro, index: integer(ro.index, `${rp}.index`), codec: string(ro.codec, `${rp}.codec`), ...(ro.token !== undefined ? { token: integer(ro.token, `${rp}.token`) } : {}) };
-      }),
-      repositioned: h.repositioned === undefined ? 0 : integer(h.repositioned, `${p}.repositioned`),
-      ...(h.reencodedTokens !== undefined
-        ? { reencodedTokens: integers(h.reencodedTokens, `${p}.reencodedTokens`, h.reencoded === undefined ? 0 : list(h.reencoded, `${p}.reencoded`).length) }
-        : {}),
-    };
-  });
-  let scores: DecisionTrace['scores'] = null;
-  if (o.scores !== null && o.scores !== undefined) {
-    scores = grid(o.scores, `${path}.scores`, dims.layers, dims.kvHeads, (v, p) => (v === null ? null : float32s(v, p)));
-  }
-  return {
-    ...o,
-    heads,
-    evicted: integer(o.evicted, `${path}.evicted`),
-    merged: integer(o.merged, `${path}.merged`),
-    reencoded: integer(o.reencoded, `${path}.reencoded`),
-    ...(o.note !== undefined ? { note: string(o.note, `${path}.note`) } : {}),
-    ...(o.nextPosition !== undefined ? { nextPosition: integer(o.nextPosition, `${path}.nextPosition`) } : {}),
-    ...(o.measures !== undefined ? { measures: measures(o.measures, `${path}.measures`, dims.layers) } : {}),
-    scores,
-  } as DecisionTrace;
-}
-
-/** A merged entry's `memberTokens`: one token ≥ 0 per member (as many as weights), each among its origins. */
-function memberTokens(value: unknown, path: string, members: number, origins: readonly number[]): number[] {
-  const tokens = integers(value, path, members);
-  const known = new Set(origins);
-  tokens.forEach((t, j) => {
-    if (t < 0) fail(`${path}[${j}]`, `expected a token ≥ 0, got ${t}`);
-    if (!known.has(t)) fail(`${path}[${j}]`, `token ${t} is not among the entry's origins`);
-  });
-  return tokens;
-}
-
-/** A merged entry's `similarity`: one cosine per member (as many as weights), finite, in [−1, 1] up to rounding. */
-function similarities(value: unknown, path: string, members: number): number[] {
-  const items = list(value, path);
-  if (items.length !== members) fail(path, `expected ${members} values (one per weight), got ${items.length}`);
-  return items.map((x, j) => {
-    if (typeof x !== 'number' || !Number.isFinite(x) || x < -1.0001 || x > 1.0001) fail(`${path}[${j}]`, `expected a cosine in [-1, 1], got ${JSON.stringify(x)?.slice(0, 40)}`);
-    return x;
-  });
-}
-
-/** Decision.measures: name → one number per layer (NaN travels as null in JSON). */
-function measures(value: unknown, path: string, layers: number): Record<string, number[]> {
-  const o = object(value, path);
-  const out: Record<string, number[]> = {};
-  for (const [name, raw] of Object.entries(o)) {
-    if (!/^[a-z][a-z0-9_]*$/.test(name)) fail(path, `measure name ${JSON.stringify(name)} must be lower-case letters, digits and _`);
-    const values = list(raw, `${path}.${name}`);
-    if (values.length !== layers) fail(`${path}.${name}`, `expected ${layers} layers, got ${values.length}`);
-    out[name] = values.map((v, l) => (v === null ? Number.NaN : number(v, `${path}.${name}[${l}]`)));
-  }
-  return out;
 }
 
 function attention(value: unknown, path: string, dims: Dims): LayerAttention[] | null {

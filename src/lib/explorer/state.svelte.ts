@@ -53,6 +53,7 @@ import {
   withMemberParam,
   withoutMember,
 } from './policy-choice.ts';
+import { MergeViewState, type MergePick, type TokenHighlight } from './merge-view.svelte.ts';
 
 /** What the page keeps of every step (compact; `topK` is dropped: it equals the previous step's `next`). */
 export type StepRecord = Omit<StepView, 'attention' | 'attentionTopOnly' | 'cacheMap' | 'topK' | 'scores'>;
@@ -98,34 +99,6 @@ export interface ShownError {
   /** what the page offers: reload the model, restart the worker, or just dismiss */
   action: 'retry' | 'restart' | 'dismiss';
 }
-
-/** What the merge view picked: a merged entry (by a token it stands for) or the tokens of a MiniCache-paired layer not sharing a direction. */
-export type MergePick = { kind: 'entry'; token: number } | { kind: 'unmerged'; layer: number };
-
-/** Tokens lit up in every view that shows tokens (token stream, cache map). */
-export interface TokenHighlight {
-  /** token indices, ascending */
-  tokens: number[];
-  /** the head they belong to (the cache map outlines them in its row) */
-  layer: number;
-  kvHead: number;
-  /** what they are, in words */
-  label: string;
-}
-
-/** What a merge view was asked for: it is asked again when any of this changes. */
-interface MergeRequest {
-  session: SessionState | null;
-  /** ExplorerState.mergesEpoch when asked: a reply of an older epoch is dropped */
-  epoch: number;
-  steps: number;
-  step: number;
-  layer: number;
-  kvHead: number;
-}
-
-const sameRequest = (a: MergeRequest | null, b: MergeRequest | null) =>
-  a !== null && b !== null && a.session === b.session && a.epoch === b.epoch && a.steps === b.steps && a.step === b.step && a.layer === b.layer && a.kvHead === b.kvHead;
 
 export const RING = 64;
 export const DEFAULT_SAMPLER: SamplerSettings = { temperature: 0.8, topK: 40, topP: 0.95, seed: 1 };
@@ -204,12 +177,6 @@ export class ExplorerState {
   ringVersion = $state(0);
   inspected = $state.raw<StepView | null>(null);
   inspecting = $state<number | null>(null);
-  /** the merged entries of the selected head at the shown step (from the worker; may lag the selection for a moment) */
-  merges = $state.raw<MergeView | null>(null);
-  /** why the latest merge view could not be packed (the last good view stays in `merges`); null when it could */
-  mergesError = $state<string | null>(null);
-  /** what the merge view picked; its tokens light up in the token stream and the cache map */
-  mergePick = $state.raw<MergePick | null>(null);
 
   private ring = new Map<number, StepView>();
   private incoming: StepView[] = [];
@@ -217,10 +184,8 @@ export class ExplorerState {
   private firstTokenMarked = false;
   private tokenizeTimer: ReturnType<typeof setTimeout> | null = null;
   private tokenizeSeq = 0;
-  private mergesWanted: MergeRequest | null = null;
-  private mergesAsked = false;
-  /** bumped when the shown trace is replaced or cut (reset, import, rewind): replies asked before are dropped */
-  private mergesEpoch = 0;
+  /** the merge view of the shown step and head, and what it picked (merge-view.svelte.ts) */
+  private readonly mergeView: MergeViewState;
 
   constructor(
     readonly client: EngineClient,
@@ -228,6 +193,11 @@ export class ExplorerState {
     readonly threads = 1,
   ) {
     client.onCrash = (message) => this.crashed(message);
+    this.mergeView = new MergeViewState(
+      client,
+      () => ({ step: this.currentStep, layer: this.layer, kvHead: this.kvHead }),
+      (error) => this.fail(error),
+    );
   }
 
   // ---- derived ----
@@ -381,70 +351,37 @@ export class ExplorerState {
     return out.reverse();
   });
 
-  // ---- merges and highlighted tokens ----
+  // ---- merges and highlighted tokens (merge-view.svelte.ts) ----
 
-  /** the merge view shows the selected step and head (not one a moment old) */
-  readonly mergesCurrent = $derived(this.merges !== null && this.merges.step === this.currentStep && this.merges.layer === this.layer && this.merges.kvHead === this.kvHead);
-
-  /** the picked merged entry in the merge view: the one standing for the picked token */
-  readonly pickedMerge = $derived.by((): MergeEntryView | null => {
-    const pick = this.mergePick;
-    if (pick?.kind !== 'entry' || !this.merges) return null;
-    return this.merges.entries.find((e) => e.origins.includes(pick.token)) ?? null;
-  });
-
-  readonly highlight = $derived.by((): TokenHighlight | null => {
-    const view = this.merges;
-    const pick = this.mergePick;
-    if (!view || !pick) return null;
-    if (pick.kind === 'entry') {
-      const entry = this.pickedMerge;
-      return entry ? { tokens: entry.origins, layer: view.layer, kvHead: view.kvHead, label: `the ${entry.origins.length} tokens merged entry #${entry.first} stands for` } : null;
-    }
-    const tokens = view.depth?.unmerged[pick.layer];
-    return tokens ? { tokens, layer: pick.layer, kvHead: view.kvHead, label: `tokens of layer ${pick.layer} not sharing a direction with its pair (retained, or not yet merged)` } : null;
-  });
+  get merges(): MergeView | null {
+    return this.mergeView.view;
+  }
+  get mergesError(): string | null {
+    return this.mergeView.error;
+  }
+  get mergePick(): MergePick | null {
+    return this.mergeView.pick;
+  }
+  get mergesCurrent(): boolean {
+    return this.mergeView.current;
+  }
+  get pickedMerge(): MergeEntryView | null {
+    return this.mergeView.picked;
+  }
+  get highlight(): TokenHighlight | null {
+    return this.mergeView.highlight;
+  }
 
   pickMerge(pick: MergePick | null): void {
-    this.mergePick = pick;
+    this.mergeView.pick = pick;
   }
 
   /** Asks the worker for the merge view of the shown step and head when they changed (one request in flight at a time). */
   ensureMerges(): void {
-    const want: MergeRequest = { session: this.session, epoch: this.mergesEpoch, steps: this.steps.length, step: this.currentStep, layer: this.layer, kvHead: this.kvHead };
     // while the session is being rebuilt the trace is not the one shown
     const rebuilding = this.activity === 'prefilling' || this.activity === 'rewinding' || this.activity === 'switching' || this.activity === 'importing';
-    if (!want.session || !this.promptView || rebuilding || sameRequest(want, this.mergesWanted)) return;
-    this.mergesWanted = want;
-    if (!this.mergesAsked) this.askMerges(want);
-  }
-
-  private askMerges(want: MergeRequest): void {
-    this.mergesAsked = true;
-    this.client
-      .request<Extract<EngineEvent, { type: 'merges' }>>({ type: 'merges', step: want.step, layer: want.layer, kvHead: want.kvHead })
-      .then((reply) => {
-        // A reply of this trace is shown even when the selection has moved on since it was asked
-        // (during a Run every reply arrives after the next step): marked stale (mergesCurrent), and
-        // the newer request follows below. Only a reset, an import or a rewind (a new epoch) drops it.
-        if (want.epoch !== this.mergesEpoch) return;
-        this.merges = reply.view;
-        this.mergesError = null;
-      })
-      .catch((error) => {
-        if (want.epoch !== this.mergesEpoch) return;
-        const failure = EngineFailure.from(error);
-        // a request overtaken by a newer one (the step is gone, the head changed): the newer one decides
-        if (failure.kind === 'session' && !sameRequest(want, this.mergesWanted)) return;
-        // shown in the merge view, over the last good view (kept); a failure of another kind is also the page's error
-        this.mergesError = failure.message;
-        if (failure.kind !== 'session') this.fail(error);
-      })
-      .finally(() => {
-        this.mergesAsked = false;
-        const wanted = this.mergesWanted;
-        if (wanted && !sameRequest(want, wanted)) this.askMerges(wanted);
-      });
+    if (!this.session || !this.promptView || rebuilding) return;
+    this.mergeView.want({ session: this.session, steps: this.steps.length, step: this.currentStep, layer: this.layer, kvHead: this.kvHead });
   }
 
   // ---- model ----
@@ -538,11 +475,7 @@ export class ExplorerState {
     this.incoming = [];
     this.inspected = null;
     this.inspecting = null;
-    this.merges = null;
-    this.mergesError = null;
-    this.mergePick = null;
-    this.mergesWanted = null;
-    this.mergesEpoch++;
+    this.mergeView.clear();
     this.ringVersion++;
   }
 
@@ -699,7 +632,7 @@ export class ExplorerState {
       this.ringVersion++;
       this.session = rewound.state;
       // a merge view of a step that is gone must not come back (a newer request follows)
-      this.mergesEpoch++;
+      this.mergeView.dropPending();
       this.selected = null;
       this.lastStop = null;
       if (rewound.state.policy !== this.activePolicy) {

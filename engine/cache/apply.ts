@@ -3,8 +3,8 @@
  * the head in place (a keep-all decision replaces only its score / hidden arrays) and returns an
  * `undo` that puts the head back exactly (the store's transaction keeps it until commit).
  */
-import type { EntryCodec, HeadDecision } from './decision.ts';
-import { moveEntries, type HeadData, type HeadStore } from './head.ts';
+import type { ExactEntry, HeadDecision } from './decision.ts';
+import { moveEntries, type HeadData, type HeadStore, type StoredCodec } from './head.ts';
 import type { ApplyContext, HeadPlan } from './plan.ts';
 import type { AppliedHead, ColumnSpec } from './view.ts';
 
@@ -87,7 +87,7 @@ export function applyHead(head: HeadStore, layer: number, kvHead: number, decisi
   const needIndex = Boolean(decision.scores || decision.reencode?.length || decision.reposition?.length || decision.hide?.length || old.hidden);
   const newIndex = needIndex ? new Int32Array(n).fill(-1) : NO_INDEX;
   const origins: (readonly number[] | null)[] | null = old.origins !== null || merges.length > 0 ? [] : null;
-  const codecs: (EntryCodec | null)[] | null = old.codecs ? [] : null;
+  const codecs: (StoredCodec | null)[] | null = old.codecs ? [] : null;
   let j = 0;
   for (let i = 0; i < n; ) {
     const r = role[i];
@@ -136,10 +136,12 @@ export function applyHead(head: HeadStore, layer: number, kvHead: number, decisi
   }
   for (const re of decision.reencode ?? []) {
     const target = newIndex[re.index];
+    data.codecs ??= new Array<null>(j).fill(null);
+    // the K/V the model computed, kept from the entry's first codec on (error views; not memory)
+    const exact = data.codecs[target]?.exact ?? (re.keys || re.values ? exactEntry(data, target, d) : undefined);
     if (re.keys) data.keys.set(re.keys, target * d);
     if (re.values) data.values.set(re.values, target * d);
-    data.codecs ??= new Array<null>(j).fill(null);
-    data.codecs[target] = { ...re.codec };
+    data.codecs[target] = exact ? { ...re.codec, exact } : { ...re.codec };
     applied.reencoded.push({ index: target, codec: re.codec.name, kError: re.kError, vError: re.vError });
     applied.reencodedTokens!.push(data.token[target]);
   }
@@ -242,4 +244,8 @@ function changed(applied: AppliedHead): boolean {
     applied.repositioned > 0 ||
     (applied.hiddenTokens?.length ?? 0) > 0
   );
+}
+
+function exactEntry(data: HeadData, index: number, d: number): ExactEntry {
+  return { keys: data.keys.slice(index * d, (index + 1) * d), values: data.values.slice(index * d, (index + 1) * d) };
 }

@@ -33,6 +33,20 @@ export interface EntryCodec {
   /** quantization group size or rank, for views */
   groupSize?: number;
   rank?: number;
+  /** key / value channels of this entry stored exactly beside the codes (outliers: GEAR, MiKV), for views */
+  kOutliers?: readonly number[];
+  vOutliers?: readonly number[];
+  /** key channels dropped from this entry (ThinK), for views */
+  kPruned?: readonly number[];
+}
+
+/**
+ * The key and value an entry held before its first codec (what the model computed), kept by the
+ * store for error views only: not part of the cache's memory, never fed to the graph.
+ */
+export interface ExactEntry {
+  keys: Float32Array;
+  values: Float32Array;
 }
 
 /** Bytes shared by the entries that name it in EntryCodec.group. */
@@ -113,6 +127,11 @@ export interface Decision {
    * layer (NaN where none), e.g. MiniCache's `pair_similarity`
    */
   measures?: Readonly<Record<string, readonly number[]>>;
+  /**
+   * per-head measurements behind the decision, for views: name → [layer][kvHead] → numbers (any
+   * length; empty where none), e.g. ThinK's `channel_saliency`, a low-rank method's `singular_values`
+   */
+  headMeasures?: Readonly<Record<string, ReadonlyArray<ReadonlyArray<readonly number[]>>>>;
 }
 
 export const NO_CHANGE: Decision = Object.freeze({ layers: null });

@@ -5,8 +5,13 @@
  * in lazily created side arrays. Declared per-entry columns (view.ts ColumnSpec) are Float64Arrays
  * of width × capacity.
  */
-import type { EntryCodec } from './decision.ts';
+import type { EntryCodec, ExactEntry } from './decision.ts';
 import type { ColumnSpec } from './view.ts';
+
+/** An entry's codec as the store keeps it: with the K/V the model computed before it (apply.ts). */
+export interface StoredCodec extends EntryCodec {
+  exact?: ExactEntry;
+}
 
 export interface HeadData {
   capacity: number;
@@ -24,7 +29,7 @@ export interface HeadData {
   /** null, or per entry the origin list (null = just [token[i]]) */
   origins: (readonly number[] | null)[] | null;
   /** null, or per entry its codec (null = fp32) */
-  codecs: (EntryCodec | null)[] | null;
+  codecs: (StoredCodec | null)[] | null;
   /** null, or 1 per entry hidden from the next forward */
   hidden: Uint8Array | null;
 }

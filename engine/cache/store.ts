@@ -21,7 +21,7 @@ import type { LayerFeed, ModelDims } from '../runtime/forward.ts';
 import type { ReadonlyFloat32Array, ReadonlyInt32Array } from '../types.ts';
 import { applyHead } from './apply.ts';
 import { planHead, type ApplyContext, type HeadPlan } from './plan.ts';
-import type { CodecGroup, Decision, EntryCodec, HeadDecision } from './decision.ts';
+import type { CodecGroup, Decision, EntryCodec, ExactEntry, HeadDecision } from './decision.ts';
 import { buildLayerFeed, entryAttention, sameBias, slotCount, type FeedLayout, type FeedScratch } from './feeds.ts';
 import { HeadStore } from './head.ts';
 import { Journal } from './journal.ts';
@@ -112,6 +112,9 @@ export class KVCacheStore implements PolicyCache {
   }
   codec(layer: number, kvHead: number, index: number): EntryCodec | null {
     return this.head(layer, kvHead).data.codecs?.[index] ?? null;
+  }
+  exact(layer: number, kvHead: number, index: number): ExactEntry | null {
+    return this.head(layer, kvHead).data.codecs?.[index]?.exact ?? null;
   }
   /** whether entry `index` is hidden from the next forward */
   hidden(layer: number, kvHead: number, index: number): boolean {
@@ -344,6 +347,7 @@ export class KVCacheStore implements PolicyCache {
     }
     if (decision.budgets) applied.budgets = this.checkBudgets(decision.budgets);
     if (decision.measures) applied.measures = this.checkMeasures(decision.measures);
+    if (decision.headMeasures) applied.headMeasures = this.checkHeadMeasures(decision.headMeasures);
     if (!decision.layers) {
       this.addGroups(decision.groups ?? [], []);
       // a group no entry names is not held
@@ -402,6 +406,20 @@ export class KVCacheStore implements PolicyCache {
         throw new PolicyDecisionError(`decision measure ${JSON.stringify(name)} must be ${this.nLayers} numbers (one per layer)`);
       }
       out[name] = [...values];
+    }
+    return out;
+  }
+
+  /** Decision.headMeasures: names as measures, values [layer][kvHead] → finite-or-NaN numbers. */
+  private checkHeadMeasures(measures: NonNullable<Decision['headMeasures']>): Record<string, number[][][]> {
+    const out: Record<string, number[][][]> = {};
+    for (const [name, grid] of Object.entries(measures)) {
+      if (!MEASURE_NAME.test(name)) throw new PolicyDecisionError(`decision head measure name ${JSON.stringify(name)} must be lower-case letters, digits and _ (starting with a letter)`);
+      const rows: ReadonlyArray<ReadonlyArray<readonly number[]>> = grid;
+      const isNumbers = (values: unknown) => Array.isArray(values) && values.every((v) => typeof v === 'number');
+      const shaped = Array.isArray(rows) && rows.length === this.nLayers && rows.every((row) => Array.isArray(row) && row.length === this.nKvHeads && row.every(isNumbers));
+      if (!shaped) throw new PolicyDecisionError(`decision head measure ${JSON.stringify(name)} must be [${this.nLayers}][${this.nKvHeads}] lists of numbers`);
+      out[name] = rows.map((row) => row.map((values: readonly number[]) => [...values]));
     }
     return out;
   }

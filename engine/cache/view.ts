@@ -3,7 +3,7 @@
  * per-entry columns they may declare and write, the memory report and what applying a decision
  * did (the trace records AppliedDecision as is).
  */
-import type { EntryCodec } from './decision.ts';
+import type { EntryCodec, ExactEntry } from './decision.ts';
 import type { ReadonlyFloat32Array, ReadonlyInt32Array } from '../types.ts';
 
 export type ReadonlyFloat64Array = Readonly<Omit<Float64Array, 'set' | 'fill' | 'copyWithin' | 'sort' | 'reverse'>>;
@@ -50,6 +50,8 @@ export interface CacheView {
   /** token indices entry `index` stands for */
   origin(layer: number, kvHead: number, index: number): readonly number[];
   codec(layer: number, kvHead: number, index: number): EntryCodec | null;
+  /** the key / value entry `index` held before its first codec (null while it has none): for error views */
+  exact(layer: number, kvHead: number, index: number): ExactEntry | null;
   /** [length, width] values of a declared column; throws for an undeclared one */
   column(layer: number, kvHead: number, name: string): ReadonlyFloat64Array;
   hasColumn(name: string): boolean;
@@ -123,4 +125,6 @@ export interface AppliedDecision {
   budgets?: number[][];
   /** per-layer measurements the method made, for views (Decision.measures) */
   measures?: Record<string, number[]>;
+  /** per-head measurements the method made, for views (Decision.headMeasures): name → [layer][kvHead] → numbers */
+  headMeasures?: Record<string, number[][][]>;
 }

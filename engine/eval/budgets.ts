@@ -9,7 +9,8 @@
  * A composition (`snapkv:budget=64 + streaming:sinks=4,recent=60`) is evaluated once, as given.
  * A spec that names any of the parameters its budget maps to (e.g. `window:size=32`) is taken as
  * given and evaluated once; otherwise (e.g. `h2o`, `h2o:accumulate=mean`) it is evaluated at every
- * budget, its other parameters kept. `full` and `minicache` (they hold every entry) are never budgeted.
+ * budget, its other parameters kept. `full`, `minicache` and the quantization / low-rank methods (they
+ * hold every entry) are never budgeted.
  */
 import { PolicySpecError } from '../errors.ts';
 import { findPolicy, POLICIES } from '../policies/index.ts';
@@ -30,6 +31,13 @@ export const BUDGET_RULES: Readonly<Record<string, BudgetRule>> = budgetRules();
 const HOLDS_EVERY_ENTRY: Readonly<Record<string, string>> = {
   full: 'keeps everything',
   minicache: 'keeps every entry; saves bytes by sharing directions across layer pairs',
+  kivi: 'keeps every entry; saves bytes by quantizing',
+  gear: 'keeps every entry; saves bytes by quantizing (+ low rank + outliers)',
+  think: 'keeps every entry; saves bytes by pruning key channels',
+  cskv: 'keeps every entry; saves bytes by a low-rank projection of old entries',
+  pca: 'keeps every entry; saves bytes by projecting onto calibrated PCA bases',
+  headmerge: "keeps every entry; saves bytes by compressing a layer's KV heads jointly",
+  cachegen: 'keeps every entry; saves bytes by quantizing and entropy coding',
 };
 export const UNBUDGETED: readonly string[] = Object.keys(HOLDS_EVERY_ENTRY);
 

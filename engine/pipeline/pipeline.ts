@@ -262,7 +262,7 @@ export function decideWithStages(stages: MethodStages, env: StageEnv, options: D
   const selector = stages.selector ?? newestSelector;
   const budgets = allocator ? allocator.allocate(env) : null;
   const reportAlways = options.reportScores === 'always';
-  const draft: DecisionDraft = { layers: [], summary: { evicted: 0, merged: 0, repositioned: 0 }, notes: [], measures: {}, groups: [] };
+  const draft: DecisionDraft = { layers: [], summary: { evicted: 0, merged: 0, repositioned: 0 }, notes: [], measures: {}, headMeasures: {}, groups: [] };
   for (let l = 0; l < cache.nLayers; l++) {
     const heads: HeadDraft[] = [];
     for (let h = 0; h < cache.nKvHeads; h++) {
@@ -313,10 +313,12 @@ function toDecision(stages: MethodStages, draft: DecisionDraft, env: StageEnv, b
   const parts = [base, ...draft.notes].filter((s): s is string => Boolean(s));
   const note = parts.length > 0 ? parts.join('; ') : undefined;
   const measured = Object.keys(draft.measures).length > 0;
-  if (!changed && draft.nextPosition === undefined && note === undefined && !measured) return NO_CHANGE;
+  const headMeasured = Object.keys(draft.headMeasures).length > 0;
+  if (!changed && draft.nextPosition === undefined && note === undefined && !measured && !headMeasured) return NO_CHANGE;
   const decision: Decision = { layers: changed ? layers : null };
   if (draft.nextPosition !== undefined) decision.nextPosition = draft.nextPosition;
   if (measured) decision.measures = draft.measures;
+  if (headMeasured) decision.headMeasures = draft.headMeasures;
   if (draft.groups.length > 0) decision.groups = draft.groups;
   if (note !== undefined) decision.note = note;
   if (budgets && changed) decision.budgets = totals(budgets, env.cache.tokenCount);

@@ -110,6 +110,8 @@ export interface DecisionDraft {
   notes: string[];
   /** per-layer measurements for views (Decision.measures), set by transforms */
   measures: Record<string, number[]>;
+  /** per-head measurements for views (Decision.headMeasures: [layer][kvHead] → numbers), set by transforms */
+  headMeasures: Record<string, number[][][]>;
   /** codec groups the transforms' re-encodes name (Decision.groups) */
   groups: CodecGroup[];
 }

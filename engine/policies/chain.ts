@@ -115,6 +115,7 @@ export class PolicyChain {
       if (result.nextPosition !== undefined) applied.nextPosition = result.nextPosition;
       if (result.budgets) applied.budgets = result.budgets;
       if (result.measures) applied.measures = { ...applied.measures, ...result.measures };
+      if (result.headMeasures) applied.headMeasures = { ...applied.headMeasures, ...result.headMeasures };
       if (lengths && decision.layers) current = remapHook(current, decision, lengths, store.groupSize);
     });
     if (notes.length > 0) applied.note = notes.join('; ');

@@ -19,7 +19,24 @@ import { kvmergerPolicy } from './kvmerger.ts';
 import type { PolicyDefinition } from './types.ts';
 import { windowPolicy } from './window.ts';
 
-export const POLICIES: readonly PolicyDefinition[] = [fullPolicy, windowPolicy, streamingPolicy, h2oPolicy, tovaPolicy, snapkvPolicy, windowkvPolicy, razorPolicy, compressKvPolicy, laCachePolicy, d2oPolicy, minicachePolicy, chelseaPolicy, emsPolicy, kvmergerPolicy];
+export const POLICIES: readonly PolicyDefinition[] = [
+  fullPolicy,
+  windowPolicy,
+  streamingPolicy,
+  h2oPolicy,
+  tovaPolicy,
+  snapkvPolicy,
+  windowkvPolicy,
+  razorPolicy,
+  compressKvPolicy,
+  laCachePolicy,
+  d2oPolicy,
+  minicachePolicy,
+  chelseaPolicy,
+  emsPolicy,
+  kvmergerPolicy,
+  // quantization, channels, low rank, encoding
+];
 
 export function findPolicy(id: string, registry: readonly PolicyDefinition[] = POLICIES): PolicyDefinition | undefined {
   return registry.find((p) => p.id === id);

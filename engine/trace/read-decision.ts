@@ -63,8 +63,20 @@ export function decision(value: unknown, path: string, dims: Dims): DecisionTrac
     ...(o.note !== undefined ? { note: string(o.note, `${path}.note`) } : {}),
     ...(o.nextPosition !== undefined ? { nextPosition: integer(o.nextPosition, `${path}.nextPosition`) } : {}),
     ...(o.measures !== undefined ? { measures: measures(o.measures, `${path}.measures`, dims.layers) } : {}),
+    ...(o.headMeasures !== undefined ? { headMeasures: headMeasures(o.headMeasures, `${path}.headMeasures`, dims.layers, dims.kvHeads) } : {}),
     scores,
   } as DecisionTrace;
+}
+
+/** Decision.headMeasures: name → [layer][kvHead] → numbers (NaN travels as null in JSON). */
+function headMeasures(value: unknown, path: string, layers: number, kvHeads: number): Record<string, number[][][]> {
+  const o = object(value, path);
+  const out: Record<string, number[][][]> = {};
+  for (const [name, raw] of Object.entries(o)) {
+    if (!/^[a-z][a-z0-9_]*$/.test(name)) fail(path, `head measure name ${JSON.stringify(name)} must be lower-case letters, digits and _`);
+    out[name] = grid(raw, `${path}.${name}`, layers, kvHeads, (v, p) => list(v, p).map((x, k) => (x === null ? Number.NaN : number(x, `${p}[${k}]`))));
+  }
+  return out;
 }
 
 /** A merged entry's `memberTokens`: one token ≥ 0 per member (as many as weights), each among its origins. */

@@ -103,8 +103,15 @@ describe('decisions', () => {
     expect(applied.heads[0].reencoded).toEqual([{ index: 2, codec: 'int2', kError: 0.1, vError: undefined }]);
     expect(cache.keys(0, 0)[2 * D]).toBe(9);
     expect(cache.values(0, 0)[2 * D]).toBe(2.5);
-    expect(cache.codec(0, 0, 2)).toEqual(codec);
+    expect(cache.codec(0, 0, 2)).toMatchObject(codec);
     expect(cache.codec(0, 0, 1)).toBeNull();
+    // the K/V the model computed stay for error views, from the first codec on
+    expect(Array.from(cache.exact(0, 0, 2)!.keys)).toEqual(new Array(D).fill(2.25));
+    expect(Array.from(cache.exact(0, 0, 2)!.values)).toEqual(new Array(D).fill(2.5));
+    expect(cache.exact(0, 0, 1)).toBeNull();
+    cache.apply({ layers: [[{ keep: [0, 1, 2, 3], reencode: [{ index: 2, codec: { ...codec, name: 'int1' }, keys: new Float32Array(D).fill(7) }] }, null], null] });
+    expect(cache.exact(0, 0, 2)!.keys[0]).toBe(2.25);
+    cache.apply({ layers: [[{ keep: [0, 1, 2, 3], reencode: [{ index: 2, codec, keys: new Float32Array(D).fill(9), kError: 0.1 }] }, null], null] });
     const memory = cache.memory();
     const fp32Entry = D * 4;
     const int2Entry = Math.ceil((D * 2) / 8) + 8;
@@ -113,7 +120,7 @@ describe('decisions', () => {
     expect(memory.bitsPerElement).toBeCloseTo(((30 * fp32Entry + 2 * int2Entry) * 8) / (16 * D * 2), 10);
     // eviction keeps codecs aligned with their entries
     cache.apply({ layers: [[{ keep: [2, 3] }, null], null] });
-    expect(cache.codec(0, 0, 0)).toEqual(codec);
+    expect(cache.codec(0, 0, 0)).toMatchObject(codec);
     expect(cache.codec(0, 0, 1)).toBeNull();
   });
 

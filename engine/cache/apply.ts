@@ -4,7 +4,7 @@
  * `undo` that puts the head back exactly (the store's transaction keeps it until commit).
  */
 import type { ExactEntry, HeadDecision } from './decision.ts';
-import { moveEntries, type HeadData, type HeadStore, type StoredCodec } from './head.ts';
+import { moveEntries, storedCodec, type HeadData, type HeadStore, type StoredCodec } from './head.ts';
 import type { ApplyContext, HeadPlan } from './plan.ts';
 import type { AppliedHead, ColumnSpec } from './view.ts';
 
@@ -64,6 +64,7 @@ export function applyHead(head: HeadStore, layer: number, kvHead: number, decisi
   const before = { data: head.data, length: n, merged: head.mergedEntries, hidden: head.hiddenEntries };
   const applied = emptyApplied(layer, kvHead, n);
   if (plan.identity) return applyInPlace(head, decision, applied, before);
+  if (plan.inPlace) return applyReencodesInPlace(head, decision, applied, before, ctx.headDim);
 
   const d = ctx.headDim;
   const data = head.data;
@@ -141,7 +142,7 @@ export function applyHead(head: HeadStore, layer: number, kvHead: number, decisi
     const exact = data.codecs[target]?.exact ?? (re.keys || re.values ? exactEntry(data, target, d) : undefined);
     if (re.keys) data.keys.set(re.keys, target * d);
     if (re.values) data.values.set(re.values, target * d);
-    data.codecs[target] = exact ? { ...re.codec, exact } : { ...re.codec };
+    data.codecs[target] = storedCodec(re.codec, exact);
     applied.reencoded.push({ index: target, codec: re.codec.name, kError: re.kError, vError: re.vError });
     applied.reencodedTokens!.push(data.token[target]);
   }
@@ -200,6 +201,45 @@ function applyInPlace(head: HeadStore, decision: HeadDecision, applied: AppliedH
       data.score = oldScore;
       data.hidden = oldHidden;
       head.hiddenEntries = before.hidden;
+    },
+  };
+}
+
+/**
+ * A decision that keeps every entry in its place and re-encodes some (a quantizer's step): only the
+ * re-encoded rows and codec slots are rewritten, each saved first, so a step costs what it
+ * re-encodes, not the head (no compaction, no copy of the head's K/V).
+ */
+function applyReencodesInPlace(head: HeadStore, decision: HeadDecision, applied: AppliedHead, before: { data: HeadData; hidden: number }, d: number): HeadOutcome {
+  const marks = applyInPlace(head, decision, applied, before);
+  const data = head.data;
+  const oldCodecs = data.codecs;
+  const codecs = oldCodecs ?? new Array<StoredCodec | null>(head.length).fill(null);
+  const saved: { index: number; codec: StoredCodec | null; keys: Float32Array | null; values: Float32Array | null }[] = [];
+  for (const re of decision.reencode ?? []) {
+    const i = re.index;
+    const previous = codecs[i] ?? null;
+    saved.push({ index: i, codec: previous, keys: re.keys ? data.keys.slice(i * d, (i + 1) * d) : null, values: re.values ? data.values.slice(i * d, (i + 1) * d) : null });
+    // the K/V the model computed, kept from the entry's first codec on (error views; not memory)
+    const exact = previous?.exact ?? (re.keys || re.values ? exactEntry(data, i, d) : undefined);
+    if (re.keys) data.keys.set(re.keys, i * d);
+    if (re.values) data.values.set(re.values, i * d);
+    codecs[i] = storedCodec(re.codec, exact);
+    applied.reencoded.push({ index: i, codec: re.codec.name, kError: re.kError, vError: re.vError });
+    applied.reencodedTokens!.push(data.token[i]);
+  }
+  data.codecs = codecs;
+  return {
+    applied: changed(applied) ? applied : null,
+    undo: () => {
+      for (let k = saved.length - 1; k >= 0; k--) {
+        const { index, codec, keys, values } = saved[k];
+        if (keys) data.keys.set(keys, index * d);
+        if (values) data.values.set(values, index * d);
+        codecs[index] = codec;
+      }
+      data.codecs = oldCodecs;
+      marks.undo();
     },
   };
 }

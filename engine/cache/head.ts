@@ -8,9 +8,33 @@
 import type { EntryCodec, ExactEntry } from './decision.ts';
 import type { ColumnSpec } from './view.ts';
 
-/** An entry's codec as the store keeps it: with the K/V the model computed before it (apply.ts). */
+/** An entry's codec as the store keeps it: with the K/V the model computed before it (apply.ts). Never mutated. */
 export interface StoredCodec extends EntryCodec {
   exact?: ExactEntry;
+}
+
+/**
+ * The stored form of a policy's codec: every field in one fixed order, so all stored codecs share
+ * one V8 shape and the per-entry reads of every step (memory report, live groups) stay
+ * monomorphic — spread copies with differing optional keys made them ~10× slower.
+ */
+export function storedCodec(codec: EntryCodec, exact: ExactEntry | undefined): StoredCodec {
+  return {
+    name: codec.name,
+    kBits: codec.kBits,
+    vBits: codec.vBits,
+    kElements: codec.kElements,
+    vElements: codec.vElements,
+    kMetaBytes: codec.kMetaBytes,
+    vMetaBytes: codec.vMetaBytes,
+    group: codec.group,
+    groupSize: codec.groupSize,
+    rank: codec.rank,
+    kOutliers: codec.kOutliers,
+    vOutliers: codec.vOutliers,
+    kPruned: codec.kPruned,
+    exact,
+  };
 }
 
 export interface HeadData {

@@ -37,6 +37,10 @@ export interface HeadPlan {
   merged: MergedEntry[];
   /** every entry kept as it is, nothing else but scores / hidden flags: no arrays need rewriting */
   identity: boolean;
+  /** every entry kept in its place (re-encodes, scores, hidden flags only): rewritten in place, no compaction */
+  inPlace: boolean;
+  /** a re-encode replaces a codec that named a codec group with one that does not name it (the group may die) */
+  leavesGroup: boolean;
 }
 
 function ascendingUniqueProblem(indices: ArrayLike<number>, n: number): string | null {
@@ -104,8 +108,14 @@ export function planHead(head: HeadStore, where: string, decision: HeadDecision,
   for (let i = 0; i < hide.length; i++) {
     if (role[hide[i]] !== 1) throw new PolicyDecisionError(`${where}: hide index ${hide[i]} is not a kept entry`);
   }
-  const identity = keep.length === n && merges.length === 0 && !decision.reencode?.length && !decision.reposition?.length;
-  return { role, anchorGroup, merged, identity };
+  const inPlace = keep.length === n && merges.length === 0 && !decision.reposition?.length;
+  const identity = inPlace && !decision.reencode?.length;
+  const codecs = head.data.codecs;
+  const leavesGroup = codecs !== null && (decision.reencode ?? []).some((re) => {
+    const group = codecs[re.index]?.group;
+    return group !== undefined && group !== re.codec.group;
+  });
+  return { role, anchorGroup, merged, identity, inPlace, leavesGroup };
 }
 
 /** Validates one merge group and computes its merged entry before anything is overwritten. */

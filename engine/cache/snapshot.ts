@@ -1,6 +1,6 @@
 /** Snapshots of the store: plain copies of every head's used entries, its columns and codec groups. */
-import type { CodecGroup, EntryCodec } from './decision.ts';
-import { HeadStore } from './head.ts';
+import type { CodecGroup } from './decision.ts';
+import { HeadStore, type StoredCodec } from './head.ts';
 import type { ColumnSpec } from './view.ts';
 
 export interface HeadSnapshot {
@@ -14,7 +14,7 @@ export interface HeadSnapshot {
   /** one per CacheSnapshot.columns */
   columns: Float64Array[];
   origins: (number[] | null)[] | null;
-  codecs: (EntryCodec | null)[] | null;
+  codecs: (StoredCodec | null)[] | null;
   hidden: Uint8Array | null;
 }
 
@@ -39,7 +39,8 @@ export function snapshotHead(head: HeadStore, columns: readonly ColumnSpec[]): H
     score: data.score.slice(0, n),
     columns: columns.map((c, k) => data.columns[k].slice(0, n * c.width)),
     origins: data.origins ? data.origins.slice(0, n).map((o) => (o ? [...o] : null)) : null,
-    codecs: data.codecs ? data.codecs.slice(0, n).map((c) => (c ? { ...c } : null)) : null,
+    // stored codecs are never mutated (apply.ts replaces them), so snapshots share them
+    codecs: data.codecs ? data.codecs.slice(0, n) : null,
     hidden: data.hidden ? data.hidden.slice(0, n) : null,
   };
 }
@@ -56,7 +57,7 @@ export function headFromSnapshot(s: HeadSnapshot, headDim: number, columns: read
   columns.forEach((_, k) => data.columns[k].set(s.columns[k]));
   head.length = s.length;
   data.origins = s.origins ? s.origins.map((o) => (o ? [...o] : null)) : null;
-  data.codecs = s.codecs ? s.codecs.map((c) => (c ? { ...c } : null)) : null;
+  data.codecs = s.codecs ? s.codecs.slice() : null;
   if (s.hidden) {
     data.hidden = new Uint8Array(data.capacity);
     data.hidden.set(s.hidden);

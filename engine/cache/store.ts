@@ -370,9 +370,11 @@ export class KVCacheStore implements PolicyCache {
         if (headDecision) planned.push({ layer: l, kvHead: h, decision: headDecision, plan: planHead(this.head(l, h), `decision for layer ${l} head ${h}`, headDecision, ctx) });
       }
     }
+    // groups can only die where entries under a codec leave, where a re-encode stops naming its group, or where new groups came
+    // (a live group declared again is named by the entries that named it before)
+    const newGroups = (decision.groups ?? []).some((g) => !this.groups.has(g.id));
     this.addGroups(decision.groups ?? [], planned.map((p) => p.decision));
-    // groups can only die where entries under a codec leave or are re-encoded, or where new groups came
-    const mayDropGroups = (decision.groups?.length ?? 0) > 0 || planned.some((p) => !p.plan.identity && this.head(p.layer, p.kvHead).data.codecs !== null);
+    const mayDropGroups = newGroups || planned.some((p) => (p.plan.inPlace ? p.plan.leavesGroup : this.head(p.layer, p.kvHead).data.codecs !== null));
     for (const { layer, kvHead, decision: headDecision, plan } of planned) {
       const head = this.head(layer, kvHead);
       const previous = head.data;

@@ -1,7 +1,7 @@
 /**
  * Calibration data (docs/calibration.md): offline per-head and per-layer statistics of one model,
  * computed with the engine itself (compute.ts) and stored next to the model as `calibration.json`.
- * Policies that need it (RazorAttention, CompressKV) read it from PolicyContext.calibration.
+ * Policies that need it (RazorAttention, CompressKV, pca, headmerge) read it from PolicyContext.calibration.
  *
  * The file names the model it was computed for — manifest id, dimensions and the sha256 of every
  * graph part — so a calibration of another model, or of an older export of the same model, is
@@ -12,6 +12,7 @@
  */
 import { KvscopeError } from '../errors.ts';
 import type { Manifest } from '../model/manifest.ts';
+import { parseProjections, type ProjectionCalibration } from './projections.ts';
 
 export const CALIBRATION_FORMAT = 'kvscope-calibration';
 export const CALIBRATION_FORMAT_VERSION = 1;
@@ -106,9 +107,11 @@ export interface Calibration {
   razor?: RazorCalibration;
   retrieval?: RetrievalCalibration;
   layerError?: LayerErrorCalibration;
+  /** PCA bases of keys and values (projections.ts): pca, headmerge */
+  projections?: ProjectionCalibration;
 }
 
-export type CalibrationSection = 'razor' | 'retrieval' | 'layerError';
+export type CalibrationSection = 'razor' | 'retrieval' | 'layerError' | 'projections';
 
 // ---------------------------------------------------------------------------------------------
 // Model identity
@@ -288,6 +291,7 @@ export function parseCalibration(json: unknown, where = CALIBRATION_FILE): Calib
       normalized: vectorAt(e, 'normalized', nLayers, where, 'layerError.normalized'),
     };
   }
+  if (json.projections !== undefined) calibration.projections = parseProjections(json.projections, nLayers, nKvHeads, (path, problem) => fail(where, path, problem));
   return calibration;
 }
 

@@ -22,5 +22,7 @@ export { computeCalibration, type CalibrationOptions, type CalibrationProgress }
 export { runRazorProbe, probeTokens, echoTargets, inductionTargets, scoreProbeRow, isScoredRow, type ProbeLayout, type ProbeOptions } from './probe.ts';
 export { runRetrievalCalibration, runRetrievalTrial, semanticMass, needleSpan, type RetrievalOptions, type RetrievalTrial } from './retrieval.ts';
 export { runLayerError, layerOutputError, type LayerErrorOptions } from './layer-error.ts';
+export { basisOf, basisToJson, parseProjections, singularValues, ORTHONORMAL_TOLERANCE, type PcaBasisJson, type ProjectionCalibration } from './projections.ts';
+export { runProjections, type ProjectionOptions } from './projections-run.ts';
 export { recorderPolicy, RECORDER_ID, type RecorderHooks } from './recorder.ts';
 export { formatCalibration } from './report.ts';

@@ -1,7 +1,15 @@
 /** A short text report of a calibration (for `kvscope calibrate` and logs). Browser-safe. */
 import { razorRetrievalHeads } from '../policies/razor.ts';
 import { topHeads } from '../policies/compresskv.ts';
+import { explainedVariance } from '../quant/pca.ts';
 import type { Calibration } from './format.ts';
+import type { PcaBasisJson } from './projections.ts';
+
+/** Components a basis needs to explain 90 % of its variance. */
+function rank90(basis: PcaBasisJson): number {
+  const explained = explainedVariance(basis.eigenvalues);
+  return explained.findIndex((x) => x >= 0.9) + 1;
+}
 
 function heads(matrix: readonly (readonly number[])[], above: number, limit = 12): string {
   const list = matrix
@@ -38,6 +46,16 @@ export function formatCalibration(calibration: Calibration): string {
   if (e) {
     lines.push(`Layer output error (budget ${e.budget}, window ${e.window}, ${e.prompts}×(${e.promptTokens} + ${e.decodeTokens}) tokens):`);
     lines.push(`  e_l = ${e.normalized.map((x) => x.toFixed(3)).join(' ')}`);
+  }
+  const p = calibration.projections;
+  if (p) {
+    lines.push(`PCA bases: ${p.prompts} × ${p.tokens} held-out tokens, ${p.rows} rows per head, head dim ${p.headDim}`);
+    lines.push(`  components for 90 % variance, keys (post-RoPE) per layer/KV head: ${p.keys.map((row) => row.map(rank90).join('/')).join(' ')}`);
+    lines.push(`  values: ${p.values.map((row) => row.map(rank90).join('/')).join(' ')}`);
+    if (p.joint) {
+      const w = p.joint.keys[0]?.mean.length ?? 0;
+      lines.push(`  joint (${w} wide) keys pre-RoPE ${p.joint.keys.map(rank90).join(' ')}; post-RoPE ${p.joint.keysPost.map(rank90).join(' ')}; values ${p.joint.values.map(rank90).join(' ')}`);
+    }
   }
   if (calibration.seconds !== undefined) lines.push(`(${calibration.seconds} s)`);
   return lines.join('\n');

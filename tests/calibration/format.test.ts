@@ -21,7 +21,9 @@ import { loadModelFromDirectory } from '../../engine/model/load-node.ts';
 import { Session } from '../../engine/session.ts';
 import { fillCache } from '../engine/helpers/cache.ts';
 import { fixtureCopy, fixtureModel } from '../engine/helpers/fixture.ts';
-import { handCalibration, tinyCalibration } from '../policies/helpers/calibration.ts';
+import { basisOf, type ProjectionCalibration } from '../../engine/calibration/projections.ts';
+import { orthonormalityError } from '../../engine/quant/pca.ts';
+import { basisJson, handCalibration, projectionCalibration, rotationBasis, tinyCalibration } from '../policies/helpers/calibration.ts';
 import { DIMS } from '../policies/helpers/policy.ts';
 
 describe('calibration format', () => {
@@ -69,6 +71,50 @@ describe('calibration format', () => {
     expect(() => requireCalibration(null, 'razor', ['razor'])).toThrow(/^razor needs calibration data \(razor\): none was loaded for this model — compute one with `kvscope calibrate/);
     expect(() => requireCalibration(null, 'razor', ['razor'], 'calibration.json is stale: …')).toThrow(/razor needs calibration data \(razor\): calibration.json is stale/);
     expect(() => requireCalibration(handCalibration(DIMS, {}), 'compresskv', ['retrieval', 'layerError'])).toThrow(/compresskv needs the calibration section\(s\) retrieval, layerError/);
+  });
+});
+
+describe('calibration format: the projections section', () => {
+  const withBases = () =>
+    projectionCalibration(
+      DIMS,
+      (side, l, h) => basisJson(rotationBasis(4, 1 + l * 4 + h * 2 + (side === 'values' ? 1 : 0)), [4.5, 2.25, 1.125, 0.1234567], [0.1, 0.2, 0.3, 0.4]),
+      (side, l) => basisJson(rotationBasis(8, 30 + l), undefined, [1, 2, 3, 4, 5, 6, 7, 8]),
+    );
+
+  it('round-trips at 6 significant digits; the loaded bases are re-orthonormalized exactly', () => {
+    const cal = withBases();
+    const back = parseCalibration(JSON.parse(serializeCalibration(cal)));
+    const p = back.projections!;
+    expect(p.headDim).toBe(4);
+    expect(p.values[1][0].eigenvalues).toEqual([4.5, 2.25, 1.125, 0.123457]);
+    p.keys[1][1].components.flat().forEach((x, i) => expect(x).toBeCloseTo(cal.projections!.keys[1][1].components.flat()[i], 6));
+    const rounded = Float64Array.from(p.joint!.keysPost[1].components.flat());
+    expect(orthonormalityError(rounded, 8)).toBeGreaterThan(0);
+    expect(orthonormalityError(basisOf(p.joint!.keysPost[1]).components, 8)).toBeLessThan(1e-14);
+    expect(basisOf(p.joint!.keysPost[1])).toBe(basisOf(p.joint!.keysPost[1]));
+    // no joint bases is a valid section (headmerge then refuses)
+    const { joint: _joint, ...perHead } = cal.projections!;
+    expect(parseCalibration(JSON.parse(serializeCalibration({ ...cal, projections: perHead }))).projections!.joint).toBeUndefined();
+  });
+
+  it('names what is wrong: shapes, finiteness, order of the eigenvalues, orthonormality', () => {
+    const good = JSON.parse(serializeCalibration(withBases()));
+    const broken = (edit: (p: ProjectionCalibration) => void) => {
+      const copy = JSON.parse(JSON.stringify(good));
+      edit(copy.projections);
+      return () => parseCalibration(copy);
+    };
+    expect(broken((p) => p.keys.pop())).toThrow('calibration.json: projections.keys must have 2 layers, has 1');
+    expect(broken((p) => p.values[0].pop())).toThrow('projections.values[0] must have 2 KV heads, has 1');
+    expect(broken((p) => (p.headDim = 3))).toThrow('projections.keys[0][0].mean must have 3 values, has 4');
+    expect(broken((p) => ((p.keys[1][0].components[2] as unknown[])[1] = 'x'))).toThrow('projections.keys[1][0].components[2][1] must be a finite number');
+    expect(broken((p) => (p.keys[0][1].eigenvalues = [1, 2, 0.5, 0]))).toThrow('projections.keys[0][1].eigenvalues must be in descending order');
+    expect(broken((p) => (p.values[0][1].eigenvalues = [1, 0.5, 0, -1]))).toThrow('projections.values[0][1].eigenvalues[3] must be ≥ 0');
+    expect(broken((p) => (p.keys[0][0].components[1] = p.keys[0][0].components[0]))).toThrow(/projections.keys\[0\]\[0\].components must be orthonormal \(max \|UUᵀ − I\| = 1\.00 > 0\.001\)/);
+    expect(broken((p) => p.joint!.values[1].mean.pop())).toThrow('projections.joint.values[1].mean must have 8 values, has 7');
+    expect(broken((p) => Reflect.deleteProperty(p.joint!, 'keysPost'))).toThrow('projections.joint.keysPost is missing');
+    expect(broken((p) => Reflect.deleteProperty(p, 'rows'))).toThrow('projections.rows is missing');
   });
 });
 
@@ -144,5 +190,9 @@ describe('the shipped calibration', () => {
     expect(cal.model.id).toBe('kvscope-llama-8l');
     expect(cal.razor && cal.retrieval && cal.layerError).toBeTruthy();
     expect(cal.layerError!.normalized.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 4);
+    // PCA bases per layer × KV head (32 wide) and joint over both KV heads (64 wide)
+    const p = cal.projections!;
+    expect([p.headDim, p.keys.length, p.keys[0].length, p.joint!.keys[0].mean.length]).toEqual([32, 8, 2, 64]);
+    expect(p.rows).toBe(p.prompts * p.tokens);
   });
 });

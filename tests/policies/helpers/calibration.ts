@@ -2,6 +2,8 @@
 import { expect } from 'vitest';
 import { computeCalibration } from '../../../engine/calibration/compute.ts';
 import { calibrationModel, type Calibration } from '../../../engine/calibration/format.ts';
+import type { PcaBasisJson } from '../../../engine/calibration/projections.ts';
+import { orthonormalize } from '../../../engine/quant/pca.ts';
 import type { Manifest } from '../../../engine/model/manifest.ts';
 import type { PolicyContext } from '../../../engine/policies/types.ts';
 import { Session } from '../../../engine/session.ts';
@@ -54,6 +56,40 @@ export function handCalibration(
   return calibration;
 }
 
+/** A deterministic orthonormal basis of `dim` (rows): Gram–Schmidt of a seeded pseudo-random matrix. */
+export function rotationBasis(dim: number, seed: number): number[][] {
+  let state = seed >>> 0;
+  const m = Float64Array.from({ length: dim * dim }, () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state / 2 ** 32 - 0.5;
+  });
+  orthonormalize(m, dim);
+  return Array.from({ length: dim }, (_, j) => Array.from(m.subarray(j * dim, (j + 1) * dim)));
+}
+
+/** A stored basis: components (rows), eigenvalues (default dim − j), mean (default 0). */
+export function basisJson(components: number[][], eigenvalues?: number[], mean?: number[]): PcaBasisJson {
+  const dim = components.length;
+  return { components, eigenvalues: eigenvalues ?? components.map((_, j) => dim - j), mean: mean ?? new Array<number>(dim).fill(0) };
+}
+
+/**
+ * A hand-made calibration with a projections section: per layer × KV head bases from `head`,
+ * joint (all KV heads) bases from `joint` when given.
+ */
+export function projectionCalibration(
+  dims: Dims,
+  head: (side: 'keys' | 'values', layer: number, kvHead: number) => PcaBasisJson,
+  joint?: (side: 'keys' | 'keysPost' | 'values', layer: number) => PcaBasisJson,
+): Calibration {
+  const calibration = handCalibration(dims, {});
+  const grid = (side: 'keys' | 'values') => Array.from({ length: dims.nLayers }, (_, l) => Array.from({ length: dims.nKvHeads }, (_, h) => head(side, l, h)));
+  const layers = (side: 'keys' | 'keysPost' | 'values') => Array.from({ length: dims.nLayers }, (_, l) => joint!(side, l));
+  calibration.projections = { prompts: 1, tokens: 8, seed: 1, rows: 8, headDim: dims.headDim, keys: grid('keys'), values: grid('values') };
+  if (joint) calibration.projections.joint = { keys: layers('keys'), keysPost: layers('keysPost'), values: layers('values') };
+  return calibration;
+}
+
 export function calibratedContext(calibration: Calibration, dims: Dims = DIMS): PolicyContext {
   return { ...contextFor(dims), calibration };
 }
@@ -70,6 +106,7 @@ export function tinyCalibration(): Promise<Calibration> {
       probe: { repeatLength: 40 },
       retrieval: { trials: 2, targetTokens: 160, requireSuccess: false },
       layerError: { prompts: 1, promptTokens: 96, decodeTokens: 8, budget: 32 },
+      projections: { prompts: 2, tokens: 160 },
     });
   })();
   return tiny;

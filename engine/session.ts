@@ -69,6 +69,11 @@ export interface SessionOptions {
    * the model's manifest: a calibration of another model or graph throws CalibrationError.
    */
   calibration?: Calibration | null;
+  /**
+   * keep the newest token's post-RoPE queries of every forward for views (lastQueries(): the
+   * quantization error view's attention-score error); the graph computes them anyway. Default false.
+   */
+  keepQueries?: boolean;
 }
 
 export interface PrefillOptions {
@@ -118,6 +123,8 @@ export interface SessionSnapshot {
   policy: { specs: PolicySpec[]; state: JsonValue };
   sampler: SamplerState;
   traceLength: number;
+  /** lastQueries() at the snapshot (sessions with keepQueries only) */
+  queries?: Float32Array[] | null;
 }
 
 const DEFAULT_PREFILL_CHUNK = 128;
@@ -134,6 +141,7 @@ export class Session {
   readonly prefillChunk: number;
   readonly registry: readonly PolicyDefinition[];
   readonly calibration: Calibration | null;
+  readonly keepQueries: boolean;
   private trace_: TraceRecorder;
   private chain: PolicyChain;
   private sampler: Sampler;
@@ -141,6 +149,8 @@ export class Session {
   private nextPosition = 0;
   private stepCount_ = 0;
   private pendingLogits: Float32Array | null = null;
+  /** [layer] the newest token's queries [nHeads × headDim] (keepQueries), null before any forward */
+  private queries_: Float32Array[] | null = null;
 
   constructor(model: EngineModel, options: SessionOptions = {}) {
     this.model = model;
@@ -155,6 +165,7 @@ export class Session {
     this.registry = options.registry ?? POLICIES;
     if (options.calibration) checkCalibration(options.calibration, manifest);
     this.calibration = options.calibration !== undefined ? options.calibration : (model.calibration ?? null);
+    this.keepQueries = options.keepQueries ?? false;
     this.chain = new PolicyChain(this.parsePolicy(options.policy ?? 'full'), this.policyContext(), this.registry);
     this.sampler = new Sampler(options.sampler);
     const traceOptions: TraceOptions = { ...DEFAULT_TRACE_OPTIONS, ...options.trace };
@@ -220,6 +231,13 @@ export class Session {
   memory(): MemoryReport {
     return this.cache.memory();
   }
+  /**
+   * Per layer, the post-RoPE query of the newest token fed, [nHeads × headDim] (query head h in
+   * row h); null unless the session keeps queries (SessionOptions.keepQueries) and has run a forward. Do not mutate.
+   */
+  lastQueries(): readonly Float32Array[] | null {
+    return this.queries_;
+  }
   /** Readable piece of a token (tokenizer.tokenPiece, or "#id" without a tokenizer). */
   piece(id: number): string {
     return this.model.tokenizer?.tokenPiece(id) ?? `#${id}`;
@@ -279,10 +297,11 @@ export class Session {
         positionIds: positions,
         layers: feeds,
         attention: needs.attention || window > 0,
-        queries: needs.queries && window > 0,
+        queries: (needs.queries && window > 0) || (this.keepQueries && start + q >= n),
       });
       forwardMs += now() - t0;
       chunks++;
+      if (this.keepQueries && result.queries) this.queries_ = newestQueries(result.queries, q, this.dims.nHeads, this.dims.headDim);
       this.cache.appendForward(result.keys, result.values, q, positions, this.tokenIds.length);
       for (const id of chunkIds) this.tokenIds.push(id);
       this.nextPosition += q;
@@ -362,9 +381,10 @@ export class Session {
       positionIds: [position],
       layers: feeds,
       attention: wantAttention,
-      queries: needs.queries,
+      queries: needs.queries || this.keepQueries,
     });
     const forwardMs = now() - t0;
+    if (this.keepQueries && result.queries) this.queries_ = newestQueries(result.queries, 1, this.dims.nHeads, this.dims.headDim);
     this.cache.appendForward(result.keys, result.values, 1, [position], tokenIndex);
     this.tokenIds.push(token);
 
@@ -483,6 +503,7 @@ export class Session {
       sampler: this.sampler.getState(),
       policy: this.chain.getState('session'),
       trace: this.trace_.length,
+      queries: this.queries_,
     };
     this.cache.begin();
     try {
@@ -498,6 +519,7 @@ export class Session {
       this.sampler = Sampler.fromState(saved.sampler);
       this.chain.setState(saved.policy);
       this.trace_.truncate(saved.trace);
+      this.queries_ = saved.queries;
       throw error;
     }
   }
@@ -514,6 +536,7 @@ export class Session {
       policy: { specs: this.chain.specs.map((spec) => ({ id: spec.id, params: { ...spec.params } })), state: this.chain.getState('session') },
       sampler: this.sampler.getState(),
       traceLength: this.trace_.length,
+      ...(this.keepQueries ? { queries: this.queries_?.map((q) => q.slice()) ?? null } : {}),
     };
   }
 
@@ -531,6 +554,7 @@ export class Session {
     this.stepCount_ = snapshot.stepCount;
     this.pendingLogits = snapshot.pendingLogits ? snapshot.pendingLogits.slice() : null;
     this.trace_.truncate(snapshot.traceLength);
+    this.queries_ = snapshot.queries?.map((q) => q.slice()) ?? null;
   }
 
   /** An independent session continuing from here: same model (shared graph), copied state and trace. */
@@ -542,6 +566,7 @@ export class Session {
       trace: this.trace_.options,
       registry: this.registry,
       calibration: this.calibration,
+      keepQueries: this.keepQueries,
     });
     copy.trace_ = this.trace_.clone();
     copy.restore(this.snapshot());
@@ -558,6 +583,7 @@ export class Session {
     this.stepCount_ = 0;
     this.pendingLogits = null;
     this.trace_.truncate(0);
+    this.queries_ = null;
   }
 
   // ---- helpers --------------------------------------------------------------------------------
@@ -573,6 +599,13 @@ export class Session {
   private takePosition(applied: AppliedDecision, fallback?: number): void {
     this.nextPosition = applied.nextPosition ?? fallback ?? this.nextPosition;
   }
+}
 
-
+/** Per layer, the last of `q` query rows of every head: [H, q, D] → [H, D]. */
+function newestQueries(queries: readonly Float32Array[], q: number, nHeads: number, headDim: number): Float32Array[] {
+  return queries.map((layer) => {
+    const rows = new Float32Array(nHeads * headDim);
+    for (let h = 0; h < nHeads; h++) rows.set(layer.subarray((h * q + q - 1) * headDim, (h * q + q) * headDim), h * headDim);
+    return rows;
+  });
 }

@@ -11,6 +11,11 @@ function pct(x: number): string {
   return `${Math.round(100 * x)}%`;
 }
 
+/** Bits per element of the full cache's tokens the policy spends: 32 (fp32) × bytes held / full bytes. */
+function effectiveBits(memoryRatio: number): string {
+  return (32 * memoryRatio).toFixed(1);
+}
+
 function rowFor(rows: readonly EvalRow[], budget: number | null): EvalRow | undefined {
   return rows.find((r) => r.budget === budget);
 }
@@ -48,12 +53,13 @@ export function formatEvalReport(report: EvalReport): string {
       out.push('evaluated as given:');
       out.push(
         ...table(
-          ['spec', 'perplexity', 'entries/head', 'memory', 'ms/step fwd', 'policy'],
+          ['spec', 'perplexity', 'entries/head', 'memory', 'bits/element', 'ms/step fwd', 'policy'],
           asGiven.map((r) => [
             r.spec,
             r.ppl!.perplexity.toFixed(2),
             r.ppl!.entries.mean.toFixed(0),
             pct(r.ppl!.memoryRatio.mean),
+            effectiveBits(r.ppl!.memoryRatio.mean),
             r.ppl!.msPerStep.forward.toFixed(2),
             r.ppl!.msPerStep.policy.toFixed(2),
           ]),
@@ -79,7 +85,18 @@ export function formatEvalReport(report: EvalReport): string {
     if (asGiven.length) {
       out.push('');
       out.push('evaluated as given:');
-      out.push(...table(['spec', 'accuracy', 'entries/head'], asGiven.map((r) => [r.spec, `${pct(r.needle!.accuracy)} (${r.needle!.correct}/${r.needle!.trials})`, r.needle!.entries.mean.toFixed(0)])));
+      out.push(
+        ...table(
+          ['spec', 'accuracy', 'entries/head', 'memory', 'bits/element'],
+          asGiven.map((r) => [
+            r.spec,
+            `${pct(r.needle!.accuracy)} (${r.needle!.correct}/${r.needle!.trials})`,
+            r.needle!.entries.mean.toFixed(0),
+            pct(r.needle!.memoryRatio.mean),
+            effectiveBits(r.needle!.memoryRatio.mean),
+          ]),
+        ),
+      );
     }
     out.push('');
     out.push(`by prompt length (rows) × needle depth (columns ${s.depths.join(' ')}): correct of ${s.trials}`);

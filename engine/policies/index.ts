@@ -13,9 +13,17 @@ import { compressKvPolicy } from './compresskv.ts';
 import { laCachePolicy } from './lacache.ts';
 import { d2oPolicy } from './d2o.ts';
 import { minicachePolicy } from './minicache.ts';
+import { pcaPolicy } from './pca.ts';
+import { headmergePolicy } from './headmerge.ts';
 import { chelseaPolicy } from './chelsea.ts';
 import { emsPolicy } from './ems.ts';
+import { gearPolicy } from './gear.ts';
+import { cskvPolicy } from './cskv.ts';
+import { cachegenPolicy } from './cachegen.ts';
+import { kiviPolicy } from './kivi.ts';
 import { kvmergerPolicy } from './kvmerger.ts';
+import { mikvPolicy } from './mikv.ts';
+import { thinkPolicy } from './think.ts';
 import type { PolicyDefinition } from './types.ts';
 import { windowPolicy } from './window.ts';
 
@@ -36,6 +44,14 @@ export const POLICIES: readonly PolicyDefinition[] = [
   emsPolicy,
   kvmergerPolicy,
   // quantization, channels, low rank, encoding
+  pcaPolicy,
+  headmergePolicy,
+  gearPolicy,
+  cskvPolicy,
+  kiviPolicy,
+  mikvPolicy,
+  cachegenPolicy,
+  thinkPolicy,
 ];
 
 export function findPolicy(id: string, registry: readonly PolicyDefinition[] = POLICIES): PolicyDefinition | undefined {

@@ -29,6 +29,14 @@ const COMPOSITIONS = [
   // merging after eviction, as MiniCache composes; start=0 pairs the fixture's two layers
   'streaming:sinks=2,recent=14 + minicache:start=0,recent=2,block=2',
   'minicache:start=0,retain_by=joint',
+  // quantizing what an eviction keeps; G and R small enough to flush key blocks on the fixture
+  'h2o:heavy=8,recent=8 + kivi:group=4,residual=8',
+  // channel pruning after a token selection; window/recent small enough to prune on the fixture
+  'snapkv:budget=24,window=4 + think:ratio=0.4,window=8,recent=8,block=2,decode=prune',
+  // encoding chunks while decoding (the default chunk of 256 fills only at the fixture's full context)
+  'streaming:sinks=2,recent=14 + cachegen:chunk=8',
+  // quantizing after channel pruning; GEAR blocks small enough to compress while decoding
+  'think:ratio=0.5,window=4,recent=4 + gear:group=8,block=8',
 ];
 
 /** Each registered method at budget 16 (eval/budgets.ts), or with its defaults when it has no budget. */

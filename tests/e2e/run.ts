@@ -599,6 +599,88 @@ const tests: TestCase[] = [
       if (after) assertEqual(await litTokens(), after.origins, 'after a step the lit tokens are those of the entry now holding the picked token');
     },
   },
+  {
+    name: 'quant view: kivi applied live, step: the error maps and the effective-bits gauge show real numbers; switching layer and step updates it',
+    timeoutMs: 150_000,
+    async fn({ page, server }) {
+      type Shown = { quant: { layer: number; step: number; source: string; bits: { whole: number }; codecs: { name: string }[] } | null; layer: number };
+      const shown = () =>
+        page.evaluate(() => {
+          const app = (globalThis as unknown as { __kvscope: Shown }).__kvscope;
+          const q = app.quant;
+          return { layer: app.layer, quant: q ? { layer: q.layer, step: q.step, source: q.source, bits: q.bits.whole, codecs: q.codecs.map((c) => c.name) } : null };
+        });
+      const text = async (testid: string) => ((await page.textContent(`[data-testid="${testid}"]`)) ?? '').replace(/\s+/g, ' ');
+      await page.goto(`${server.url}/`);
+      await waitReady(page);
+      // the full cache quantizes nothing: the view says what to do, naming the registered methods
+      await page.waitForSelector('[data-testid="quant-empty"]');
+      const empty = await text('quant-empty');
+      assert(/Pick a quantization method such as .*kivi/.test(empty), `the empty state names quantization methods (${empty})`);
+      assertEqual(Number(await page.getAttribute('[data-testid="quant-gauge"]', 'data-bits')), 32, 'a plain cache stores 32 bits per element');
+
+      const spec = page.locator('[data-testid="policy-spec"]');
+      await spec.fill('kivi:bits=2,group=8,residual=16');
+      await page.keyboard.press('Enter');
+      await page.waitForSelector('[data-testid="switch-marker"]');
+      await waitIdle(page);
+      for (let i = 1; i <= 2; i++) {
+        await page.click('[data-testid="step"]');
+        await waitTokens(page, i);
+        await waitIdle(page);
+      }
+      await page.waitForFunction(() => /step 1/.test(document.querySelector('[data-testid="quant-summary"]')?.textContent ?? ''));
+      await page.waitForSelector('[data-testid="quant-heatmap-k"]');
+      await page.waitForTimeout(200);
+      const summary = await text('quant-summary');
+      assert(/layer 0, KV head 0 · step 1 · \d+ entries held of \d+ tokens · \d+ re-encoded \(kivi-/.test(summary), `summary (${summary})`);
+      const live = (await shown()).quant!;
+      assertEqual(live.source, 'live', 'the newest step is measured against the exact K/V');
+      const bits = Number(await page.getAttribute('[data-testid="quant-gauge"]', 'data-bits'));
+      assert(bits > 2 && bits < 32, `the gauge shows fewer bits than fp32 (${bits})`);
+      assert(/bits per stored element \(fp32 = 32, fp16 = 16\) · K [\d.]+ · V [\d.]+/.test(await text('quant-gauge')), 'the gauge splits K and V');
+      for (const part of ['k', 'v']) {
+        const map = await canvasStats(page, `quant-heatmap-${part}`);
+        assert(map.inked > 500 && map.colours > 8, `the ${part.toUpperCase()} error map is drawn (${JSON.stringify(map)})`);
+        const max = Number(await page.getAttribute(`[data-testid="quant-heatmap-${part}"]`, 'data-max'));
+        assert(max > 0 && Number.isFinite(max), `the ${part.toUpperCase()} map has a real error scale (${max})`);
+      }
+      assert(/‖o − ô‖ \/ ‖o‖ = [\d.e-]+/.test(await text('quant-output-error')), 'the attention output error is shown');
+      assert(((await page.getAttribute('[data-testid="quant-attention-stored"]', 'd')) ?? '').startsWith('M'), 'the attention with the codec is drawn');
+      await page.screenshot({ path: join(RESULTS_DIR, 'quant-view.png'), fullPage: true });
+
+      // the keyboard reads a cell; the toggle is a radio
+      await page.focus('[data-testid="quant-heatmap-k"]');
+      await page.keyboard.press('ArrowRight');
+      await page.keyboard.press('ArrowDown');
+      assert(/keys channel 1: x − x̂ /.test(await text('quant-readout-k')), `the readout names the cell (${await text('quant-readout-k')})`);
+      assertEqual(await tokenCount(page), 2, 'arrow keys on the map do not step');
+      const absMax = Number(await page.getAttribute('[data-testid="quant-heatmap-k"]', 'data-max'));
+      await page.check('[data-testid="quant-mode-relative"]');
+      await page.waitForFunction(() => /RMS of the exact vector/.test(document.querySelector('[data-testid="quant-map-k"]')?.textContent ?? ''));
+      assert(Number(await page.getAttribute('[data-testid="quant-heatmap-k"]', 'data-max')) !== absMax, 'the relative map has its own scale');
+
+      // switching layer (a per-layer bar is a button) updates the view
+      const before = await page.getAttribute('[data-testid="quant-heatmap-v"]', 'data-max');
+      await page.click('[data-testid="quant-layer"][data-layer="3"]');
+      await page.waitForFunction(() => /^\s*layer 3, KV head 0/.test(document.querySelector('[data-testid="quant-summary"]')?.textContent ?? ''));
+      assertEqual((await shown()).layer, 3, 'the bar selects the layer for the whole page');
+      assertEqual(await page.inputValue('[data-testid="layer-select"]'), '3', 'the layer selector follows');
+      await page.waitForTimeout(200);
+      const other = await canvasStats(page, 'quant-heatmap-v');
+      assert(other.inked > 500, `layer 3's V map is drawn (${JSON.stringify(other)})`);
+      assert((await page.getAttribute('[data-testid="quant-heatmap-v"]', 'data-max')) !== before, 'layer 3 has its own errors');
+
+      // an older step: what the trace recorded, and the view says so
+      await page.locator('[data-testid="token"]').first().click();
+      await page.waitForSelector('[data-testid="quant-limits"]');
+      assert(/From the trace: per-channel error.*newest step of a live session only/.test(await text('quant-limits')), 'an older step says what it lacks');
+      assertEqual((await shown()).quant?.source, 'trace', 'step 0 is packed from the trace');
+      assert((await page.locator('[data-testid="quant-heatmap-k"]').count()) === 0, 'no per-channel map at an older step');
+      await page.click('[data-testid="follow"]');
+      await page.waitForSelector('[data-testid="quant-heatmap-k"]');
+    },
+  },
 ];
 
 const failed = await runTests([...tests, ...LAB_TESTS]);

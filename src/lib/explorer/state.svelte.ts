@@ -28,6 +28,7 @@ import type {
   PolicyInfo,
   PrefillView,
   PromptView,
+  QuantView,
   ReferenceView,
   SamplerSettings,
   ScoreGrid,
@@ -54,6 +55,7 @@ import {
   withoutMember,
 } from './policy-choice.ts';
 import { MergeViewState, type MergePick, type TokenHighlight } from './merge-view.svelte.ts';
+import { QuantViewState } from './quant-view.svelte.ts';
 
 /** What the page keeps of every step (compact; `topK` is dropped: it equals the previous step's `next`). */
 export type StepRecord = Omit<StepView, 'attention' | 'attentionTopOnly' | 'cacheMap' | 'topK' | 'scores'>;
@@ -186,6 +188,8 @@ export class ExplorerState {
   private tokenizeSeq = 0;
   /** the merge view of the shown step and head, and what it picked (merge-view.svelte.ts) */
   private readonly mergeView: MergeViewState;
+  /** the quantization error view of the shown step and head (quant-view.svelte.ts) */
+  private readonly quantView: QuantViewState;
 
   constructor(
     readonly client: EngineClient,
@@ -194,6 +198,11 @@ export class ExplorerState {
   ) {
     client.onCrash = (message) => this.crashed(message);
     this.mergeView = new MergeViewState(
+      client,
+      () => ({ step: this.currentStep, layer: this.layer, kvHead: this.kvHead }),
+      (error) => this.fail(error),
+    );
+    this.quantView = new QuantViewState(
       client,
       () => ({ step: this.currentStep, layer: this.layer, kvHead: this.kvHead }),
       (error) => this.fail(error),
@@ -384,6 +393,25 @@ export class ExplorerState {
     this.mergeView.want({ session: this.session, steps: this.steps.length, step: this.currentStep, layer: this.layer, kvHead: this.kvHead });
   }
 
+  // ---- quantization error (quant-view.svelte.ts) ----
+
+  get quant(): QuantView | null {
+    return this.quantView.view;
+  }
+  get quantError(): string | null {
+    return this.quantView.error;
+  }
+  get quantCurrent(): boolean {
+    return this.quantView.current;
+  }
+
+  /** Asks the worker for the quantization error view of the shown step and head when they changed. */
+  ensureQuant(): void {
+    const rebuilding = this.activity === 'prefilling' || this.activity === 'rewinding' || this.activity === 'switching' || this.activity === 'importing';
+    if (!this.session || !this.promptView || rebuilding) return;
+    this.quantView.want({ session: this.session, steps: this.steps.length, step: this.currentStep, layer: this.layer, kvHead: this.kvHead });
+  }
+
   // ---- model ----
 
   async load(): Promise<void> {
@@ -476,6 +504,7 @@ export class ExplorerState {
     this.inspected = null;
     this.inspecting = null;
     this.mergeView.clear();
+    this.quantView.clear();
     this.ringVersion++;
   }
 
@@ -633,6 +662,7 @@ export class ExplorerState {
       this.session = rewound.state;
       // a merge view of a step that is gone must not come back (a newer request follows)
       this.mergeView.dropPending();
+      this.quantView.dropPending();
       this.selected = null;
       this.lastStop = null;
       if (rewound.state.policy !== this.activePolicy) {

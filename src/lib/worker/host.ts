@@ -36,6 +36,8 @@ import {
   TraceViews,
 } from './pack.ts';
 import { mergeViewAt } from './pack-merges.ts';
+import { quantViewAt } from './pack-quant.ts';
+import { quantTransferables, type QuantView } from './quant-protocol.ts';
 import {
   viewTransferables,
   type CacheStats,
@@ -162,6 +164,9 @@ export class EngineHost {
       // Packed from the trace alone and cheap: answered at once, also between the steps of a run.
       case 'merges':
         this.guard(command.id, async () => this.merges(command.id, command.step, command.layer, command.kvHead));
+        return;
+      case 'quant':
+        this.guard(command.id, async () => this.quant(command.id, command.step, command.layer, command.kvHead));
         return;
       // A replay needs no model: it must not wait behind a model that is still downloading.
       case 'import-trace':
@@ -426,6 +431,8 @@ export class EngineHost {
       policy: spec,
       sampler: { temperature: sampler.temperature, topK: sampler.topK, topP: sampler.topP, seed: sampler.seed },
       trace: { fullSteps: this.deps.fullSteps ?? 64, topTokens: TOP_TOKENS, attentionTop: 8, attention: true },
+      // the quantization error view scores the current query against the exact and the stored keys
+      keepQueries: true,
     });
     const t0 = performance.now();
     const result = await session.prefill(ids);
@@ -674,6 +681,26 @@ export class EngineHost {
       view = mergeViewAt(session.trace.all(), (count) => this.held(session, count), step, layer, kvHead);
     }
     this.post({ type: 'merges', id, view });
+  }
+
+  /**
+   * The quantization error view of one head after step `step`: at the live session's newest step
+   * measured against the store's exact K/V, else (older steps, an imported trace) from the trace.
+   */
+  private async quant(id: number, step: number, layer: number, kvHead: number): Promise<void> {
+    let view: QuantView;
+    if (this.replay) {
+      const views = this.replay.views;
+      view = quantViewAt(views.events, (count) => views.timeline.at(views.events, count), step, layer, kvHead, null);
+    } else {
+      const session = this.requireSession();
+      // answered outside the queue: a step may be half done (its forward awaited, the cache appended
+      // to, the trace not yet written); the store matches the trace again once its transaction closes
+      while (session.cache.inTransaction) await yieldToEventLoop();
+      const live = { cache: session.cache, queries: session.lastQueries(), groupSize: session.dims.groupSize };
+      view = quantViewAt(session.trace.all(), (count) => this.held(session, count), step, layer, kvHead, live);
+    }
+    this.post({ type: 'quant', id, view }, quantTransferables(view));
   }
 
   private async exportTrace(id: number): Promise<void> {

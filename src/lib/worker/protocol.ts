@@ -3,7 +3,7 @@
  *
  * Commands go in, each with a numeric `id`. Every command is answered by exactly one *reply*
  * event carrying the same id (`ready`, `tokenized`, `started`, `done`, `rewound`, `policy`,
- * `inspected`, `merges`, `trace`, `imported`, `reference`, `ack` or `error`). Long commands also stream *progress* (`load`) or
+ * `inspected`, `merges`, `quant`, `trace`, `imported`, `reference`, `ack` or `error`). Long commands also stream *progress* (`load`) or
  * *step* (`step`, `run`) events with that id before their reply.
  *
  * Only plain data crosses the boundary; big matrices travel as transferable typed arrays
@@ -14,6 +14,9 @@ import type { Citation, ParamSpec, ParamValue, PolicyNeeds, ProtectedHeads } fro
 import type { MemoryReport } from '../../../engine/cache/store.ts';
 import type { TokenProb, TraceModel } from '../../../engine/trace/schema.ts';
 import { LAB_STREAM_EVENTS, type LabCommand, type LabEvent } from './lab-protocol.ts';
+import type { QuantView } from './quant-protocol.ts';
+
+export type * from './quant-protocol.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -85,6 +88,12 @@ export type Command =
    * is answered at once, also while a run goes on
    */
   | { type: 'merges'; id: number; step: number; layer: number; kvHead: number }
+  /**
+   * the quantization error view of one layer × KV head after decode step `step` (−1: after the
+   * prompt): measured against the exact K/V at the newest step of a live session, else what the
+   * trace recorded (quant-protocol.ts); answered at once like `merges`
+   */
+  | { type: 'quant'; id: number; step: number; layer: number; kvHead: number }
   | { type: 'export-trace'; id: number }
   /**
    * reads an exported trace and answers `imported`: from then on `inspect` and `export-trace` serve
@@ -467,6 +476,7 @@ export type EngineEvent =
     }
   | { type: 'inspected'; id: number; view: StepView }
   | { type: 'merges'; id: number; view: MergeView }
+  | { type: 'quant'; id: number; view: QuantView }
   | { type: 'trace'; id: number; json: string; fileName: string }
   | { type: 'imported'; id: number; trace: ImportedTraceView }
   | { type: 'reference'; id: number; on: boolean; state: SessionState }

@@ -10,8 +10,6 @@ import type { ProjectionCalibration } from '../calibration/projections.ts';
 import { project, reconstruct, type PcaBasis } from '../quant/pca.ts';
 import type { PolicyContext } from '../policies/types.ts';
 
-export const BYTES_PER_FLOAT32 = 4;
-
 /**
  * The `projections` section for `policyId`, checked against the model's dimensions (a clear
  * CalibrationError when missing, stale or computed for another shape); `joint` also requires the
@@ -77,16 +75,4 @@ export function encodeRow(basis: PcaBasis, rank: number, x: ArrayLike<number>, o
   project(basis, x, offset, rank, scratch);
   for (let j = 0; j < rank; j++) scratch[j] = Math.fround(scratch[j]);
   reconstruct(basis, scratch, 0, rank, out, outOffset);
-}
-
-/** ‖x − x̂‖ / ‖x‖ over `d` values (0 for a zero vector reconstructed exactly). */
-export function relativeError(x: ArrayLike<number>, xOffset: number, approx: ArrayLike<number>, aOffset: number, d: number): number {
-  let diff = 0;
-  let norm = 0;
-  for (let i = 0; i < d; i++) {
-    const a = x[xOffset + i];
-    diff += (a - approx[aOffset + i]) ** 2;
-    norm += a * a;
-  }
-  return norm > 0 ? Math.sqrt(diff / norm) : Math.sqrt(diff);
 }

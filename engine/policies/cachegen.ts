@@ -36,13 +36,12 @@
  */
 import type { CodecGroup, EntryCodec, Reencode } from '../cache/decision.ts';
 import type { PolicyCache } from '../cache/view.ts';
-import { blockBytes, decodeBlock, encodeBlock } from '../quant/kv-bitstream.ts';
-import { relativeL2 } from '../quant/quantize.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import type { Transform } from '../pipeline/stages.ts';
+import { FLOAT32_BYTES } from '../quant/half.ts';
+import { blockBytes, decodeBlock, encodeBlock } from '../quant/kv-bitstream.ts';
+import { relativeL2 } from '../quant/quantize.ts';
 import { floatParam, intParam } from './types.ts';
-
-const BYTES_PER_FLOAT32 = 4;
 
 export interface CacheGenOptions {
   /** entries per encoded block */
@@ -155,7 +154,7 @@ function encodeChunk(cache: PolicyCache, options: CacheGenOptions, prefix: strin
   sums.v[1] += ve[1];
   sums.kBytes += group.kBytes;
   sums.vBytes += group.vBytes;
-  sums.raw += 2 * chunk * d * BYTES_PER_FLOAT32;
+  sums.raw += 2 * chunk * d * FLOAT32_BYTES;
   sums.elements += chunk * d;
   const report: BlockReport = { layer: l, kvHead: h, group: id, firstToken: first, lastToken: last, kBytes: group.kBytes, vBytes: group.vBytes, kError: rel(ke), vError: rel(ve) };
   return { group, reencode, report };

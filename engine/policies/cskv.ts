@@ -43,13 +43,11 @@ import { PolicySpecError } from '../errors.ts';
 import type { Rope } from '../model/rope.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import type { StageEnv, Transform } from '../pipeline/stages.ts';
-import { roundHalf } from '../quant/half.ts';
+import { FLOAT32_BYTES, roundHalf } from '../quant/half.ts';
 import { derivedSeed, rightSingularBasis } from '../quant/low-rank.ts';
 import { metadataBytes, quantizeBlock, relativeL2 } from '../quant/quantize.ts';
 import type { JsonValue } from '../types.ts';
 import { enumParam, floatParam, intParam } from './types.ts';
-
-const FP32_BYTES = 4;
 
 export type CskvKeys = 'pre_rope' | 'post_rope';
 
@@ -190,8 +188,8 @@ export function cskvTransform(options: CskvOptions): Transform & { readonly base
           }
           draft.groups.push({
             id: basis.group,
-            kBytes: options.kRank * d * FP32_BYTES,
-            vBytes: options.vRank * d * FP32_BYTES,
+            kBytes: options.kRank * d * FLOAT32_BYTES,
+            vBytes: options.vRank * d * FLOAT32_BYTES,
             label: `CSKV bases (key rank ${options.kRank}, value rank ${options.vRank}, fp32) of layer ${l}, KV head ${h}`,
           });
           const codec = codecOf(d, basis.group);

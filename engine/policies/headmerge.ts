@@ -39,10 +39,12 @@ import type { PolicyCache } from '../cache/view.ts';
 import { basisOf, singularValues, type ProjectionCalibration } from '../calibration/projections.ts';
 import type { Rope } from '../model/rope.ts';
 import type { ReadonlyFloat32Array } from '../types.ts';
-import { BYTES_PER_FLOAT32, encodableEntries, encodeRow, namesGroup, projectionsFor, rankDescription, relativeError, resolveRank } from '../pipeline/pca-codec.ts';
+import { encodableEntries, encodeRow, namesGroup, projectionsFor, rankDescription, resolveRank } from '../pipeline/pca-codec.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import type { Transform } from '../pipeline/stages.ts';
+import { FLOAT32_BYTES } from '../quant/half.ts';
 import type { PcaBasis } from '../quant/pca.ts';
+import { relativeL2 } from '../quant/quantize.ts';
 import { enumParam, floatParam, intParam } from './types.ts';
 
 export type RopeMode = 'pre' | 'post';
@@ -157,8 +159,8 @@ export function headmergeTransform(p: ProjectionCalibration, options: HeadMergeO
     const id = headmergeGroupId(prefix, l, kRank, vRank, options.rope);
     const group: CodecGroup = {
       id,
-      kBytes: k ? (W * kRank + W) * BYTES_PER_FLOAT32 : 0,
-      vBytes: v ? (W * vRank + W) * BYTES_PER_FLOAT32 : 0,
+      kBytes: k ? (W * kRank + W) * FLOAT32_BYTES : 0,
+      vBytes: v ? (W * vRank + W) * FLOAT32_BYTES : 0,
       label: `joint projection of layer ${l}'s ${H} KV heads (K rank ${kRank}, V rank ${vRank} of ${W}, keys ${options.rope}-RoPE)`,
     };
     const codecs = perHead((h): EntryCodec => ({
@@ -198,14 +200,14 @@ export function headmergeTransform(p: ProjectionCalibration, options: HeadMergeO
             const exact = rowsOf(keys, row);
             encodeJoint(plan.k.basis, kRank, exact, keyRope, row.map((i, h) => positions[h][i])).forEach((key, h) => {
               res[h].keys = key;
-              res[h].kError = relativeError(exact[h], 0, key, 0, d);
+              res[h].kError = relativeL2(exact[h], key, 0, d, 0);
             });
           }
           if (plan.v) {
             const exact = rowsOf(values, row);
             encodeJoint(plan.v.basis, vRank, exact, null, []).forEach((value, h) => {
               res[h].values = value;
-              res[h].vError = relativeError(exact[h], 0, value, 0, d);
+              res[h].vError = relativeL2(exact[h], value, 0, d, 0);
             });
           }
           res.forEach((re, h) => draft.layers[l][h].reencode.push(re));

@@ -36,10 +36,12 @@
  */
 import type { CodecGroup, EntryCodec, Reencode } from '../cache/decision.ts';
 import { basisOf, singularValues, type ProjectionCalibration } from '../calibration/projections.ts';
-import { BYTES_PER_FLOAT32, encodableEntries, encodeRow, namesGroup, projectionsFor, rankDescription, relativeError, resolveRank } from '../pipeline/pca-codec.ts';
+import { encodableEntries, encodeRow, namesGroup, projectionsFor, rankDescription, resolveRank } from '../pipeline/pca-codec.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import type { Transform } from '../pipeline/stages.ts';
+import { FLOAT32_BYTES } from '../quant/half.ts';
 import { rankForVariance, type PcaBasis } from '../quant/pca.ts';
+import { relativeL2 } from '../quant/quantize.ts';
 import { floatParam, intParam } from './types.ts';
 
 export interface PcaOptions {
@@ -86,8 +88,8 @@ function headPlan(p: ProjectionCalibration, prefix: string, l: number, h: number
     v,
     group: {
       id,
-      kBytes: k ? (d * rK + d) * BYTES_PER_FLOAT32 : 0,
-      vBytes: v ? (d * rV + d) * BYTES_PER_FLOAT32 : 0,
+      kBytes: k ? (d * rK + d) * FLOAT32_BYTES : 0,
+      vBytes: v ? (d * rV + d) * FLOAT32_BYTES : 0,
       label: `PCA basis and mean of layer ${l}, KV head ${h} (K rank ${rK}, V rank ${rV} of ${d})`,
     },
     codec: { name: 'pca', kBits: 32, vBits: 32, kElements: k ? rK : d, vElements: v ? rV : d, kMetaBytes: 0, vMetaBytes: 0, group: id, rank: rK },
@@ -100,12 +102,12 @@ function encodeEntry(plan: HeadPlan, keys: ArrayLike<number>, values: ArrayLike<
   if (plan.k) {
     re.keys = new Float32Array(d);
     encodeRow(plan.k.basis, plan.k.rank, keys, i * d, scratch, re.keys);
-    re.kError = relativeError(keys, i * d, re.keys, 0, d);
+    re.kError = relativeL2(keys, re.keys, i * d, d, 0);
   }
   if (plan.v) {
     re.values = new Float32Array(d);
     encodeRow(plan.v.basis, plan.v.rank, values, i * d, scratch, re.values);
-    re.vError = relativeError(values, i * d, re.values, 0, d);
+    re.vError = relativeL2(values, re.values, i * d, d, 0);
   }
   return re;
 }

@@ -1,7 +1,8 @@
 /**
  * PCA bases (the codec behind `pca` and `headmerge`, docs/calibration.md "projections"): the mean
- * and covariance of a set of rows, a symmetric eigendecomposition (cyclic Jacobi, deterministic:
- * d ≤ 64 here, so O(d³) per sweep is nothing), components sorted by eigenvalue, and the codec
+ * and covariance of a set of rows, a symmetric eigendecomposition (quant/eigen.ts's cyclic Jacobi,
+ * deterministic: d ≤ 64 here, so O(d³) per sweep is nothing), components sorted by eigenvalue,
+ * and the codec
  *
  *   c = (x − μ) U_r        (project: r coefficients)
  *   x̂ = μ + U_r c          (reconstruct)
@@ -15,6 +16,7 @@
  * vector), so U[:, j] = components[j·dim … j·dim + dim). Sign convention (for determinism across
  * runs and platforms): a component's entry of largest magnitude is positive.
  */
+import { symmetricEigen } from './eigen.ts';
 
 export interface PcaBasis {
   dim: number;
@@ -80,65 +82,26 @@ export class MomentAccumulator {
 }
 
 /**
- * Eigenvalues (descending) and eigenvectors (rows, same order) of the symmetric n × n `matrix`
- * (row-major; only symmetry is assumed, not checked) by cyclic Jacobi rotations until the
- * off-diagonal mass is below 1e−30 of the total (or 100 sweeps). Ties keep index order.
+ * Principal axes of the symmetric n × n `matrix` (row-major): eigenvalues descending and
+ * eigenvectors as rows in the same order, each signed so that its entry of largest magnitude is
+ * positive (the basis convention above). The solver is quant/eigen.ts's cyclic Jacobi, shared
+ * with the low-rank codecs; ties keep index order.
  */
-export function symmetricEigen(matrix: ArrayLike<number>, n: number): { values: Float64Array; vectors: Float64Array } {
-  const a = Float64Array.from({ length: n * n }, (_, i) => matrix[i]);
-  const v = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) v[i * n + i] = 1;
-  let total = 0;
-  for (let i = 0; i < n * n; i++) total += a[i] * a[i];
-  for (let sweep = 0; sweep < 100; sweep++) {
-    let off = 0;
-    for (let p = 0; p < n; p++) for (let q = p + 1; q < n; q++) off += a[p * n + q] * a[p * n + q];
-    if (off <= 1e-30 * total || off === 0) break;
-    for (let p = 0; p < n - 1; p++) {
-      for (let q = p + 1; q < n; q++) {
-        const apq = a[p * n + q];
-        if (apq === 0) continue;
-        const theta = (a[q * n + q] - a[p * n + p]) / (2 * apq);
-        const t = (theta >= 0 ? 1 : -1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
-        const c = 1 / Math.sqrt(t * t + 1);
-        const s = t * c;
-        // A ← Jᵀ A J with J = I except J[p][p] = J[q][q] = c, J[p][q] = s, J[q][p] = −s
-        for (let k = 0; k < n; k++) {
-          const akp = a[k * n + p];
-          const akq = a[k * n + q];
-          a[k * n + p] = c * akp - s * akq;
-          a[k * n + q] = s * akp + c * akq;
-        }
-        for (let k = 0; k < n; k++) {
-          const apk = a[p * n + k];
-          const aqk = a[q * n + k];
-          a[p * n + k] = c * apk - s * aqk;
-          a[q * n + k] = s * apk + c * aqk;
-        }
-        for (let k = 0; k < n; k++) {
-          const vkp = v[k * n + p];
-          const vkq = v[k * n + q];
-          v[k * n + p] = c * vkp - s * vkq;
-          v[k * n + q] = s * vkp + c * vkq;
-        }
-      }
-    }
-  }
-  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => a[y * n + y] - a[x * n + x] || x - y);
-  const values = Float64Array.from(order, (i) => a[i * n + i]);
+export function principalAxes(matrix: ArrayLike<number>, n: number): { values: Float64Array; vectors: Float64Array } {
+  const { values, vectors: columns } = symmetricEigen(matrix, n);
   const vectors = new Float64Array(n * n);
-  order.forEach((col, row) => {
+  for (let j = 0; j < n; j++) {
     let big = 0;
-    for (let k = 0; k < n; k++) if (Math.abs(v[k * n + col]) > Math.abs(big)) big = v[k * n + col];
+    for (let k = 0; k < n; k++) if (Math.abs(columns[k * n + j]) > Math.abs(big)) big = columns[k * n + j];
     const sign = big < 0 ? -1 : 1;
-    for (let k = 0; k < n; k++) vectors[row * n + k] = sign * v[k * n + col];
-  });
+    for (let k = 0; k < n; k++) vectors[j * n + k] = sign * columns[k * n + j];
+  }
   return { values, vectors };
 }
 
 /** The PCA basis of the rows an accumulator saw (eigenvalues clamped at 0). */
 export function pcaOf(moments: MomentAccumulator): PcaBasis {
-  const { values, vectors } = symmetricEigen(moments.covariance(), moments.dim);
+  const { values, vectors } = principalAxes(moments.covariance(), moments.dim);
   return { dim: moments.dim, mean: moments.mean(), eigenvalues: values.map((x) => Math.max(0, x)), components: vectors };
 }
 

@@ -131,14 +131,18 @@ export function dequantizeBlock(block: Pick<QuantizedBlock, 'rows' | 'cols' | 'a
   return out;
 }
 
-/** Relative L2 error ‖x − x̂‖ / ‖x‖ of one row (0 for a zero row reconstructed exactly). */
-export function relativeL2(x: ArrayLike<number>, xHat: ArrayLike<number>, start = 0, length = x.length): number {
+/**
+ * Relative L2 error ‖x − x̂‖ / ‖x‖ over `length` values from `start` in x and `hatStart` in x̂
+ * (0 for a zero row reconstructed exactly): the per-entry kError / vError of every codec.
+ */
+export function relativeL2(x: ArrayLike<number>, xHat: ArrayLike<number>, start = 0, length = x.length - start, hatStart = start): number {
   let num = 0;
   let den = 0;
-  for (let i = start; i < start + length; i++) {
-    const e = x[i] - xHat[i];
+  for (let i = 0; i < length; i++) {
+    const v = x[start + i];
+    const e = v - xHat[hatStart + i];
     num += e * e;
-    den += x[i] * x[i];
+    den += v * v;
   }
   return den > 0 ? Math.sqrt(num / den) : Math.sqrt(num);
 }

@@ -3,12 +3,12 @@ import { describe, expect, it } from 'vitest';
 import type { Decision, Reencode } from '../../engine/cache/decision.ts';
 import { KVCacheStore } from '../../engine/cache/store.ts';
 import { PolicySpecError } from '../../engine/errors.ts';
-import { Rope } from '../../engine/model/rope.ts';
 import { kiviGroupId } from '../../engine/policies/kivi.ts';
 import { indexRange } from '../../engine/policies/types.ts';
 import { metadataBytes, packedBytes, quantizeBlock, relativeL2 } from '../../engine/quant/quantize.ts';
 import { Session } from '../../engine/session.ts';
 import { fixtureModel, tokenSequence } from '../engine/helpers/fixture.ts';
+import { appendRows, storeOf as storeWithRows } from './helpers/store.ts';
 import { DIMS, integrationRun, policyFor, prefillObservation, stepObservation } from './helpers/policy.ts';
 
 const d = DIMS.headDim;
@@ -17,24 +17,8 @@ const keyOf = (l: number, h: number, t: number) => [t * t * 0.5 + l, 3 - t + h, 
 const valueOf = (l: number, h: number, t: number) => [t + h, -t * 0.5, l + 1, (t % 3) * 2];
 
 /** Appends tokens [tokenCount, tokenCount + n) to every head with keyOf / valueOf. */
-function append(store: KVCacheStore, n: number): KVCacheStore {
-  const first = store.tokenCount;
-  for (let l = 0; l < store.nLayers; l++) {
-    const keys = new Float32Array(store.nKvHeads * n * d);
-    const values = new Float32Array(store.nKvHeads * n * d);
-    for (let h = 0; h < store.nKvHeads; h++) {
-      for (let i = 0; i < n; i++) {
-        keys.set(keyOf(l, h, first + i), (h * n + i) * d);
-        values.set(valueOf(l, h, first + i), (h * n + i) * d);
-      }
-    }
-    store.appendLayer(l, keys, values, n, indexRange(first, first + n), first);
-  }
-  store.tokenCount = first + n;
-  return store;
-}
-
-const storeOf = (n: number) => append(new KVCacheStore(DIMS, new Rope({ theta: 10000, dim: d }, d)), n);
+const append = (store: KVCacheStore, n: number) => appendRows(store, n, keyOf, valueOf);
+const storeOf = (n: number) => storeWithRows(DIMS, n, keyOf, valueOf);
 const reencodes = (decision: Decision, l: number, h: number): readonly Reencode[] => decision.layers?.[l]?.[h]?.reencode ?? [];
 const codecNames = (store: KVCacheStore, l: number, h: number) => Array.from({ length: store.length(l, h) }, (_, i) => store.codec(l, h, i)?.name ?? null);
 const keyRows = (l: number, h: number, tokens: number[]) => Float32Array.from(tokens.flatMap((t) => keyOf(l, h, t)));

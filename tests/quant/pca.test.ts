@@ -10,7 +10,7 @@ import {
   project,
   rankForVariance,
   reconstruct,
-  symmetricEigen,
+  principalAxes,
 } from '../../engine/quant/pca.ts';
 import { rotationBasis } from '../policies/helpers/calibration.ts';
 
@@ -66,7 +66,7 @@ describe('quant/pca: moments and eigendecomposition', () => {
     axes.forEach((u, j) => {
       for (let p = 0; p < 6; p++) for (let q = 0; q < 6; q++) a[p * 6 + q] += lambda[j] * u[p] * u[q];
     });
-    const { values, vectors } = symmetricEigen(a, 6);
+    const { values, vectors } = principalAxes(a, 6);
     expect(Array.from(values)).toEqual(lambda.map((x) => expect.closeTo(x, 10)));
     expect(orthonormalityError(vectors, 6)).toBeLessThan(1e-12);
     for (let j = 0; j < 6; j++) {
@@ -82,7 +82,7 @@ describe('quant/pca: moments and eigendecomposition', () => {
         expect(av).toBeCloseTo(values[j] * vectors[j * 6 + p], 10);
       }
     }
-    expect(symmetricEigen(a, 6)).toEqual({ values, vectors });
+    expect(principalAxes(a, 6)).toEqual({ values, vectors });
   });
 
   it('a 64 × 64 covariance converges to an orthonormal basis (the joint bases’ size)', () => {

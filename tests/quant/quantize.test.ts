@@ -3,7 +3,44 @@ import fc from 'fast-check';
 import { roundHalf } from '../../engine/quant/half.ts';
 import { dequantizeBlock, groupCount, metadataBytes, packedBytes, quantizeBlock } from '../../engine/quant/quantize.ts';
 
+/**
+ * The first roundHalf (exponent by Math.log2, then the mantissa rounded by hand): the reference
+ * the bit-level one must match exactly, −0 and ties included.
+ */
+function roundHalfReference(x: number): number {
+  if (x === 0 || !Number.isFinite(x)) return x;
+  const a = Math.abs(x);
+  if (a >= 65504 + 16) return x > 0 ? Infinity : -Infinity;
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  else if (2 ** (e + 1) <= a) e++;
+  const quantum = 2 ** (Math.max(e, -14) - 10);
+  const m = a / quantum;
+  let r = Math.floor(m);
+  const frac = m - r;
+  if (frac > 0.5 || (frac === 0.5 && r % 2 === 1)) r++;
+  return Math.sign(x) * r * quantum;
+}
+
 describe('roundHalf', () => {
+  it('matches the Math.log2 reference bit for bit (any double, fp16 ties, binade edges, −0, NaN)', () => {
+    const same = (x: number): void => {
+      expect(Object.is(roundHalf(x), roundHalfReference(x)), `roundHalf(${x})`).toBe(true);
+    };
+    fc.assert(fc.property(fc.double(), same), { numRuns: 5000 });
+    fc.assert(fc.property(fc.double({ min: -70000, max: 70000 }), same), { numRuns: 5000 });
+    // exact ties and their neighbours: k · 2^(e − 11) for every fp16 binade, ±1 float64 ulp
+    for (let e = -26; e <= 16; e++) {
+      for (const k of [1, 2, 3, 1023, 1024, 1025, 2045, 2046, 2047, 2048, 2049, 4093, 4095]) {
+        const t = k * 2 ** (e - 11);
+        for (const x of [t, t * (1 + 2 ** -52), t * (1 - 2 ** -53)]) {
+          same(x);
+          same(-x);
+        }
+      }
+    }
+    for (const x of [0, -0, NaN, Infinity, -Infinity, 65504, 65519.99, 65520, -65520, Number.MIN_VALUE, 2 ** -1022, Number.MAX_VALUE]) same(x);
+  });
   it('keeps fp16 values and rounds the rest to the nearest, ties to even', () => {
     for (const v of [0, 1, -1, 0.5, 65504, 2 ** -14, 2 ** -24, 1.0009765625]) expect(roundHalf(v)).toBe(v);
     expect(roundHalf(1 + 2 ** -11)).toBe(1); // tie → even mantissa

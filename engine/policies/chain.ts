@@ -116,7 +116,11 @@ export class PolicyChain {
       if (result.budgets) applied.budgets = result.budgets;
       if (result.measures) applied.measures = { ...applied.measures, ...result.measures };
       if (result.headMeasures) applied.headMeasures = { ...applied.headMeasures, ...result.headMeasures };
-      if (lengths && decision.layers) current = remapHook(current, decision, lengths, store.groupSize);
+      if (lengths && decision.layers) {
+        // re-indexing attention costs O(entries) per query head: only for later members that read it
+        const laterRead = this.members.slice(i + 1).some((m) => m.needs.attention);
+        current = laterRead ? remapHook(current, decision, lengths, store.groupSize) : withoutAttention(current);
+      }
     });
     if (notes.length > 0) applied.note = notes.join('; ');
     return { applied, decisions };
@@ -147,12 +151,27 @@ function remapRow(row: ArrayLike<number>, map: readonly number[][], offset = 0):
   return out;
 }
 
+/** The hook without attention (what the session hands members when none reads it): no stale indices travel on. */
+function withoutAttention(hook: Hook): Hook {
+  if (hook.kind === 'attach') return hook;
+  if (hook.kind === 'step') return { kind: 'step', observation: { ...hook.observation, attention: null } };
+  // queries do not index entries: they travel on
+  return { kind: 'prefill', observation: { ...hook.observation, attentionSums: null, windowAttention: null } };
+}
+
 /** The hook's observation with attention re-indexed to the entries left after `decision`. */
 function remapHook(hook: Hook, decision: Decision, lengths: number[][], group: number): Hook {
   if (hook.kind === 'attach') return hook;
+  // one map per KV head, shared by its query heads
+  const maps = new Map<number, number[][] | null>();
   const mapFor = (l: number, qh: number): number[][] | null => {
-    const head = decision.layers?.[l]?.[Math.floor(qh / group)];
-    return head ? survivors(head, lengths[l][Math.floor(qh / group)]) : null;
+    const kvHead = Math.floor(qh / group);
+    const key = l * lengths[l].length + kvHead;
+    if (!maps.has(key)) {
+      const head = decision.layers?.[l]?.[kvHead];
+      maps.set(key, head ? survivors(head, lengths[l][kvHead]) : null);
+    }
+    return maps.get(key)!;
   };
   if (hook.kind === 'step') {
     const attention = hook.observation.attention?.map((rows, l) => rows.map((row, qh) => {

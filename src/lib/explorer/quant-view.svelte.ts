@@ -1,101 +1,13 @@
 /**
  * The explorer's quantization error view state: the view of the shown step and head (packed by the
- * worker, src/lib/worker/pack-quant.ts). One request is in flight at a time; the latest wanted one
- * follows when it returns; replies of a replaced or cut trace (reset, import, rewind) are dropped,
- * as in the merge view (merge-view.svelte.ts).
+ * worker, src/lib/worker/pack-quant.ts), asked for as the merge view is (head-view-requests.svelte.ts).
  */
-import { EngineClient, EngineFailure } from '../worker/client.ts';
+import type { EngineClient } from '../worker/client.ts';
 import type { EngineEvent, QuantView } from '../worker/protocol.ts';
+import { HeadViewRequests, type HeadSelection } from './head-view-requests.svelte.ts';
 
-/** The shown step and head. */
-export interface QuantSelection {
-  step: number;
-  layer: number;
-  kvHead: number;
-}
-
-/** What a quant view is asked for: it is asked again when any of this changes. */
-export interface QuantRequest extends QuantSelection {
-  /** the explorer's session object (replaced after every step, switch and rewind) */
-  session: object;
-  steps: number;
-}
-
-interface AskedRequest extends QuantRequest {
-  /** QuantViewState's epoch when asked: a reply of an older epoch is dropped */
-  epoch: number;
-}
-
-const sameRequest = (a: AskedRequest | null, b: AskedRequest | null) =>
-  a !== null && b !== null && a.session === b.session && a.epoch === b.epoch && a.steps === b.steps && a.step === b.step && a.layer === b.layer && a.kvHead === b.kvHead;
-
-export class QuantViewState {
-  /** the quantization error view of the selected head at the shown step (from the worker; may lag the selection for a moment) */
-  view = $state.raw<QuantView | null>(null);
-  /** why the latest view could not be packed (the last good view stays in `view`); null when it could */
-  error = $state<string | null>(null);
-
-  private wanted: AskedRequest | null = null;
-  private asked = false;
-  /** bumped when the shown trace is replaced or cut: replies asked before are dropped */
-  private epoch = 0;
-
-  constructor(
-    private readonly client: EngineClient,
-    private readonly selection: () => QuantSelection,
-    /** a failure that is not the view's own (the page's error) */
-    private readonly fail: (error: unknown) => void,
-  ) {}
-
-  /** the view shows the selected step and head (not one a moment old) */
-  readonly current = $derived.by(() => {
-    const { step, layer, kvHead } = this.selection();
-    return this.view !== null && this.view.step === step && this.view.layer === layer && this.view.kvHead === kvHead;
-  });
-
-  /** Asks for `request` unless it is what was last wanted. */
-  want(request: QuantRequest): void {
-    const want: AskedRequest = { ...request, epoch: this.epoch };
-    if (sameRequest(want, this.wanted)) return;
-    this.wanted = want;
-    if (!this.asked) this.ask(want);
-  }
-
-  /** The shown trace was replaced: forget the view and what was asked. */
-  clear(): void {
-    this.view = null;
-    this.error = null;
-    this.wanted = null;
-    this.epoch++;
-  }
-
-  /** The shown trace was cut (rewind): replies asked before must not come back. */
-  dropPending(): void {
-    this.epoch++;
-  }
-
-  private ask(want: AskedRequest): void {
-    this.asked = true;
-    this.client
-      .request<Extract<EngineEvent, { type: 'quant' }>>({ type: 'quant', step: want.step, layer: want.layer, kvHead: want.kvHead })
-      .then((reply) => {
-        // shown even when the selection moved on meanwhile (marked stale through `current`; the newer request follows)
-        if (want.epoch !== this.epoch) return;
-        this.view = reply.view;
-        this.error = null;
-      })
-      .catch((error) => {
-        if (want.epoch !== this.epoch) return;
-        const failure = EngineFailure.from(error);
-        // a request overtaken by a newer one (the step is gone, the head changed): the newer one decides
-        if (failure.kind === 'session' && !sameRequest(want, this.wanted)) return;
-        this.error = failure.message;
-        if (failure.kind !== 'session') this.fail(error);
-      })
-      .finally(() => {
-        this.asked = false;
-        const wanted = this.wanted;
-        if (wanted && !sameRequest(want, wanted)) this.ask(wanted);
-      });
+export class QuantViewState extends HeadViewRequests<QuantView> {
+  constructor(client: EngineClient, selection: () => HeadSelection, fail: (error: unknown) => void) {
+    super((at) => client.request<Extract<EngineEvent, { type: 'quant' }>>({ type: 'quant', ...at }), selection, fail);
   }
 }

@@ -123,7 +123,7 @@ describe('QuantView', () => {
     map.dispatchEvent(new KeyboardEvent('keydown', { key: 'ArrowDown', bubbles: true }));
     map.dispatchEvent(new KeyboardEvent('keydown', { key: 'ArrowDown', bubbles: true }));
     flushSync();
-    expect(el.querySelector('[data-testid="quant-readout-k"]')!.textContent).toMatch(/entry 0: token #0 “<s>” · kivi-k2v2, 2-bit · error K 0\.12, V 0\.3 · keys channel 2: x − x̂ 0\.05 \(stored exactly \(outlier\)\)/);
+    expect(el.querySelector('[data-testid="quant-readout-k"]')!.textContent).toMatch(/entry 0: token #0 “<s>” · kivi-k2v2, 2-bit · relative error ‖x − x̂‖\/‖x‖ K 0\.12, V 0\.3 · keys channel 2: x − x̂ 0\.05 \(stored exactly \(outlier\)\)/);
     const entries = el.querySelector<SVGElement>('[data-testid="quant-entries"]')!;
     entries.dispatchEvent(new KeyboardEvent('keydown', { key: 'ArrowRight', bubbles: true }));
     entries.dispatchEvent(new KeyboardEvent('keydown', { key: 'ArrowRight', bubbles: true }));
@@ -133,6 +133,30 @@ describe('QuantView', () => {
     expect(el.querySelectorAll('[data-testid="quant-cursor"]')).toHaveLength(1);
     expect(page).not.toHaveBeenCalled();
     window.removeEventListener('keydown', page);
+  });
+
+  it('keyboard: Home / End jump to the first / last entry in the attention chart and the map', () => {
+    const el = render(QuantView, { ...base, view: liveView() });
+    const att = el.querySelector<SVGElement>('[data-testid="quant-attention"] svg')!;
+    att.dispatchEvent(new KeyboardEvent('keydown', { key: 'End', bubbles: true }));
+    flushSync();
+    expect(att.getAttribute('aria-valuenow')).toBe(String(N - 1));
+    att.dispatchEvent(new KeyboardEvent('keydown', { key: 'Home', bubbles: true }));
+    flushSync();
+    expect(att.getAttribute('aria-valuenow')).toBe('0');
+    const map = el.querySelector<HTMLCanvasElement>('[data-testid="quant-heatmap-k"]')!;
+    map.dispatchEvent(new KeyboardEvent('keydown', { key: 'End', bubbles: true }));
+    flushSync();
+    expect(el.querySelector('[data-testid="quant-readout-k"]')!.textContent).toMatch(/^entry 3: /);
+  });
+
+  it('a NaN score error does not turn the scale into NaN', () => {
+    const view = liveView();
+    const attention = { ...view.attention!, scoreError: Float32Array.from([0.02, Number.NaN, 0, 0, 0.03, 0.01, 0, 0]) };
+    const el = render(QuantView, { ...base, view: { ...view, attention } });
+    const line = el.querySelector('[data-testid="quant-output-error"]')!.textContent!;
+    expect(line).toMatch(/max \|score error\| 0\.0[23]/);
+    expect(line).not.toMatch(/NaN/);
   });
 
   it('a per-layer bar selects its layer (click, Enter)', () => {

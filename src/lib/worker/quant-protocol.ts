@@ -29,7 +29,7 @@ export interface QuantCodecView {
 export interface QuantEntriesView {
   /** first origin token of each entry */
   tokens: Int32Array;
-  /** tokens each entry stands for (1 unless merged); all 1 in a trace-source view, which does not track them */
+  /** tokens each entry stands for (1 unless merged; a trace-source view counts the replay's origin tokens) */
   counts: Int32Array;
   /** index into QuantView.codecs; −1: plain fp32 (full precision) */
   codec: Int16Array;

@@ -9,7 +9,8 @@ import type { CodecGroup, HeadDecision } from './decision.ts';
 import type { HeadStore } from './head.ts';
 import type { MemoryReport } from './view.ts';
 
-const BYTES_PER_FLOAT32 = 4;
+/** What an element kept in full precision (fp32) costs: the full cache's entries, and codecs' fp32 parts. */
+export const BYTES_PER_FLOAT32 = 4;
 
 export interface MemoryLayout {
   nLayers: number;

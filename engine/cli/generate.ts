@@ -55,7 +55,7 @@ interface DecisionCounts {
   reencoded: number;
 }
 
-const decisionCounts = (d: { evicted: number; merged: number; reencoded: number }): DecisionCounts => ({ evicted: d.evicted, merged: d.merged, reencoded: d.reencoded });
+const decisionCounts = (d: DecisionCounts): DecisionCounts => ({ evicted: d.evicted, merged: d.merged, reencoded: d.reencoded });
 
 export async function generate(args: string[], io: CliIO): Promise<number> {
   const { values, positionals } = parse('generate', args, {

@@ -27,19 +27,8 @@ export function budgetRules(registry: readonly PolicyDefinition[] = POLICIES): R
 
 export const BUDGET_RULES: Readonly<Record<string, BudgetRule>> = budgetRules();
 
-/** Policies evaluated once, whatever the budgets: they hold every entry (what they save, if anything). */
-const HOLDS_EVERY_ENTRY: Readonly<Record<string, string>> = {
-  full: 'keeps everything',
-  minicache: 'keeps every entry; saves bytes by sharing directions across layer pairs',
-  kivi: 'keeps every entry; saves bytes by quantizing',
-  gear: 'keeps every entry; saves bytes by quantizing (+ low rank + outliers)',
-  think: 'keeps every entry; saves bytes by pruning key channels',
-  cskv: 'keeps every entry; saves bytes by a low-rank projection of old entries',
-  pca: 'keeps every entry; saves bytes by projecting onto calibrated PCA bases',
-  headmerge: "keeps every entry; saves bytes by compressing a layer's KV heads jointly",
-  cachegen: 'keeps every entry; saves bytes by quantizing and entropy coding',
-};
-export const UNBUDGETED: readonly string[] = Object.keys(HOLDS_EVERY_ENTRY);
+/** Policies evaluated once, whatever the budgets: they hold every entry (PolicyDefinition.holdsEveryEntry says what they save). */
+export const UNBUDGETED: readonly string[] = POLICIES.filter((p) => p.holdsEveryEntry !== undefined).map((p) => p.id);
 
 export const DEFAULT_BUDGETS: readonly number[] = [64, 128, 256, 512];
 
@@ -94,11 +83,12 @@ export function expandRuns(specs: readonly string[], budgets: readonly number[],
       continue;
     }
     const parsed = chain[0];
-    const rule = findPolicy(parsed.id, registry)?.budget;
+    const definition = findPolicy(parsed.id, registry);
+    const rule = definition?.budget;
     const explicit = explicitParamNames(input);
-    const asGiven = UNBUDGETED.includes(parsed.id) || !rule || rule.params.some((p) => explicit.includes(p));
+    const asGiven = definition?.holdsEveryEntry !== undefined || !rule || rule.params.some((p) => explicit.includes(p));
     if (asGiven) {
-      if (!rule && !UNBUDGETED.includes(parsed.id) && !findPolicy(parsed.id, registry)) throw new PolicySpecError(`unknown policy ${parsed.id}`);
+      if (!definition) throw new PolicySpecError(`unknown policy ${parsed.id}`);
       runs.push({ input, id: parsed.id, budget: null, spec: formatPolicySpec(parsed, registry) });
       continue;
     }
@@ -116,7 +106,7 @@ export function expandRuns(specs: readonly string[], budgets: readonly number[],
 export function budgetTable(registry: readonly PolicyDefinition[] = POLICIES): { id: string; mapping: string; scope: string }[] {
   return registry.map((p) => {
     const rule = p.budget;
-    if (UNBUDGETED.includes(p.id)) return { id: p.id, mapping: `— (evaluated once: ${HOLDS_EVERY_ENTRY[p.id]})`, scope: '' };
+    if (p.holdsEveryEntry !== undefined) return { id: p.id, mapping: `— (evaluated once: ${p.holdsEveryEntry})`, scope: '' };
     return { id: p.id, mapping: rule ? rule.text : '— (no mapping: give its parameters)', scope: rule?.scope ?? '' };
   });
 }

@@ -6,7 +6,7 @@
 import type { PolicyCache } from '../cache/view.ts';
 import { topK } from '../policies/common.ts';
 import { rowNorm } from './similarity.ts';
-import { angleOf, crossRowCosine } from './slerp.ts';
+import { angularDistance, crossRowCosine } from './slerp.ts';
 
 export type RetainRule = 'share' | 'range';
 
@@ -105,7 +105,7 @@ export function side(rowsA: ArrayLike<number>, rowsB: ArrayLike<number>, match: 
     out.normA[k] = na;
     out.normB[k] = nb;
     out.cos[k] = cos;
-    out.distance[k] = angleOf(cos) / Math.PI;
+    out.distance[k] = angularDistance(cos);
   }
   return out;
 }

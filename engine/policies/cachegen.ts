@@ -35,10 +35,10 @@
  * k_bins / v_bins. No entry budget: every entry is kept (eval/budgets.ts lists it as unbudgeted).
  */
 import type { CodecGroup, EntryCodec, Reencode } from '../cache/decision.ts';
+import { BYTES_PER_FLOAT32 } from '../cache/memory.ts';
 import type { PolicyCache } from '../cache/view.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import type { Transform } from '../pipeline/stages.ts';
-import { FLOAT32_BYTES } from '../quant/half.ts';
 import { blockBytes, decodeBlock, encodeBlock } from '../quant/kv-bitstream.ts';
 import { relativeL2 } from '../quant/quantize.ts';
 import { floatParam, intParam } from './types.ts';
@@ -154,7 +154,7 @@ function encodeChunk(cache: PolicyCache, options: CacheGenOptions, prefix: strin
   sums.v[1] += ve[1];
   sums.kBytes += group.kBytes;
   sums.vBytes += group.vBytes;
-  sums.raw += 2 * chunk * d * FLOAT32_BYTES;
+  sums.raw += 2 * chunk * d * BYTES_PER_FLOAT32;
   sums.elements += chunk * d;
   const report: BlockReport = { layer: l, kvHead: h, group: id, firstToken: first, lastToken: last, kBytes: group.kBytes, vBytes: group.vBytes, kError: rel(ke), vError: rel(ve) };
   return { group, reencode, report };
@@ -217,6 +217,7 @@ export function cachegenTransform(options: CacheGenOptions): Transform & { reado
 
 export const cachegenPolicy = defineMethod({
   id: 'cachegen',
+  holdsEveryEntry: 'keeps every entry; saves bytes by quantizing and entropy coding',
   label: 'CacheGen (entropy-coded bitstream)',
   description:
     'Encodes the cache in chunks of 256 tokens as a bitstream: per-token symmetric quantization with more bins in early layers, a per-channel symbol distribution and arithmetic coding. Keeps every entry; the graph sees the decoded values.',

@@ -39,11 +39,12 @@
  * Positions unchanged (P1). No entry budget: CSKV saves bytes.
  */
 import type { EntryCodec, Reencode } from '../cache/decision.ts';
+import { BYTES_PER_FLOAT32 } from '../cache/memory.ts';
 import { PolicySpecError } from '../errors.ts';
 import type { Rope } from '../model/rope.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import type { StageEnv, Transform } from '../pipeline/stages.ts';
-import { FLOAT32_BYTES, roundHalf } from '../quant/half.ts';
+import { roundHalf } from '../quant/half.ts';
 import { derivedSeed, rightSingularBasis } from '../quant/low-rank.ts';
 import { metadataBytes, quantizeBlock, relativeL2 } from '../quant/quantize.ts';
 import type { JsonValue } from '../types.ts';
@@ -188,8 +189,8 @@ export function cskvTransform(options: CskvOptions): Transform & { readonly base
           }
           draft.groups.push({
             id: basis.group,
-            kBytes: options.kRank * d * FLOAT32_BYTES,
-            vBytes: options.vRank * d * FLOAT32_BYTES,
+            kBytes: options.kRank * d * BYTES_PER_FLOAT32,
+            vBytes: options.vRank * d * BYTES_PER_FLOAT32,
             label: `CSKV bases (key rank ${options.kRank}, value rank ${options.vRank}, fp32) of layer ${l}, KV head ${h}`,
           });
           const codec = codecOf(d, basis.group);
@@ -263,6 +264,7 @@ export function cskvOptions(params: Readonly<Record<string, number | string | bo
 
 export const cskvPolicy = defineMethod({
   id: 'cskv',
+  holdsEveryEntry: 'keeps every entry; saves bytes by a low-rank projection of old entries',
   label: 'CSKV (low-rank channels + exact window)',
   description:
     'Stores old keys and values as coefficients on a per-head low-rank basis (the top singular vectors of the prompt’s keys and values), optionally quantized; the 32 newest entries stay exact. Keeps every entry.',

@@ -214,11 +214,16 @@ export function planHead(head: EmsHead, options: EmsOptions): EmsPlan {
     else evicted.push(rest[i]);
   }
   // one group per absorbing centre, in centre order: [centre, ...its absorbed entries in order]
-  const order = Array.from(new Set(targets)).sort((x, y) => x - y);
+  const absorbed = new Map<number, number[]>();
+  for (let i = 0; i < merged.length; i++) {
+    const members = absorbed.get(targets[i]);
+    if (members) members.push(merged[i]);
+    else absorbed.set(targets[i], [targets[i], merged[i]]);
+  }
+  const order = [...absorbed.keys()].sort((x, y) => x - y);
   const merge: MergeGroup[] = [];
   for (const target of order) {
-    const members = [target];
-    for (let i = 0; i < merged.length; i++) if (targets[i] === target) members.push(merged[i]);
+    const members = absorbed.get(target)!;
     let count = head.counts[target];
     if (options.bias === 'log_count') {
       count = 0;

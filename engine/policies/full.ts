@@ -7,6 +7,7 @@ import { defineMethod } from '../pipeline/pipeline.ts';
 
 export const fullPolicy = defineMethod({
   id: 'full',
+  holdsEveryEntry: 'keeps everything',
   label: 'Full cache',
   description: 'Keeps every key and value: the reference every compression method is compared with.',
   paper: {

@@ -211,6 +211,7 @@ export function gearTransform(options: GearOptions): Transform {
 
 export const gearPolicy = defineMethod({
   id: 'gear',
+  holdsEveryEntry: 'keeps every entry; saves bytes by quantizing (+ low rank + outliers)',
   label: 'GEAR (quantization + low rank + outliers)',
   description:
     'Compresses K and V in blocks of 64 tokens: outliers kept exactly, the rest quantized (keys per channel, values per token), and a low-rank approximation of the quantization residual by power iteration. New tokens wait in fp32 until a block fills. Keeps every entry.',

@@ -35,6 +35,7 @@
  * spectrum √λ (H·d values), on every KV head of the layer — and `k_rank` / `v_rank` ([r]).
  */
 import type { CodecGroup, EntryCodec, Reencode } from '../cache/decision.ts';
+import { BYTES_PER_FLOAT32 } from '../cache/memory.ts';
 import type { PolicyCache } from '../cache/view.ts';
 import { basisOf, singularValues, type ProjectionCalibration } from '../calibration/projections.ts';
 import type { Rope } from '../model/rope.ts';
@@ -42,7 +43,6 @@ import type { ReadonlyFloat32Array } from '../types.ts';
 import { encodableEntries, encodeRow, namesGroup, projectionsFor, rankDescription, resolveRank } from '../pipeline/pca-codec.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import type { Transform } from '../pipeline/stages.ts';
-import { FLOAT32_BYTES } from '../quant/half.ts';
 import type { PcaBasis } from '../quant/pca.ts';
 import { relativeL2 } from '../quant/quantize.ts';
 import { enumParam, floatParam, intParam } from './types.ts';
@@ -159,8 +159,8 @@ export function headmergeTransform(p: ProjectionCalibration, options: HeadMergeO
     const id = headmergeGroupId(prefix, l, kRank, vRank, options.rope);
     const group: CodecGroup = {
       id,
-      kBytes: k ? (W * kRank + W) * FLOAT32_BYTES : 0,
-      vBytes: v ? (W * vRank + W) * FLOAT32_BYTES : 0,
+      kBytes: k ? (W * kRank + W) * BYTES_PER_FLOAT32 : 0,
+      vBytes: v ? (W * vRank + W) * BYTES_PER_FLOAT32 : 0,
       label: `joint projection of layer ${l}'s ${H} KV heads (K rank ${kRank}, V rank ${vRank} of ${W}, keys ${options.rope}-RoPE)`,
     };
     const codecs = perHead((h): EntryCodec => ({
@@ -223,6 +223,7 @@ export function headmergeTransform(p: ProjectionCalibration, options: HeadMergeO
 
 export const headmergePolicy = defineMethod({
   id: 'headmerge',
+  holdsEveryEntry: "keeps every entry; saves bytes by compressing a layer's KV heads jointly",
   label: 'KV-head compression (joint low rank)',
   description:
     "Stores a layer's KV heads of one token jointly as the coefficients of a calibrated low-rank projection of their concatenation (keys un-rotated first, re-rotated after); every head reconstructs its part. Default: 2 heads → 1. Keeps every entry (needs calibration).",

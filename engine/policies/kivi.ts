@@ -222,6 +222,7 @@ export function kiviOptions(params: PolicyParams): KiviOptions {
 
 export const kiviPolicy = defineMethod({
   id: 'kivi',
+  holdsEveryEntry: 'keeps every entry; saves bytes by quantizing',
   label: 'KIVI (2-bit keys per channel, values per token)',
   description:
     'Quantizes keys per channel over groups of G tokens and values per token; the newest keys stay fp32 until R of them can be quantized as a block, the R newest values stay fp32. Keeps every entry.',

@@ -46,14 +46,13 @@
  * P1: keys are post-RoPE at the same position in both layers; positions unchanged.
  */
 import type { CodecGroup, EntryCodec, Reencode } from '../cache/decision.ts';
+import { BYTES_PER_FLOAT32 } from '../cache/memory.ts';
 import { matchTokens, meanCosine, minicachePairs, retainedSet, side, startLayerOf, type RetainRule, type Side, type TokenMatch } from '../pipeline/layer-pairs.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import { angleOf, relativeError, restoreRow, slerpRows } from '../pipeline/slerp.ts';
 import type { DecisionDraft, StageEnv, Transform } from '../pipeline/stages.ts';
 import type { JsonValue } from '../types.ts';
 import { enumParam, floatParam, intParam } from './types.ts';
-
-const BYTES_PER_FLOAT32 = 4;
 
 export type RetainBy = 'separate' | 'joint';
 
@@ -267,6 +266,7 @@ export function minicacheTransform(options: MiniCacheOptions): Transform & { rea
 
 export const minicachePolicy = defineMethod({
   id: 'minicache',
+  holdsEveryEntry: 'keeps every entry; saves bytes by sharing directions across layer pairs',
   label: 'MiniCache (cross-layer SLERP)',
   description:
     'From the middle layer up, pairs adjacent layers and stores one SLERP-interpolated direction per token for both, plus each layer’s norms; the most distinct tokens stay unmerged. Saves bytes, keeps every entry.',

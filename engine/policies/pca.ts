@@ -35,11 +35,11 @@
  * per head (d values) — and `k_rank` / `v_rank` ([r]).
  */
 import type { CodecGroup, EntryCodec, Reencode } from '../cache/decision.ts';
+import { BYTES_PER_FLOAT32 } from '../cache/memory.ts';
 import { basisOf, singularValues, type ProjectionCalibration } from '../calibration/projections.ts';
 import { encodableEntries, encodeRow, namesGroup, projectionsFor, rankDescription, resolveRank } from '../pipeline/pca-codec.ts';
 import { defineMethod } from '../pipeline/pipeline.ts';
 import type { Transform } from '../pipeline/stages.ts';
-import { FLOAT32_BYTES } from '../quant/half.ts';
 import { rankForVariance, type PcaBasis } from '../quant/pca.ts';
 import { relativeL2 } from '../quant/quantize.ts';
 import { floatParam, intParam } from './types.ts';
@@ -88,8 +88,8 @@ function headPlan(p: ProjectionCalibration, prefix: string, l: number, h: number
     v,
     group: {
       id,
-      kBytes: k ? (d * rK + d) * FLOAT32_BYTES : 0,
-      vBytes: v ? (d * rV + d) * FLOAT32_BYTES : 0,
+      kBytes: k ? (d * rK + d) * BYTES_PER_FLOAT32 : 0,
+      vBytes: v ? (d * rV + d) * BYTES_PER_FLOAT32 : 0,
       label: `PCA basis and mean of layer ${l}, KV head ${h} (K rank ${rK}, V rank ${rV} of ${d})`,
     },
     codec: { name: 'pca', kBits: 32, vBits: 32, kElements: k ? rK : d, vElements: v ? rV : d, kMetaBytes: 0, vMetaBytes: 0, group: id, rank: rK },
@@ -157,6 +157,7 @@ export function pcaTransform(p: ProjectionCalibration, options: PcaOptions): Tra
 
 export const pcaPolicy = defineMethod({
   id: 'pca',
+  holdsEveryEntry: 'keeps every entry; saves bytes by projecting onto calibrated PCA bases',
   label: 'PCA low rank (MatryoshkaKV)',
   description:
     'Stores each key and value as its coefficients on a calibrated PCA basis of its head (keys post-RoPE); the graph sees the reconstruction μ + U_r c. Ranks per head fixed or by explained variance. Keeps every entry (needs calibration).',

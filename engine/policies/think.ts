@@ -246,6 +246,7 @@ function withoutHistory(options: ThinKOptions): Scorer {
 
 export const thinkPolicy = defineMethod({
   id: 'think',
+  holdsEveryEntry: 'keeps every entry; saves bytes by pruning key channels',
   label: 'ThinK (query-driven key-channel pruning)',
   description:
     'Per head, scores key channels by the last queries’ q_c² times the keys’ mean k_c², and prunes the lowest share of channels from every key but the newest; values and entries stay. Composes after a token selection.',

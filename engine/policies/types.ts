@@ -190,6 +190,11 @@ export interface PolicyDefinition {
   needs: PolicyNeeds;
   /** how an evaluation budget sets its parameters; absent: evaluated only as given */
   budget?: BudgetRule;
+  /**
+   * set when the method holds every entry whatever its parameters (it saves bytes, not entries):
+   * what it keeps and saves, in words; evaluations run it once, as given (engine/eval/budgets.ts)
+   */
+  holdsEveryEntry?: string;
   /** `params` are complete and validated against the schema */
   create(params: PolicyParams, context: PolicyContext): Policy;
 }

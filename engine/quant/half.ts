@@ -1,12 +1,11 @@
 /**
  * IEEE 754 half precision (fp16): how quantizers store their scales and zero points, so the
  * dequantized values the graph sees carry exactly the rounding the stored metadata would.
- * (Node 20 has no Math.f16round.) Also the element sizes the codecs' byte counts use.
+ * (Node 20 has no Math.f16round.) Also the fp16 element size the codecs' byte counts use (fp32's is
+ * cache/memory.ts's BYTES_PER_FLOAT32).
  */
 
 export const HALF_BYTES = 2;
-/** What an element kept in full precision (fp32) costs. */
-export const FLOAT32_BYTES = 4;
 /** |x| from here on rounds to infinity: halfway between 65504 (the largest fp16) and 65536 */
 const HALF_OVERFLOW = 65504 + 16;
 const MIN_NORMAL_EXPONENT = -14;

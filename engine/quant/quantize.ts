@@ -11,6 +11,7 @@
  * - `axis: 'token'`: each token on its own over groups of `groupSize` channels (KIVI's values).
  * `groupSize` ≥ the run length means one group for the whole run.
  */
+import { relativeError } from '../pipeline/slerp.ts';
 import { HALF_BYTES, roundHalf } from './half.ts';
 
 export type QuantAxis = 'channel' | 'token';
@@ -133,16 +134,9 @@ export function dequantizeBlock(block: Pick<QuantizedBlock, 'rows' | 'cols' | 'a
 
 /**
  * Relative L2 error ‖x − x̂‖ / ‖x‖ over `length` values from `start` in x and `hatStart` in x̂
- * (0 for a zero row reconstructed exactly): the per-entry kError / vError of every codec.
+ * (0 for a zero row reconstructed exactly): the per-entry kError / vError of every codec, with
+ * defaults for whole rows over pipeline/slerp.ts's `relativeError`.
  */
 export function relativeL2(x: ArrayLike<number>, xHat: ArrayLike<number>, start = 0, length = x.length - start, hatStart = start): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < length; i++) {
-    const v = x[start + i];
-    const e = v - xHat[hatStart + i];
-    num += e * e;
-    den += v * v;
-  }
-  return den > 0 ? Math.sqrt(num / den) : Math.sqrt(num);
+  return relativeError(x, start, xHat, hatStart, length);
 }

@@ -68,12 +68,17 @@ export function decision(value: unknown, path: string, dims: Dims): DecisionTrac
   } as DecisionTrace;
 }
 
+/** Measure names, per layer and per head alike, are lower-case identifiers. */
+function checkMeasureName(name: string, path: string, what: string): void {
+  if (!/^[a-z][a-z0-9_]*$/.test(name)) fail(path, `${what} name ${JSON.stringify(name)} must be lower-case letters, digits and _`);
+}
+
 /** Decision.headMeasures: name → [layer][kvHead] → numbers (NaN travels as null in JSON). */
 function headMeasures(value: unknown, path: string, layers: number, kvHeads: number): Record<string, number[][][]> {
   const o = object(value, path);
   const out: Record<string, number[][][]> = {};
   for (const [name, raw] of Object.entries(o)) {
-    if (!/^[a-z][a-z0-9_]*$/.test(name)) fail(path, `head measure name ${JSON.stringify(name)} must be lower-case letters, digits and _`);
+    checkMeasureName(name, path, 'head measure');
     out[name] = grid(raw, `${path}.${name}`, layers, kvHeads, (v, p) => list(v, p).map((x, k) => (x === null ? Number.NaN : number(x, `${p}[${k}]`))));
   }
   return out;
@@ -105,7 +110,7 @@ function measures(value: unknown, path: string, layers: number): Record<string, 
   const o = object(value, path);
   const out: Record<string, number[]> = {};
   for (const [name, raw] of Object.entries(o)) {
-    if (!/^[a-z][a-z0-9_]*$/.test(name)) fail(path, `measure name ${JSON.stringify(name)} must be lower-case letters, digits and _`);
+    checkMeasureName(name, path, 'measure');
     const values = list(raw, `${path}.${name}`);
     if (values.length !== layers) fail(`${path}.${name}`, `expected ${layers} layers, got ${values.length}`);
     out[name] = values.map((v, l) => (v === null ? Number.NaN : number(v, `${path}.${name}[${l}]`)));

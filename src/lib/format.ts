@@ -61,3 +61,12 @@ export function formatPercent(x: number, digits = 0): string {
 export function formatMs(ms: number): string {
   return ms < 10 ? `${ms.toFixed(1)} ms` : `${Math.round(ms)} ms`;
 }
+
+/** A measured value for labels (errors, saliencies, singular values): 3 significant digits, an exponent below 0.001 and from 1e5. */
+export function formatNumber(v: number): string {
+  if (Number.isNaN(v)) return '–';
+  if (v === 0) return '0';
+  const a = Math.abs(v);
+  if (a < 0.001 || a >= 1e5) return v.toExponential(1);
+  return String(Number(v.toPrecision(3)));
+}

@@ -1,6 +1,7 @@
 /** Svelte components rendered in happy-dom: what they show and what they report back. */
-import { flushSync, mount, unmount, type Component } from 'svelte';
+import { flushSync } from 'svelte';
 import { afterEach, describe, expect, it } from 'vitest';
+import { render, unmountAll } from './render.ts';
 import TokenStream from '../../src/lib/components/TokenStream.svelte';
 import PolicyPicker from '../../src/lib/components/PolicyPicker.svelte';
 import PolicyPickerHarness from './PolicyPickerHarness.svelte';
@@ -13,19 +14,7 @@ import type { StepRecord } from '../../src/lib/explorer/state.svelte.ts';
 import type { PolicyInfo } from '../../src/lib/worker/protocol.ts';
 import type { MemoryReport } from '../../engine/cache/store.ts';
 
-const mounted: ReturnType<typeof mount>[] = [];
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-function render(component: Component<any>, props: Record<string, unknown>): HTMLElement {
-  const target = document.createElement('div');
-  document.body.appendChild(target);
-  mounted.push(mount(component, { target, props }));
-  flushSync();
-  return target;
-}
-afterEach(() => {
-  for (const c of mounted.splice(0)) unmount(c);
-  document.body.innerHTML = '';
-});
+afterEach(unmountAll);
 
 const memory: MemoryReport = {
   tokens: 10,

@@ -3,27 +3,16 @@
  * drives in the token stream and the cache map, and the explorer state asking the in-process worker
  * for it while D2O merges.
  */
-import { flushSync, mount, unmount, type Component } from 'svelte';
+import { flushSync } from 'svelte';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { render, unmountAll } from './render.ts';
 import MergeView from '../../src/lib/components/MergeView.svelte';
 import TokenStream from '../../src/lib/components/TokenStream.svelte';
 import CacheMap from '../../src/lib/components/CacheMap.svelte';
 import { CELL, type MergeEntryView, type MergeView as MergeViewData } from '../../src/lib/worker/protocol.ts';
 import { explorer, until } from './in-process.ts';
 
-const mounted: ReturnType<typeof mount>[] = [];
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-function render(component: Component<any>, props: Record<string, unknown>): HTMLElement {
-  const target = document.createElement('div');
-  document.body.appendChild(target);
-  mounted.push(mount(component, { target, props }));
-  flushSync();
-  return target;
-}
-afterEach(() => {
-  for (const c of mounted.splice(0)) unmount(c);
-  document.body.innerHTML = '';
-});
+afterEach(unmountAll);
 
 const pieces = ['<s>', ' The', ' cat', ' sat', ' on', ' the', ' mat', '.'];
 

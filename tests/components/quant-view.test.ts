@@ -4,26 +4,15 @@
  * query's attention), a trace view (what it says it lacks), ThinK's saliency and a spectrum, the
  * empty states; then the explorer state asking the in-process worker for it while KIVI quantizes.
  */
-import { flushSync, mount, unmount, type Component } from 'svelte';
+import { flushSync } from 'svelte';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { render, unmountAll } from './render.ts';
 import QuantView from '../../src/lib/components/QuantView.svelte';
 import { QUANT_LIMITS } from '../../src/lib/worker/pack-quant.ts';
 import type { QuantView as QuantViewData } from '../../src/lib/worker/protocol.ts';
 import { explorer, until } from './in-process.ts';
 
-const mounted: ReturnType<typeof mount>[] = [];
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-function render(component: Component<any>, props: Record<string, unknown>): HTMLElement {
-  const target = document.createElement('div');
-  document.body.appendChild(target);
-  mounted.push(mount(component, { target, props }));
-  flushSync();
-  return target;
-}
-afterEach(() => {
-  for (const c of mounted.splice(0)) unmount(c);
-  document.body.innerHTML = '';
-});
+afterEach(unmountAll);
 
 const pieces = ['<s>', ' The', ' cat', ' sat', ' on', ' the'];
 const D = 4;

@@ -5,8 +5,8 @@
  * and no worker, and the views must show what the trace says.
  */
 import { readFileSync } from 'node:fs';
-import { flushSync, mount, unmount, type Component } from 'svelte';
 import { afterEach, describe, expect, it } from 'vitest';
+import { render, unmountAll } from './render.ts';
 import AttentionHeatmap from '../../src/lib/components/AttentionHeatmap.svelte';
 import BudgetBars from '../../src/lib/components/BudgetBars.svelte';
 import CacheMap from '../../src/lib/components/CacheMap.svelte';
@@ -30,19 +30,7 @@ const { model } = shown;
 const pieces = [...shown.prompt.pieces, ...shown.steps.map((s) => s.token.piece)];
 const last = shown.steps.at(-1)!;
 
-const mounted: ReturnType<typeof mount>[] = [];
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-function render(component: Component<any>, props: Record<string, unknown>): HTMLElement {
-  const target = document.createElement('div');
-  document.body.appendChild(target);
-  mounted.push(mount(component, { target, props }));
-  flushSync();
-  return target;
-}
-afterEach(() => {
-  for (const c of mounted.splice(0)) unmount(c);
-  document.body.innerHTML = '';
-});
+afterEach(unmountAll);
 
 describe('the fixture trace', () => {
   it('is what the tests below assume: H2O, a switch to D2O after 6 steps, merges, reference metrics, compacted steps', () => {

@@ -2,8 +2,8 @@
  * The views of the eviction family (reference lane, heavy hitters, retrieval heads, budgets,
  * forgotten tokens, switch markers) rendered in happy-dom, and their bookkeeping helpers.
  */
-import { flushSync, mount, unmount, type Component } from 'svelte';
 import { afterEach, describe, expect, it } from 'vitest';
+import { render, unmountAll } from './render.ts';
 import ReferenceMetrics from '../../src/lib/components/ReferenceMetrics.svelte';
 import HeavyHitters from '../../src/lib/components/HeavyHitters.svelte';
 import RetrievalHeads from '../../src/lib/components/RetrievalHeads.svelte';
@@ -27,19 +27,7 @@ import type { StepRecord } from '../../src/lib/explorer/state.svelte.ts';
 import { CELL, type CacheMapView, type CalibrationView, type ReferenceView, type ScoreGrid } from '../../src/lib/worker/protocol.ts';
 import type { MemoryReport } from '../../engine/cache/store.ts';
 
-const mounted: ReturnType<typeof mount>[] = [];
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-function render(component: Component<any>, props: Record<string, unknown>): HTMLElement {
-  const target = document.createElement('div');
-  document.body.appendChild(target);
-  mounted.push(mount(component, { target, props }));
-  flushSync();
-  return target;
-}
-afterEach(() => {
-  for (const c of mounted.splice(0)) unmount(c);
-  document.body.innerHTML = '';
-});
+afterEach(unmountAll);
 
 /** 2 layers × 2 KV heads × `tokens` grid from per-head arrays (NaN = unscored). */
 function grid(tokens: number, heads: number[][]): ScoreGrid {

@@ -1,14 +1,14 @@
 /** Chelsea: chunks, A/B sets, soft matching, centroid merges, rounds, budgets and online decoding — by hand — and a tiny-model run. */
 import { describe, expect, it } from 'vitest';
-import { KVCacheStore } from '../../engine/cache/store.ts';
+import type { KVCacheStore } from '../../engine/cache/store.ts';
 import type { Decision, MergeGroup } from '../../engine/cache/decision.ts';
-import { Rope } from '../../engine/model/rope.ts';
 import { standaloneEnv } from '../../engine/pipeline/pipeline.ts';
 import { chunkRuns, matchRun, protectedSpan, softMatchRounds, takeEdges, type Edge, type SoftMatchRank } from '../../engine/pipeline/soft-matching.ts';
 import { refreshEdges } from '../../engine/pipeline/soft-matching-online.ts';
 import { createPolicy } from '../../engine/policies/spec.ts';
 import { indexRange } from '../../engine/policies/types.ts';
 import { contextFor, integrationRun, prefillObservation, stepObservation, type Dims } from './helpers/policy.ts';
+import { appendRows, storeOf } from './helpers/store.ts';
 
 const ONE: Dims = { nLayers: 1, nKvHeads: 1, nHeads: 1, headDim: 2 };
 const rad = (deg: number) => (deg * Math.PI) / 180;
@@ -16,18 +16,11 @@ const unit = (deg: number) => [Math.cos(rad(deg)), Math.sin(rad(deg))];
 const cos = (a: number[], b: number[]) => (a[0] * b[0] + a[1] * b[1]) / (Math.hypot(a[0], a[1]) * Math.hypot(b[0], b[1]));
 
 /** A one-head cache with these 2-d keys (tokens / positions 0..n−1); value i is (i, 10·i). */
-function cacheOf(keys: number[][]): KVCacheStore {
-  const store = new KVCacheStore(ONE, new Rope({ theta: 10000, dim: 2 }, 2));
-  store.appendLayer(0, Float32Array.from(keys.flat()), Float32Array.from(keys.flatMap((_, i) => [i, 10 * i])), keys.length, indexRange(0, keys.length), 0);
-  store.tokenCount = keys.length;
-  return store;
-}
-
-function append(store: KVCacheStore, key: number[], value: number[]): void {
-  const t = store.tokenCount;
-  store.appendLayer(0, Float32Array.from(key), Float32Array.from(value), 1, [t], t);
-  store.tokenCount = t + 1;
-}
+const cacheOf = (keys: number[][]): KVCacheStore => storeOf(ONE, keys.length, (_, __, t) => keys[t], (_, __, t) => [t, 10 * t]);
+const append = (store: KVCacheStore, key: number[], value: number[]) => appendRows(store, 1, () => key, () => value);
+/** A one-head cache of the first `n` of `keys`, each its own value; `appendKey` adds the next one. */
+const keyCache = (dims: Dims, keys: number[][], n: number) => storeOf(dims, n, (_, __, t) => keys[t], (_, __, t) => keys[t]);
+const appendKey = (store: KVCacheStore, keys: number[][]) => appendRows(store, 1, (_, __, t) => keys[t], (_, __, t) => keys[t]);
 
 function groupsOf(decision: Decision): { members: readonly number[]; anchor: number | undefined }[] {
   return (decision.layers?.[0]?.[0]?.merge ?? []).map((g) => ({ members: g.members, anchor: g.anchor }));
@@ -336,9 +329,7 @@ describe('chelsea: online decoding', () => {
       ['head', 3, 16],
     ] as const) {
       const keys = randomKeys(260, 8, 11 + batch + chunk);
-      const store = new KVCacheStore(dims, new Rope({ theta: 10000, dim: 8 }, 8));
-      store.appendLayer(0, Float32Array.from(keys.slice(0, 200).flat()), Float32Array.from(keys.slice(0, 200).flat()), 200, indexRange(0, 200), 0);
-      store.tokenCount = 200;
+      const store = keyCache(dims, keys, 200);
       const spec = `chelsea:budget=48,chunk=${chunk},sinks=2,recent=6,rank=${rank},batch=${batch}`;
       const policy = createPolicy(spec, contextFor(dims));
       const first = policy.afterPrefill(store, prefillObservation(200));
@@ -347,8 +338,7 @@ describe('chelsea: online decoding', () => {
       expect(store.length(0, 0)).toBe(48 - batch + 1);
       const lengths: number[] = [];
       for (let t = 200; t < 260; t++) {
-        store.appendLayer(0, Float32Array.from(keys[t]), Float32Array.from(keys[t]), 1, [t], t);
-        store.tokenCount = t + 1;
+        appendKey(store, keys);
         const expected = fromScratch(store, 48, batch, chunk, rank, 2, 6);
         store.begin();
         const decision = policy.afterStep(store, stepObservation(null));
@@ -373,15 +363,12 @@ describe('chelsea: online decoding', () => {
   it('a ratio budget is of the prompt and stays fixed while decoding', () => {
     const dims: Dims = { nLayers: 1, nKvHeads: 1, nHeads: 1, headDim: 4 };
     const keys = randomKeys(120, 4, 3);
-    const store = new KVCacheStore(dims, new Rope({ theta: 10000, dim: 4 }, 4));
-    store.appendLayer(0, Float32Array.from(keys.slice(0, 100).flat()), Float32Array.from(keys.slice(0, 100).flat()), 100, indexRange(0, 100), 0);
-    store.tokenCount = 100;
+    const store = keyCache(dims, keys, 100);
     const policy = createPolicy('chelsea:budget=0.25,batch=1', contextFor(dims));
     store.apply(policy.afterPrefill(store, prefillObservation(100)));
     expect(store.length(0, 0)).toBe(25);
     for (let t = 100; t < 120; t++) {
-      store.appendLayer(0, Float32Array.from(keys[t]), Float32Array.from(keys[t]), 1, [t], t);
-      store.tokenCount = t + 1;
+      appendKey(store, keys);
       const decision = policy.afterStep(store, stepObservation(null));
       expect(decision.budgets).toEqual([[25]]);
       store.apply(decision);

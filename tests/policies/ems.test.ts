@@ -2,7 +2,6 @@
 import { describe, expect, it } from 'vitest';
 import type { MergeGroup } from '../../engine/cache/decision.ts';
 import { KVCacheStore } from '../../engine/cache/store.ts';
-import { Rope } from '../../engine/model/rope.ts';
 import { fuseGlobalLocal, globalLocalScorer, type GlobalLocalOptions } from '../../engine/pipeline/global-local.ts';
 import { standaloneEnv } from '../../engine/pipeline/pipeline.ts';
 import { emsWeights, planHead, splitRest, type EmsOptions } from '../../engine/policies/ems.ts';
@@ -10,17 +9,27 @@ import { createPolicy } from '../../engine/policies/spec.ts';
 import { indexRange, type PrefillObservation, type StepObservation } from '../../engine/policies/types.ts';
 import { calibratedRun } from './helpers/calibration.ts';
 import { contextFor, type Dims } from './helpers/policy.ts';
+import { appendRows, storeOf } from './helpers/store.ts';
 
-/** One layer, `nKvHeads` KV heads with 2 query heads each, 2-d keys. */
-function store(keys: number[][][], values?: number[][][]): KVCacheStore {
-  const nKvHeads = keys.length;
-  const n = keys[0].length;
-  const s = new KVCacheStore({ nLayers: 1, nKvHeads, nHeads: 2 * nKvHeads, headDim: 2 }, new Rope({ theta: 10000, dim: 2 }, 2));
-  const vals = values ?? keys.map((head) => head.map((_, j) => [j, 10 * j]));
-  s.appendLayer(0, Float32Array.from(keys.flat(2)), Float32Array.from(vals.flat(2)), n, indexRange(0, n), 0);
-  s.tokenCount = n;
-  return s;
+/** One layer, `nKvHeads` KV heads with 2 query heads each, 2-d keys; value j is (j, 10·j). */
+function store(keys: number[][][]): KVCacheStore {
+  return storeOf({ nLayers: 1, nKvHeads: keys.length, nHeads: 2 * keys.length, headDim: 2 }, keys[0].length, (_, h, t) => keys[h][t], (_, __, t) => [t, 10 * t]);
 }
+
+/** Appends token 8 (key (0.95, 0.05), value (8, 80)) to a one-head store. */
+const appendToken8 = (cache: KVCacheStore) => appendRows(cache, 1, () => [0.95, 0.05], () => [8, 80]);
+
+/** Eight 2-d keys for one head (the hand-made head of planHead and of the policy tests). */
+const KEYS = [
+  [1, 0],
+  [0.9, 0.1],
+  [0, 1],
+  [-1, 0],
+  [0.6, 0.8],
+  [0.1, 1],
+  [0.5, -0.5],
+  [-0.5, -0.5],
+];
 
 /** A prefill observation: per KV head, the prompt's column sums and its last rows (both query heads alike). */
 function prefill(tokenCount: number, sums: number[][], windowRows: number[][][]): PrefillObservation {
@@ -171,16 +180,7 @@ describe('ems: split, weights and one head’s plan', () => {
   });
 
   it('centres keep, the lowest are evicted, the middle join their most similar centre; dissimilar ones go to the zero class', () => {
-    const keys = [
-      [1, 0],
-      [0.9, 0.1],
-      [0, 1],
-      [-1, 0],
-      [0.6, 0.8],
-      [0.1, 1],
-      [0.5, -0.5],
-      [-0.5, -0.5],
-    ].flat();
+    const keys = KEYS.flat();
     const head = {
       n: 8,
       keep: Int32Array.from([0, 2, 4, 6, 7]),
@@ -213,16 +213,6 @@ describe('ems: split, weights and one head’s plan', () => {
 
 describe('ems: the policy on hand-made heads', () => {
   const dims: Dims = { nLayers: 1, nKvHeads: 1, nHeads: 2, headDim: 2 };
-  const keys = [
-    [1, 0],
-    [0.9, 0.1],
-    [0, 1],
-    [-1, 0],
-    [0.6, 0.8],
-    [0.1, 1],
-    [0.5, -0.5],
-    [-0.5, -0.5],
-  ];
   // per query G (attention per query that could see the entry, 8 − j rows) .9, .15, .3, .02, .2, .1, .75, .5
   const sums = [7.2, 1.05, 1.8, 0.1, 0.8, 0.3, 1.5, 0.5];
   // the last two prompt rows look only at the recent entries, so old entries' local scores are 0
@@ -233,7 +223,7 @@ describe('ems: the policy on hand-made heads', () => {
   const spec = 'ems:centres=3,recent=2,local_window=2,local_stride=1,theta=0.25,gqa=mean';
 
   it('prefill: centres by GL, the rest merged or evicted, merged K/V = Σ w·member, the head at its budget', () => {
-    const cache = store([keys]);
+    const cache = store([KEYS]);
     const policy = createPolicy(spec, contextFor(dims));
     expect(policy.needs).toMatchObject({ attention: true, prefillWindow: 2 });
     const decision = policy.afterPrefill(cache, prefill(8, [sums], [windowRows]));
@@ -264,11 +254,10 @@ describe('ems: the policy on hand-made heads', () => {
   });
 
   it('decode: the entry that leaves is judged by the head’s prompt threshold and merged into its nearest centre', () => {
-    const cache = store([keys]);
+    const cache = store([KEYS]);
     const policy = createPolicy(spec, contextFor(dims));
     cache.apply(policy.afterPrefill(cache, prefill(8, [sums], [windowRows])));
-    cache.appendLayer(0, Float32Array.from([0.95, 0.05]), Float32Array.from([8, 80]), 1, [8], 8);
-    cache.tokenCount = 9;
+    appendToken8(cache);
     const row = [0.4, 0.1, 0.1, 0.1, 0.1, 0.2];
     const decision = policy.afterStep(cache, step([row, row], 8));
     // G = [8.65, 2.2, .9, 1.6, .6, .2] over 9, 7, 5, 3, 2, 1 rows; local (rows 8, 9) [.2, .05, .05, .3, .3, .2]
@@ -284,14 +273,13 @@ describe('ems: the policy on hand-made heads', () => {
   });
 
   it('decode: with a higher threshold (θ = 2: nothing merged at prefill) the entry that leaves is evicted', () => {
-    const cache = store([keys]);
+    const cache = store([KEYS]);
     const policy = createPolicy(spec.replace('theta=0.25', 'theta=2'), contextFor(dims));
     const first = policy.afterPrefill(cache, prefill(8, [sums], [windowRows]));
     expect(first.layers![0]![0]!.merge ?? []).toEqual([]);
     cache.apply(first);
     expect(Array.from(cache.tokens(0, 0))).toEqual([0, 2, 4, 6, 7]);
-    cache.appendLayer(0, Float32Array.from([0.95, 0.05]), Float32Array.from([8, 80]), 1, [8], 8);
-    cache.tokenCount = 9;
+    appendToken8(cache);
     const row = [0.4, 0.1, 0.1, 0.1, 0.1, 0.2];
     const decision = policy.afterStep(cache, step([row, row], 8));
     const head = decision.layers![0]![0]!;
@@ -325,7 +313,7 @@ describe('ems: the policy on hand-made heads', () => {
   });
 
   it('state: rows and per-head thresholds round-trip; attached without history the oldest are centres, weights by tokens', () => {
-    const cache = store([keys]);
+    const cache = store([KEYS]);
     const policy = createPolicy(spec, contextFor(dims));
     cache.apply(policy.afterPrefill(cache, prefill(8, [sums], [windowRows])));
     const saved = JSON.parse(JSON.stringify(policy.getState('session')));
@@ -333,7 +321,7 @@ describe('ems: the policy on hand-made heads', () => {
     other.setState(saved);
     expect(other.getState('session')).toEqual(saved);
 
-    const fresh = store([keys]);
+    const fresh = store([KEYS]);
     const attached = createPolicy(spec, contextFor(dims));
     expect(attached.withoutHistory).toMatch(/no attention history/);
     const decision = attached.onAttach!(fresh);
@@ -344,7 +332,7 @@ describe('ems: the policy on hand-made heads', () => {
   });
 
   it('weights by tokens count an already-merged member’s origin, not its count (merge_bias=none leaves it 1)', () => {
-    const cache = store([keys]);
+    const cache = store([KEYS]);
     // entries 4 and 5 merged by hand with count 1: entry 4 of the result stands for 2 tokens
     cache.apply({ layers: [[{ keep: [0, 1, 2, 3, 6, 7], merge: [{ members: [4, 5], weights: [0.5, 0.5], anchor: 4, count: 1 }] }]] });
     expect(Array.from(cache.counts(0, 0))).toEqual([1, 1, 1, 1, 1, 1, 1]);

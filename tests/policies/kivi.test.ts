@@ -6,10 +6,8 @@ import { PolicySpecError } from '../../engine/errors.ts';
 import { kiviGroupId } from '../../engine/policies/kivi.ts';
 import { indexRange } from '../../engine/policies/types.ts';
 import { metadataBytes, packedBytes, quantizeBlock, relativeL2 } from '../../engine/quant/quantize.ts';
-import { Session } from '../../engine/session.ts';
-import { fixtureModel, tokenSequence } from '../engine/helpers/fixture.ts';
 import { appendRows, storeOf as storeWithRows } from './helpers/store.ts';
-import { DIMS, integrationRun, policyFor, prefillObservation, stepObservation } from './helpers/policy.ts';
+import { DIMS, integrationRun, sessionAfter, policyFor, prefillObservation, stepObservation } from './helpers/policy.ts';
 
 const d = DIMS.headDim;
 /** Keys spread unevenly per channel (so a run of several tokens quantizes with error); values per token. */
@@ -227,17 +225,9 @@ describe('kivi: sessions on the tiny model', () => {
   });
 
   it('changes the logits against the full cache, stays finite, holds fewer bytes; composes after H2O', async () => {
-    const model = await fixtureModel();
-    const prompt = [1, ...tokenSequence(99, 5)];
-    const run = async (policy: string) => {
-      const session = new Session(model, { policy, sampler: { seed: 3, temperature: 1 }, prefillChunk: 32 });
-      await session.prefill(prompt);
-      for (let i = 0; i < 4; i++) await session.step();
-      return session;
-    };
-    const full = await run('full');
+    const full = await sessionAfter('full');
     for (const spec of ['kivi', 'kivi:group=4,residual=8,bits=4', 'h2o:heavy=16,recent=16 + kivi:group=4,residual=8']) {
-      const session = await run(spec);
+      const session = await sessionAfter(spec);
       const logits = session.nextTokenLogits!;
       for (const x of logits) expect(Number.isFinite(x)).toBe(true);
       const diff = logits.reduce((m, x, i) => Math.max(m, Math.abs(x - full.nextTokenLogits![i])), 0);

@@ -1,13 +1,13 @@
 /** KVMerger: merging sets from ε, pivots, Gaussian weights, merged K/V at the pivot's position, budgets, decoding — by hand — and a tiny-model run. */
 import { describe, expect, it } from 'vitest';
-import { KVCacheStore } from '../../engine/cache/store.ts';
-import { Rope } from '../../engine/model/rope.ts';
+import type { KVCacheStore } from '../../engine/cache/store.ts';
 import { HeadLinks, LINK_COLUMNS, refreshLinks } from '../../engine/pipeline/merging-links.ts';
 import { droppedBelow, gaussianWeights, mergingSetAround, mergingSets, pivotGroup, pivotOf, type MergingSetOptions } from '../../engine/pipeline/merging-sets.ts';
 import { createPolicy } from '../../engine/policies/spec.ts';
-import { indexRange, type Decision, type MergeGroup } from '../../engine/policies/types.ts';
+import type { Decision, MergeGroup } from '../../engine/policies/types.ts';
 import { calibratedRun } from './helpers/calibration.ts';
 import { contextFor, perQueryHead, prefillObservation, range, stepObservation, type Dims } from './helpers/policy.ts';
+import { appendRows, storeOf } from './helpers/store.ts';
 
 const reader = (sims: number[]) => (j: number) => sims[j];
 const cos = (a: number[], b: number[]) => (a[0] * b[0] + a[1] * b[1]) / (Math.hypot(a[0], a[1]) * Math.hypot(b[0], b[1]));
@@ -106,12 +106,9 @@ const keys = [
 const scores = [9, 1, 5, 2, 1, 3, 1, 1, 1];
 const value = (i: number) => [i, 10 * i];
 
-function cache(): KVCacheStore {
-  const store = new KVCacheStore(dims, new Rope({ theta: 10000, dim: 2 }, 2));
-  store.appendLayer(0, Float32Array.from(keys.flat()), Float32Array.from(keys.flatMap((_, i) => value(i))), keys.length, indexRange(0, keys.length), 0);
-  store.tokenCount = keys.length;
-  return store;
-}
+const cache = (): KVCacheStore => storeOf(dims, keys.length, (_, __, t) => keys[t], (_, __, t) => value(t));
+/** Appends token 9: key (0, 1), value value(9). */
+const appendToken9 = (store: KVCacheStore) => appendRows(store, 1, () => [0, 1], () => value(9));
 
 describe('kvmerger: weights=kernel_count', () => {
   it('× the tokens an already-merged member stands for (its origin), not its count (1 with merge_bias=none)', () => {
@@ -191,8 +188,7 @@ describe('kvmerger: select=h2o on a hand-made head', () => {
     const merged5 = [store.keys(0, 0)[4], store.keys(0, 0)[5]];
     // a new token; the middle is now [0, 4): tokens 0, {1,2,3}, {4,5}, 7 — token 7 (score 2) is dropped,
     // and its key (1, −0.8) is close to the merged {4,5} (cos > 0.99): they form a set, pivot {4,5}
-    store.appendLayer(0, Float32Array.from([0, 1]), Float32Array.from(value(9)), 1, [9], 9);
-    store.tokenCount = 10;
+    appendToken9(store);
     const step = policy.afterStep(store, stepObservation(perQueryHead(dims, () => [0, 0, 0, 0, 0, 1])));
     expect(cos(merged5, keys[7])).toBeGreaterThan(0.8);
     const head = step.layers![0]![0]!;
@@ -293,8 +289,7 @@ describe('kvmerger: consecutive similarities kept incrementally', () => {
     const step = (writeBack: boolean) => {
       const { store, policy, decision } = prefill('kvmerger:heavy=3,recent=2');
       store.apply(decision);
-      store.appendLayer(0, Float32Array.from([0, 1]), Float32Array.from(value(9)), 1, [9], 9);
-      store.tokenCount = 10;
+      appendToken9(store);
       if (writeBack) refreshLinks(store, 0, 0, 'kvmerger.link', undefined, 0);
       return policy.afterStep(store, stepObservation(perQueryHead(dims, () => [0, 0, 0, 0, 0, 1])));
     };

@@ -8,10 +8,8 @@ import { balancerOf } from '../../engine/quant/balancer.ts';
 import { indexRange, type PrefillObservation } from '../../engine/policies/types.ts';
 import { roundHalf } from '../../engine/quant/half.ts';
 import { metadataBytes, packedBytes, quantizeBlock, relativeL2 } from '../../engine/quant/quantize.ts';
-import { Session } from '../../engine/session.ts';
-import { fixtureModel, tokenSequence } from '../engine/helpers/fixture.ts';
 import { appendRows, storeOf as storeWithRows } from './helpers/store.ts';
-import { DIMS, integrationRun, perQueryHead, policyFor, stepObservation } from './helpers/policy.ts';
+import { DIMS, integrationRun, sessionAfter, perQueryHead, policyFor, stepObservation } from './helpers/policy.ts';
 
 const d = DIMS.headDim;
 const keyOf = (l: number, h: number, t: number) => [8 - t * 0.5 + l, 0.5 - 0.1 * t, -0.3 + 0.07 * ((t * 3) % 7), 0.2 + h * 0.1];
@@ -224,17 +222,9 @@ describe('mikv: sessions on the tiny model', () => {
   });
 
   it('changes the logits against the full cache, stays finite, holds every entry in fewer bytes', async () => {
-    const model = await fixtureModel();
-    const prompt = [1, ...tokenSequence(99, 5)];
-    const run = async (policy: string) => {
-      const session = new Session(model, { policy, sampler: { seed: 3, temperature: 1 }, prefillChunk: 32 });
-      await session.prefill(prompt);
-      for (let i = 0; i < 4; i++) await session.step();
-      return session;
-    };
-    const full = await run('full');
+    const full = await sessionAfter('full');
     for (const spec of ['mikv:heavy=8,recent=8', 'mikv:heavy=8,recent=8,balance=false,high_bits=16', 'mikv']) {
-      const session = await run(spec);
+      const session = await sessionAfter(spec);
       const logits = session.nextTokenLogits!;
       for (const x of logits) expect(Number.isFinite(x)).toBe(true);
       const diff = logits.reduce((m, x, i) => Math.max(m, Math.abs(x - full.nextTokenLogits![i])), 0);

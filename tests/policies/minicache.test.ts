@@ -1,53 +1,17 @@
 /** MiniCache: SLERP merge / restore, layer pairing, retention, byte accounting, decode blocks — by hand — and tiny-model runs. */
 import { describe, expect, it } from 'vitest';
 import type { Decision, HeadDecision } from '../../engine/cache/decision.ts';
-import { KVCacheStore } from '../../engine/cache/store.ts';
-import { Rope } from '../../engine/model/rope.ts';
 import { angularDistance, crossRowCosine, relativeError, slerpMerge, slerpRestore } from '../../engine/pipeline/slerp.ts';
 import { minicachePairs, retainedSet, startLayerOf } from '../../engine/pipeline/layer-pairs.ts';
 import { minicacheGroupId } from '../../engine/policies/minicache.ts';
-import { indexRange } from '../../engine/policies/types.ts';
 import { Session } from '../../engine/session.ts';
 import { fixtureModel, tokenSequence } from '../engine/helpers/fixture.ts';
 import { integrationRun, policyFor, prefillObservation, stepObservation, type Dims } from './helpers/policy.ts';
+import { appendRows, storeOf } from './helpers/store.ts';
 
 const norm = (x: ArrayLike<number>) => Math.sqrt(Array.from(x).reduce((s, v) => s + v * v, 0));
 const unit = (x: number[]) => x.map((v) => v / norm(x));
 
-/** A store whose entry (layer l, head h, token i) has key keyOf(l, h, i) and value valueOf(l, h, i). */
-function storeOf(dims: Dims, n: number, keyOf: (l: number, h: number, i: number) => number[], valueOf: (l: number, h: number, i: number) => number[]): KVCacheStore {
-  const store = new KVCacheStore(dims, new Rope({ theta: 10000, dim: dims.headDim }, dims.headDim));
-  const d = dims.headDim;
-  for (let l = 0; l < dims.nLayers; l++) {
-    const keys = new Float32Array(dims.nKvHeads * n * d);
-    const values = new Float32Array(dims.nKvHeads * n * d);
-    for (let h = 0; h < dims.nKvHeads; h++) {
-      for (let i = 0; i < n; i++) {
-        keys.set(keyOf(l, h, i), (h * n + i) * d);
-        values.set(valueOf(l, h, i), (h * n + i) * d);
-      }
-    }
-    store.appendLayer(l, keys, values, n, indexRange(0, n), 0);
-  }
-  store.tokenCount = n;
-  return store;
-}
-
-/** Appends one token (index tokenCount) to every head with the given key / value. */
-function appendToken(store: KVCacheStore, keyOf: (l: number, h: number) => number[], valueOf: (l: number, h: number) => number[]): void {
-  const t = store.tokenCount;
-  const d = store.headDim;
-  for (let l = 0; l < store.nLayers; l++) {
-    const keys = new Float32Array(store.nKvHeads * d);
-    const values = new Float32Array(store.nKvHeads * d);
-    for (let h = 0; h < store.nKvHeads; h++) {
-      keys.set(keyOf(l, h), h * d);
-      values.set(valueOf(l, h), h * d);
-    }
-    store.appendLayer(l, keys, values, 1, [t], t);
-  }
-  store.tokenCount = t + 1;
-}
 
 const reencoded = (decision: Decision, l: number, h: number): number[] => (decision.layers?.[l]?.[h]?.reencode ?? []).map((re) => re.index).sort((a, b) => a - b);
 const headOf = (decision: Decision, l: number, h: number): HeadDecision | null => decision.layers?.[l]?.[h] ?? null;
@@ -262,7 +226,7 @@ describe('minicache: the decision on a hand-made cache (2 layers, start 0)', () 
     expect(merged()).toEqual([true, true, true, true]);
     const steps: (number[] | null)[] = [];
     for (let s = 0; s < 6; s++) {
-      appendToken(store, (l, h) => keyOf(l, h, 4 + s), (l, h) => valueOf(l, h, 4 + s));
+      appendRows(store, 1, (l, h) => keyOf(l, h, 4 + s), (l, h) => valueOf(l, h, 4 + s));
       const decision = policy.afterStep(store, stepObservation(null, s));
       steps.push(decision.layers ? reencoded(decision, 0, 0) : null);
       store.apply(decision);

@@ -1,14 +1,14 @@
 /** ThinK: exact channel scores and pruned sets by hand, byte accounting, decoding, attach, and tiny-model runs. */
 import { describe, expect, it } from 'vitest';
 import type { Decision } from '../../engine/cache/decision.ts';
-import { KVCacheStore } from '../../engine/cache/store.ts';
-import { Rope } from '../../engine/model/rope.ts';
+import type { KVCacheStore } from '../../engine/cache/store.ts';
 import { parsePolicySpec } from '../../engine/policies/spec.ts';
 import { channelSaliency, lowestChannels, meanSquares, thinkGroupId } from '../../engine/policies/think.ts';
 import { indexRange, type PrefillObservation, type StepObservation } from '../../engine/policies/types.ts';
 import { Session } from '../../engine/session.ts';
 import { fixtureModel, tokenSequence } from '../engine/helpers/fixture.ts';
 import { DIMS, integrationRun, policyFor } from './helpers/policy.ts';
+import { appendRows, storeOf as storeWithRows } from './helpers/store.ts';
 
 const d = DIMS.headDim; // 4; 4 query heads, 2 KV heads (group 2), 2 layers
 
@@ -19,29 +19,8 @@ const d = DIMS.headDim; // 4; 4 query heads, 2 KV heads (group 2), 2 layers
 const keyOf = (h: number, i: number) => (h === 0 ? [1, -1, 1, -1].map((x) => (i % 2 ? x : -x)) : [1, 1, 0.5, 2]);
 const valueOf = (i: number) => new Array(d).fill(i + 0.5);
 
-function storeOf(n: number): KVCacheStore {
-  const store = new KVCacheStore(DIMS, new Rope({ theta: 10000, dim: d }, d));
-  for (let l = 0; l < DIMS.nLayers; l++) appendTo(store, l, n, 0);
-  store.tokenCount = n;
-  return store;
-}
-
-function appendTo(store: KVCacheStore, l: number, n: number, first: number): void {
-  const keys = new Float32Array(DIMS.nKvHeads * n * d);
-  const values = new Float32Array(DIMS.nKvHeads * n * d);
-  for (let h = 0; h < DIMS.nKvHeads; h++) {
-    for (let i = 0; i < n; i++) {
-      keys.set(keyOf(h, first + i), (h * n + i) * d);
-      values.set(valueOf(first + i), (h * n + i) * d);
-    }
-  }
-  store.appendLayer(l, keys, values, n, indexRange(first, first + n), first);
-}
-
-function appendToken(store: KVCacheStore): void {
-  for (let l = 0; l < DIMS.nLayers; l++) appendTo(store, l, 1, store.tokenCount);
-  store.tokenCount++;
-}
+const storeOf = (n: number) => storeWithRows(DIMS, n, (_, h, t) => keyOf(h, t), (_, __, t) => valueOf(t));
+const appendToken = (store: KVCacheStore) => appendRows(store, 1, (_, h, t) => keyOf(h, t), (_, __, t) => valueOf(t));
 
 /**
  * Window queries [H, 3 rows, d], the same in both layers: row 0 is huge (outside a window of 2);

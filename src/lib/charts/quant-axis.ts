@@ -34,12 +34,3 @@ export function entryAt(x: number, n: number, plotW: number): number {
   const i = Math.floor((x / plotW) * n);
   return i >= 0 && i < n ? i : -1;
 }
-
-/** A number for labels: 3 significant digits, exponent below 0.001. */
-export function formatError(v: number): string {
-  if (Number.isNaN(v)) return '–';
-  if (v === 0) return '0';
-  const a = Math.abs(v);
-  if (a < 0.001 || a >= 1e5) return v.toExponential(1);
-  return String(Number(v.toPrecision(3)));
-}

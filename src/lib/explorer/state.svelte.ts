@@ -56,6 +56,7 @@ import {
 } from './policy-choice.ts';
 import { MergeViewState, type MergePick, type TokenHighlight } from './merge-view.svelte.ts';
 import { QuantViewState } from './quant-view.svelte.ts';
+import type { HeadViewRequest } from './head-view-requests.svelte.ts';
 
 /** What the page keeps of every step (compact; `topK` is dropped: it equals the previous step's `next`). */
 export type StepRecord = Omit<StepView, 'attention' | 'attentionTopOnly' | 'cacheMap' | 'topK' | 'scores'>;
@@ -197,16 +198,10 @@ export class ExplorerState {
     readonly threads = 1,
   ) {
     client.onCrash = (message) => this.crashed(message);
-    this.mergeView = new MergeViewState(
-      client,
-      () => ({ step: this.currentStep, layer: this.layer, kvHead: this.kvHead }),
-      (error) => this.fail(error),
-    );
-    this.quantView = new QuantViewState(
-      client,
-      () => ({ step: this.currentStep, layer: this.layer, kvHead: this.kvHead }),
-      (error) => this.fail(error),
-    );
+    const selection = () => ({ step: this.currentStep, layer: this.layer, kvHead: this.kvHead });
+    const fail = (error: unknown) => this.fail(error);
+    this.mergeView = new MergeViewState(client, selection, fail);
+    this.quantView = new QuantViewState(client, selection, fail);
   }
 
   // ---- derived ----
@@ -387,10 +382,16 @@ export class ExplorerState {
 
   /** Asks the worker for the merge view of the shown step and head when they changed (one request in flight at a time). */
   ensureMerges(): void {
+    const request = this.headViewRequest();
+    if (request) this.mergeView.want(request);
+  }
+
+  /** What the head views (merge, quantization) are asked for now; null while there is no trace to pack them from. */
+  private headViewRequest(): HeadViewRequest | null {
     // while the session is being rebuilt the trace is not the one shown
     const rebuilding = this.activity === 'prefilling' || this.activity === 'rewinding' || this.activity === 'switching' || this.activity === 'importing';
-    if (!this.session || !this.promptView || rebuilding) return;
-    this.mergeView.want({ session: this.session, steps: this.steps.length, step: this.currentStep, layer: this.layer, kvHead: this.kvHead });
+    if (!this.session || !this.promptView || rebuilding) return null;
+    return { session: this.session, steps: this.steps.length, step: this.currentStep, layer: this.layer, kvHead: this.kvHead };
   }
 
   // ---- quantization error (quant-view.svelte.ts) ----
@@ -407,9 +408,8 @@ export class ExplorerState {
 
   /** Asks the worker for the quantization error view of the shown step and head when they changed. */
   ensureQuant(): void {
-    const rebuilding = this.activity === 'prefilling' || this.activity === 'rewinding' || this.activity === 'switching' || this.activity === 'importing';
-    if (!this.session || !this.promptView || rebuilding) return;
-    this.quantView.want({ session: this.session, steps: this.steps.length, step: this.currentStep, layer: this.layer, kvHead: this.kvHead });
+    const request = this.headViewRequest();
+    if (request) this.quantView.want(request);
   }
 
   // ---- model ----

@@ -689,10 +689,8 @@ export class EngineHost {
    */
   private async quant(id: number, step: number, layer: number, kvHead: number): Promise<void> {
     let view: QuantView;
-    if (this.replay) {
-      const views = this.replay.views;
-      view = quantViewAt(views.events, (count) => views.timeline.at(views.events, count), step, layer, kvHead, null);
-    } else {
+    if (this.replay) view = this.replay.views.quant(step, layer, kvHead);
+    else {
       const session = this.requireSession();
       // answered outside the queue: a step may be half done (its forward awaited, the cache appended
       // to, the trace not yet written); the store matches the trace again once its transaction closes

@@ -36,6 +36,8 @@ import {
   type SwitchView,
 } from './protocol.ts';
 import { mergeViewAt } from './pack-merges.ts';
+import { quantViewAt } from './pack-quant.ts';
+import type { QuantView } from './quant-protocol.ts';
 
 /** [layer][queryHead][token] weights; NaN where the head's KV head held nothing for the token. */
 export function packAttention(attention: readonly LayerAttention[], heads: number, tokens: number): AttentionGrid {
@@ -394,6 +396,11 @@ export class TraceViews {
   /** The merged entries of one head after step `step` (−1: after the prompt) and MiniCache's depth measures (pack-merges.ts). */
   merges(step: number, layer: number, kvHead: number): MergeView {
     return mergeViewAt(this.events, (count) => this.timeline.at(this.events, count), step, layer, kvHead);
+  }
+
+  /** The quantization error view of one head after step `step`, as the trace recorded it (pack-quant.ts). */
+  quant(step: number, layer: number, kvHead: number): QuantView {
+    return quantViewAt(this.events, (count) => this.timeline.at(this.events, count), step, layer, kvHead, null);
   }
 
   /** Compact record of one step (no attention, cache map or scores). */

@@ -74,6 +74,14 @@ export function policyFor(spec: string, dims: Dims = DIMS) {
   return createPolicy(spec, contextFor(dims));
 }
 
+/** A session on the tiny fixture (seed 3, temperature 1, chunks of 32) after prefilling BOS + 99 tokens and `steps` steps. */
+export async function sessionAfter(policy: string, steps = 4): Promise<Session> {
+  const session = new Session(await fixtureModel(), { policy, sampler: { seed: 3, temperature: 1 }, prefillChunk: 32 });
+  await session.prefill([1, ...tokenSequence(99, 5)]);
+  for (let i = 0; i < steps; i++) await session.step();
+  return session;
+}
+
 /**
  * Integration run on the tiny fixture (2 layers, 4 heads, 2 KV heads, ctx 256): prefill 100
  * tokens, 20 sampled steps. After prefill and every step, `maxLength(step)` bounds every head's

@@ -1,4 +1,4 @@
-/** Hand-made stores with chosen keys / values (the low-rank methods' tests). */
+/** Hand-made stores with chosen keys / values per (layer, KV head, token). */
 import { KVCacheStore } from '../../../engine/cache/store.ts';
 import { Rope } from '../../../engine/model/rope.ts';
 import type { Dims } from './policy.ts';

@@ -24,3 +24,6 @@ export class PolicySpecError extends KvscopeError {}
 
 /** A policy returned a decision the engine cannot apply (out-of-range index, empty head…). */
 export class PolicyDecisionError extends KvscopeError {}
+
+/** A drafter spec (speculative decoding), its parameters or its draft model / index is invalid. */
+export class DraftSpecError extends KvscopeError {}

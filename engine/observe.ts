@@ -89,3 +89,40 @@ export function stepAttention(dims: ModelDims, result: ForwardResult, before: nu
   }
   return out;
 }
+
+/**
+ * Row `row` of a q-token forward as a decode step would have seen it: per [layer][queryHead] the
+ * attention over its KV head's entries as fed (`before`, the lengths at the block's start), then the
+ * block's tokens 0..row. Causal masking gives the later block tokens no weight, so when nothing
+ * changed the cache between rows these are the step's own attention rows (Session.feedBlock).
+ */
+export function blockRowAttention(dims: ModelDims, result: ForwardResult, before: number[][], row: number): Float32Array[][] {
+  const { nLayers, nHeads, groupSize } = dims;
+  const q = result.q;
+  const out: Float32Array[][] = [];
+  for (let l = 0; l < nLayers; l++) {
+    const attn = result.attention![l]; // [H, q, T + q]
+    const slots = result.pastLengths[l];
+    const rowLength = slots + q;
+    const heads: Float32Array[] = [];
+    for (let qh = 0; qh < nHeads; qh++) {
+      const held = before[l][Math.floor(qh / groupSize)];
+      const base = (qh * q + row) * rowLength;
+      const weights = new Float32Array(held + row + 1);
+      weights.set(attn.subarray(base, base + held), 0);
+      weights.set(attn.subarray(base + slots, base + slots + row + 1), held);
+      heads.push(weights);
+    }
+    out.push(heads);
+  }
+  return out;
+}
+
+/** Row `row` of per-layer blocks laid out [heads, q, D] (new keys, values, queries) as [heads, 1, D]. */
+export function blockRows(blocks: readonly Float32Array[], heads: number, q: number, headDim: number, row: number): Float32Array[] {
+  return blocks.map((block) => {
+    const out = new Float32Array(heads * headDim);
+    for (let h = 0; h < heads; h++) out.set(block.subarray((h * q + row) * headDim, (h * q + row + 1) * headDim), h * headDim);
+    return out;
+  });
+}

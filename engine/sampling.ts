@@ -112,42 +112,16 @@ export class Sampler {
 
   /** Draws one token from logits (one row of V values). Greedy draws no random number. */
   sample(logits: ArrayLike<number>): SampleResult {
-    const { temperature, topK, topP } = this.options;
+    const { temperature } = this.options;
     if (temperature === 0) return { token: argmax(logits), sampleProb: 1 };
-
-    const scaled = new Float64Array(logits.length);
-    let maxScaled = -Infinity;
-    for (let i = 0; i < logits.length; i++) {
-      scaled[i] = logits[i] / temperature;
-      if (scaled[i] > maxScaled) maxScaled = scaled[i];
-    }
-    if (!Number.isFinite(maxScaled)) {
+    const probs = temperedProbabilities(logits, temperature);
+    if (!probs) {
       // logits / T overflowed (see the header): the T → 0 limit, greedy, keeping the one draw
       this.rng.nextFloat();
       return { token: argmax(logits), sampleProb: 1 };
     }
-    const probs = softmax(scaled);
-
-    // Candidates in descending probability (ties: lower id first) — only when filtering needs order.
-    let candidates: number[] | null = null;
-    if ((topK > 0 && topK < probs.length) || topP < 1) {
-      candidates = Array.from({ length: probs.length }, (_, i) => i);
-      candidates.sort((a, b) => probs[b] - probs[a] || a - b);
-      if (topK > 0 && topK < candidates.length) candidates.length = topK;
-      if (topP < 1) {
-        let mass = 0;
-        let keep = 0;
-        while (keep < candidates.length) {
-          mass += probs[candidates[keep++]];
-          if (mass >= topP) break;
-        }
-        candidates.length = keep;
-      }
-    }
-
-    const u = this.rng.nextFloat();
-    if (!candidates) return drawFrom(probs, null, u);
-    return drawFrom(probs, candidates, u);
+    const candidates = filteredCandidates(probs, this.options);
+    return drawFrom(probs, candidates, this.rng.nextFloat());
   }
 
   getState(): SamplerState {
@@ -164,6 +138,58 @@ export class Sampler {
     sampler.rng.setState(state.rng);
     return sampler;
   }
+}
+
+/** softmax(logits / T) in float64, or null when logits / T overflows (the greedy limit). */
+function temperedProbabilities(logits: ArrayLike<number>, temperature: number): Float64Array | null {
+  const scaled = new Float64Array(logits.length);
+  let maxScaled = -Infinity;
+  for (let i = 0; i < logits.length; i++) {
+    scaled[i] = logits[i] / temperature;
+    if (scaled[i] > maxScaled) maxScaled = scaled[i];
+  }
+  return Number.isFinite(maxScaled) ? softmax(scaled) : null;
+}
+
+/** Top-k / top-p candidates in descending probability (ties: lower id first); null when no filter applies. */
+function filteredCandidates(probs: Float64Array, options: Required<SamplerOptions>): number[] | null {
+  const { topK, topP } = options;
+  if (!((topK > 0 && topK < probs.length) || topP < 1)) return null;
+  const candidates = Array.from({ length: probs.length }, (_, i) => i);
+  candidates.sort((a, b) => probs[b] - probs[a] || a - b);
+  if (topK > 0 && topK < candidates.length) candidates.length = topK;
+  if (topP < 1) {
+    let mass = 0;
+    let keep = 0;
+    while (keep < candidates.length) {
+      mass += probs[candidates[keep++]];
+      if (mass >= topP) break;
+    }
+    candidates.length = keep;
+  }
+  return candidates;
+}
+
+/**
+ * The whole distribution Sampler.sample draws from, over the vocabulary: softmax(logits / T) kept
+ * to the top-k / top-p candidates and renormalised; one-hot at the argmax for greedy (and where
+ * logits / T overflows). Speculative sampling needs it whole: p and q of every token.
+ */
+export function samplingDistribution(logits: ArrayLike<number>, options: SamplerOptions = {}): Float64Array {
+  const merged = { ...DEFAULT_SAMPLER, ...options };
+  const probs = merged.temperature === 0 ? null : temperedProbabilities(logits, merged.temperature);
+  if (!probs) {
+    const oneHot = new Float64Array(logits.length);
+    oneHot[argmax(logits)] = 1;
+    return oneHot;
+  }
+  const candidates = filteredCandidates(probs, merged);
+  if (!candidates) return probs;
+  const out = new Float64Array(probs.length);
+  let total = 0;
+  for (const id of candidates) total += probs[id];
+  for (const id of candidates) out[id] = probs[id] / total;
+  return out;
 }
 
 /** Inverse-CDF draw over `candidates` (or all ids), renormalised to their total mass. */

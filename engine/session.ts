@@ -7,6 +7,8 @@
  *   run(n)        steps until n tokens, EOS, a full context or an abort signal
  *   snapshot() / restore() / fork()   cheap step-back and A/B branches
  *   setPolicy()   swaps the policy mid-decode; the existing cache is handed to the new one
+ *   feedBlock()   speculative verification: q given tokens in one forward, committed row by row
+ *   speculate() / rewindSpeculation() / settle()   steps that can be taken back (a drafter's)
  *
  * Steps are atomic: prefill, step and setPolicy run inside a cache transaction (cache/store.ts).
  * If the forward, a policy or its decision fails, the cache, positions, pending logits, policy
@@ -26,18 +28,19 @@ import type { KvTokenizer } from './model/tokenizer.ts';
 import { summarizeLogits } from './metrics/softmax.ts';
 import type { Policy, PolicyContext, PolicyDefinition } from './policies/types.ts';
 import { captureAttention, decisionTrace, emptyApplied, summarizeAttention } from './capture.ts';
-import { emptyPrefillObservation, headLengths, observePrefillChunk, startPrefillObservation, stepAttention } from './observe.ts';
+import { blockRowAttention, blockRows, emptyPrefillObservation, headLengths, observePrefillChunk, startPrefillObservation, stepAttention } from './observe.ts';
 import { PolicyChain, type Hook } from './policies/chain.ts';
 import { POLICIES } from './policies/index.ts';
 import { formatPolicyChain, parsePolicyChain, type PolicySpec } from './policies/spec.ts';
-import type { Forward, ModelDims } from './runtime/forward.ts';
-import { Sampler, type SamplerOptions, type SamplerState } from './sampling.ts';
+import type { Forward, ForwardResult, ModelDims } from './runtime/forward.ts';
+import { Sampler, samplingDistribution, type SamplerOptions, type SamplerState } from './sampling.ts';
 import {
   DEFAULT_TRACE_OPTIONS,
   TRACE_VERSION,
   TraceRecorder,
   type PolicySwitchTrace,
   type PrefillTrace,
+  type SpeculativeStepTrace,
   type StepTrace,
   type TokenProb,
   type TraceOptions,
@@ -113,6 +116,70 @@ export interface RunResult {
   message?: string;
 }
 
+/** What the caller of feedBlock decides after each committed row (engine/spec/decoder.ts). */
+export interface BlockRowVerdict {
+  /** commit the next fed token's row too (it was accepted, and nothing changed the cache) */
+  next: boolean;
+  /** recorded on this row's step */
+  speculative?: SpeculativeStepTrace;
+}
+
+export interface BlockRowInfo {
+  /** row in the block (0 = the first fed token) */
+  row: number;
+  /** the logits after this row's token: the distribution of the token after it */
+  logits: Float32Array;
+  /**
+   * the policy changed what the graph sees after this row (evicted, merged, re-encoded, moved or
+   * hid entries): the forward's later rows saw a cache that a step-by-step decode never has, so
+   * they cannot be committed
+   */
+  cacheChanged: boolean;
+  /** the step just recorded for this row */
+  step: StepTrace;
+}
+
+export interface BlockResult {
+  /** rows committed (≥ 1): tokens fed into the cache, one step each */
+  committed: number;
+  steps: StepTrace[];
+  /** the one target forward, ms */
+  forwardMs: number;
+}
+
+/** What a step records: the token, the distribution it was drawn from, and the graph's outputs for it. */
+interface FedRow {
+  token: number;
+  sampleProb: number;
+  forced: boolean;
+  /** the logits the token was drawn from (the pending distribution) */
+  drawnFrom: Float32Array;
+  position: number;
+  /** per layer [Hkv, 1, D] */
+  keys: Float32Array[];
+  values: Float32Array[];
+  /** per layer [H, 1, D], when fetched */
+  queries: Float32Array[] | null;
+  /** [layer][queryHead] over the KV head's entries as fed + the new token, when fetched */
+  attention: Float32Array[][] | null;
+  /** the logits after the token (own array: they become pending) */
+  logits: Float32Array;
+  forwardMs: number;
+  started: number;
+}
+
+/** The session's own fields before a step, to put back when the step is undone. */
+interface SavedFields {
+  tokens: number;
+  nextPosition: number;
+  stepCount: number;
+  pendingLogits: Float32Array | null;
+  sampler: SamplerState;
+  policy: JsonValue;
+  trace: number;
+  queries: Float32Array[] | null;
+}
+
 export interface SessionSnapshot {
   tokenIds: number[];
   nextPosition: number;
@@ -151,6 +218,8 @@ export class Session {
   private pendingLogits: Float32Array | null = null;
   /** [layer] the newest token's queries [nHeads × headDim] (keepQueries), null before any forward */
   private queries_: Float32Array[] | null = null;
+  /** open speculative section (speculate()): per step taken in it, the cache savepoint and fields before it */
+  private speculation: { savepoint: number; saved: SavedFields }[] | null = null;
 
   constructor(model: EngineModel, options: SessionOptions = {}) {
     this.model = model;
@@ -301,7 +370,7 @@ export class Session {
       });
       forwardMs += now() - t0;
       chunks++;
-      if (this.keepQueries && result.queries) this.queries_ = newestQueries(result.queries, q, this.dims.nHeads, this.dims.headDim);
+      if (this.keepQueries && result.queries) this.queries_ = blockRows(result.queries, this.dims.nHeads, q, this.dims.headDim, q - 1);
       this.cache.appendForward(result.keys, result.values, q, positions, this.tokenIds.length);
       for (const id of chunkIds) this.tokenIds.push(id);
       this.nextPosition += q;
@@ -355,7 +424,6 @@ export class Session {
   }
 
   private async decode(logits: Float32Array, position: number, options: StepOptions, started: number): Promise<StepTrace> {
-    const { nLayers, nKvHeads } = this.dims;
     let token: number;
     let sampleProb: number;
     const forced = options.token !== undefined;
@@ -365,31 +433,58 @@ export class Session {
     } else {
       ({ token, sampleProb } = this.sampler.sample(logits));
     }
-    const traceOptions = this.trace_.options;
-    const { logSumExp, top } = summarizeLogits(logits, traceOptions.topTokens);
-    const tokenProb: TokenProb = { id: token, piece: this.piece(token), prob: Math.exp(logits[token] - logSumExp) };
-    const topTokens = top.map(({ index, value }) => ({ id: index, piece: this.piece(index), prob: Math.exp(value - logSumExp) }));
-
-    const needs = this.chain.needs;
-    const wantAttention = needs.attention || traceOptions.attention;
-    const tokenIndex = this.tokenIds.length;
+    const { nHeads, headDim } = this.dims;
+    const wantAttention = this.chain.needs.attention || this.trace_.options.attention;
     const before = headLengths(this.cache);
-    const feeds = this.cache.buildFeeds(1);
+    const result = await this.forward([token], position, wantAttention);
+    const step = this.absorb({
+      token,
+      sampleProb,
+      forced,
+      drawnFrom: logits,
+      position,
+      keys: result.keys,
+      values: result.values,
+      queries: result.queries ? blockRows(result.queries, nHeads, 1, headDim, 0) : null,
+      attention: wantAttention && result.attention ? stepAttention(this.dims, result, before) : null,
+      logits: result.logits,
+      forwardMs: result.ms,
+      started,
+    });
+    this.trace_.record(step);
+    return step;
+  }
+
+  /** One forward over `tokens` fed at positions from `position` on, with the cache's feeds. */
+  private async forward(tokens: readonly number[], position: number, attention: boolean): Promise<ForwardResult & { ms: number }> {
+    const feeds = this.cache.buildFeeds(tokens.length);
     const t0 = now();
     const result = await this.model.forward.run({
-      inputIds: [token],
-      positionIds: [position],
+      inputIds: tokens,
+      positionIds: tokens.map((_, i) => position + i),
       layers: feeds,
-      attention: wantAttention,
-      queries: needs.queries || this.keepQueries,
+      attention,
+      queries: this.chain.needs.queries || this.keepQueries,
     });
-    const forwardMs = now() - t0;
-    if (this.keepQueries && result.queries) this.queries_ = newestQueries(result.queries, 1, this.dims.nHeads, this.dims.headDim);
-    this.cache.appendForward(result.keys, result.values, 1, [position], tokenIndex);
+    return { ...result, ms: now() - t0 };
+  }
+
+  /** Feeds one token's graph outputs into the cache and lets the policy decide; the caller records the step. */
+  private absorb(row: FedRow): StepTrace {
+    const { nLayers, nKvHeads } = this.dims;
+    const traceOptions = this.trace_.options;
+    const needs = this.chain.needs;
+    const { token, position } = row;
+    const { logSumExp, top } = summarizeLogits(row.drawnFrom, traceOptions.topTokens);
+    const tokenProb: TokenProb = { id: token, piece: this.piece(token), prob: Math.exp(row.drawnFrom[token] - logSumExp) };
+    const topTokens = top.map(({ index, value }) => ({ id: index, piece: this.piece(index), prob: Math.exp(value - logSumExp) }));
+
+    if (this.keepQueries && row.queries) this.queries_ = row.queries;
+    const tokenIndex = this.tokenIds.length;
+    this.cache.appendForward(row.keys, row.values, 1, [position], tokenIndex);
     this.tokenIds.push(token);
 
-    // Attention of the new query over each KV head's entries (the cache as fed + the new token).
-    const entryAttention = wantAttention && result.attention ? stepAttention(this.dims, result, before) : null;
+    const entryAttention = row.attention;
     // Captured before the policy changes the cache: what this step's query actually attended to.
     const keepFull = traceOptions.attention && traceOptions.fullSteps > 0 && entryAttention !== null;
     const attention = keepFull ? captureAttention(this.cache, entryAttention!) : null;
@@ -398,12 +493,12 @@ export class Session {
     const p0 = now();
     const hook: Hook = {
       kind: 'step',
-      observation: { step: this.stepCount_, tokenIndex, position, attention: needs.attention ? entryAttention : null, queries: needs.queries ? result.queries : null },
+      observation: { step: this.stepCount_, tokenIndex, position, attention: needs.attention ? entryAttention : null, queries: needs.queries ? row.queries : null },
     };
     const { applied, decisions } = this.chain.run(this.cache, hook);
     this.takePosition(applied, position + 1);
     const policyMs = now() - p0;
-    this.pendingLogits = result.logits;
+    this.pendingLogits = row.logits;
 
     const step: StepTrace = {
       kind: 'step',
@@ -411,19 +506,80 @@ export class Session {
       tokenIndex,
       position,
       token: tokenProb,
-      sampleProb,
-      forced,
+      sampleProb: row.sampleProb,
+      forced: row.forced,
       topK: topTokens,
       attention,
       attentionTop,
       policy: this.policySpec,
       decision: decisionTrace(applied, decisions, nLayers, nKvHeads, traceOptions.fullSteps > 0),
       memory: this.cache.memory(),
-      timings: { forwardMs, policyMs, totalMs: now() - started },
+      timings: { forwardMs: row.forwardMs, policyMs, totalMs: now() - row.started },
     };
     this.stepCount_++;
-    this.trace_.record(step);
     return step;
+  }
+
+  // ---- speculative verification ---------------------------------------------------------------
+
+  /**
+   * Feeds `tokens` in one forward over the cache as it is and commits their rows in order, each as
+   * the step a token-by-token decode would take: append, policy decision, trace. After each row
+   * `decide` sees its logits and says whether the next row stands. A row's logits are exact only
+   * while nothing changed the cache between rows (causal masking hides the later rows): when the
+   * policy's decision after a row changes what the graph sees (`cacheChanged`), the rows after it
+   * are dropped, whatever `decide` says. Row 0 is always committed: its token must already be the
+   * session's to feed. Atomic like step(): on any error the session is as before.
+   */
+  async feedBlock(tokens: readonly number[], decide: (info: BlockRowInfo) => BlockRowVerdict): Promise<BlockResult> {
+    const started = now();
+    const logits = this.pendingLogits;
+    if (!logits) throw new SessionError('nothing to decode yet: call prefill() first');
+    if (tokens.length === 0) throw new SessionError('feedBlock needs at least one token');
+    const position = this.nextPosition;
+    const last = position + tokens.length - 1;
+    if (last > this.dims.contextLength - 1) {
+      throw new ContextFullError(`context is full: a block of ${tokens.length} tokens from position ${position} would need position ${last}, but the model's context is ${this.dims.contextLength}`);
+    }
+    tokens.forEach((id, i) => this.checkTokenId(id, `block token ${i}`));
+    return this.atomically(() => this.verifyBlock(tokens, logits, position, decide, started));
+  }
+
+  private async verifyBlock(tokens: readonly number[], logits: Float32Array, position: number, decide: (info: BlockRowInfo) => BlockRowVerdict, started: number): Promise<BlockResult> {
+    const { nHeads, nKvHeads, headDim, vocabSize } = this.dims;
+    const q = tokens.length;
+    const wantAttention = this.chain.needs.attention || this.trace_.options.attention;
+    // A hide lasts one forward: rows after the first would see the hidden entries again.
+    const hiddenAtStart = this.cache.hiddenCount() > 0;
+    const before = headLengths(this.cache);
+    const result = await this.forward(tokens, position, wantAttention);
+    const steps: StepTrace[] = [];
+    let drawnFrom = logits;
+    for (let row = 0; row < q; row++) {
+      const rowLogits = result.logits.slice(row * vocabSize, (row + 1) * vocabSize);
+      const step = this.absorb({
+        token: tokens[row],
+        sampleProb: samplingDistribution(drawnFrom, this.sampler.options)[tokens[row]],
+        forced: false,
+        drawnFrom,
+        position: position + row,
+        keys: blockRows(result.keys, nKvHeads, q, headDim, row),
+        values: blockRows(result.values, nKvHeads, q, headDim, row),
+        queries: result.queries ? blockRows(result.queries, nHeads, q, headDim, row) : null,
+        attention: wantAttention && result.attention ? blockRowAttention(this.dims, result, before, row) : null,
+        logits: rowLogits,
+        forwardMs: row === 0 ? result.ms : 0,
+        started: row === 0 ? started : now(),
+      });
+      const cacheChanged = (row === 0 && hiddenAtStart) || changesForward(step.decision, position + row + 1, this.nextPosition);
+      const verdict = decide({ row, logits: rowLogits, cacheChanged, step });
+      if (verdict.speculative) step.speculative = verdict.speculative;
+      this.trace_.record(step);
+      steps.push(step);
+      if (!verdict.next || cacheChanged || row === q - 1) break;
+      drawnFrom = rowLogits;
+    }
+    return { committed: steps.length, steps, forwardMs: result.ms };
   }
 
   /**
@@ -458,6 +614,7 @@ export class Session {
    * A spec, attach or decision that fails leaves the old policy and the cache as they were.
    */
   setPolicy(spec: string | PolicySpec | readonly PolicySpec[]): PolicySwitchTrace {
+    if (this.speculation) throw new SessionError('cannot switch the policy inside a speculative section: settle() it first');
     const chain = new PolicyChain(this.parsePolicy(spec), this.policyContext(), this.registry);
     const from = this.policySpec;
     const previous = this.chain;
@@ -493,9 +650,36 @@ export class Session {
   /**
    * Runs `work` so that it happens entirely or not at all: on any error the cache transaction is
    * rolled back and the session's own fields, the policy state and the sampler are put back.
+   * Inside a speculative section the step is one savepoint of the section's transaction instead.
    */
   private async atomically<T>(work: () => Promise<T>): Promise<T> {
-    const saved = {
+    const saved = this.saveFields();
+    if (this.speculation) {
+      const savepoint = this.cache.savepoint();
+      try {
+        const result = await work();
+        this.speculation.push({ savepoint, saved });
+        return result;
+      } catch (error) {
+        this.cache.rollbackTo(savepoint);
+        this.restoreFields(saved);
+        throw error;
+      }
+    }
+    this.cache.begin();
+    try {
+      const result = await work();
+      this.cache.commit();
+      return result;
+    } catch (error) {
+      this.cache.rollback();
+      this.restoreFields(saved);
+      throw error;
+    }
+  }
+
+  private saveFields(): SavedFields {
+    return {
       tokens: this.tokenIds.length,
       nextPosition: this.nextPosition,
       stepCount: this.stepCount_,
@@ -505,23 +689,62 @@ export class Session {
       trace: this.trace_.length,
       queries: this.queries_,
     };
+  }
+
+  private restoreFields(saved: SavedFields): void {
+    this.tokenIds.length = saved.tokens;
+    this.nextPosition = saved.nextPosition;
+    this.stepCount_ = saved.stepCount;
+    this.pendingLogits = saved.pendingLogits;
+    this.sampler = Sampler.fromState(saved.sampler);
+    this.chain.setState(saved.policy);
+    this.trace_.truncate(saved.trace);
+    this.queries_ = saved.queries;
+  }
+
+  // ---- speculative sections -------------------------------------------------------------------
+
+  /**
+   * Opens a speculative section: the steps taken until settle() can be taken back, newest first,
+   * with rewindSpeculation(keep) — cache (under the session's own policy), policy state, sampler
+   * and trace exactly as they were after the first `keep` of them. A drafter proposes tokens this
+   * way and keeps only the accepted ones. Snapshots and policy switches wait for settle().
+   */
+  speculate(): void {
+    if (this.speculation) throw new SessionError('a speculative section is already open');
+    if (this.cache.inTransaction) throw new SessionError('cannot speculate while a step is running');
     this.cache.begin();
-    try {
-      const result = await work();
-      this.cache.commit();
-      return result;
-    } catch (error) {
-      this.cache.rollback();
-      this.tokenIds.length = saved.tokens;
-      this.nextPosition = saved.nextPosition;
-      this.stepCount_ = saved.stepCount;
-      this.pendingLogits = saved.pendingLogits;
-      this.sampler = Sampler.fromState(saved.sampler);
-      this.chain.setState(saved.policy);
-      this.trace_.truncate(saved.trace);
-      this.queries_ = saved.queries;
-      throw error;
+    this.speculation = [];
+  }
+
+  get speculating(): boolean {
+    return this.speculation !== null;
+  }
+
+  /** steps taken in the open speculative section (0 when none is open) */
+  get speculativeSteps(): number {
+    return this.speculation?.length ?? 0;
+  }
+
+  /** Undoes every step of the open section after its first `keep`. */
+  rewindSpeculation(keep: number): void {
+    const section = this.speculation;
+    if (!section) throw new SessionError('no speculative section is open');
+    if (!Number.isInteger(keep) || keep < 0 || keep > section.length) {
+      throw new SessionError(`cannot keep ${keep} speculative steps: the section has ${section.length}`);
     }
+    if (keep === section.length) return;
+    const { savepoint, saved } = section[keep];
+    this.cache.rollbackTo(savepoint);
+    this.restoreFields(saved);
+    section.length = keep;
+  }
+
+  /** Closes the open section, keeping the steps it still holds. */
+  settle(): void {
+    if (!this.speculation) throw new SessionError('no speculative section is open');
+    this.cache.commit();
+    this.speculation = null;
   }
 
   // ---- snapshots ------------------------------------------------------------------------------
@@ -601,11 +824,12 @@ export class Session {
   }
 }
 
-/** Per layer, the last of `q` query rows of every head: [H, q, D] → [H, D]. */
-function newestQueries(queries: readonly Float32Array[], q: number, nHeads: number, headDim: number): Float32Array[] {
-  return queries.map((layer) => {
-    const rows = new Float32Array(nHeads * headDim);
-    for (let h = 0; h < nHeads; h++) rows.set(layer.subarray((h * q + q - 1) * headDim, (h * q + q) * headDim), h * headDim);
-    return rows;
-  });
+/**
+ * Whether a decision changed what the next forward sees: entries evicted, merged, re-encoded,
+ * moved or hidden, or the next position moved away from `expected` (P2). Score-only decisions do not.
+ */
+function changesForward(decision: AppliedDecision, expected: number, nextPosition: number): boolean {
+  if (decision.evicted > 0 || decision.merged > 0 || decision.reencoded > 0 || (decision.hidden ?? 0) > 0) return true;
+  if (nextPosition !== expected) return true;
+  return decision.heads.some((h) => h.before !== h.after || h.repositioned > 0);
 }

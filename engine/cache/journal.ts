@@ -3,6 +3,11 @@
  * itself, and rollback() runs those steps newest first. Outside a transaction nothing is kept.
  * `claim` marks arrays created inside the open transaction: nothing from before refers to them,
  * so they may be written in place without a copy.
+ *
+ * Savepoints (`mark` / `rollbackTo`) undo only the changes made after a mark, inside the open
+ * transaction: speculative decoding takes back the draft's rejected steps this way. A mark
+ * forgets which arrays were claimed, so an array created before it is copied (and journaled) on
+ * its next write instead of being written in place beyond the mark's reach.
  */
 export class Journal {
   private steps: (() => void)[] | null = null;
@@ -28,6 +33,23 @@ export class Journal {
     if (!steps) throw new Error('no cache transaction open');
     this.steps = null;
     for (let i = steps.length - 1; i >= 0; i--) steps[i]();
+  }
+
+  /** A savepoint inside the open transaction: rollbackTo(mark) undoes what follows it. */
+  mark(): number {
+    if (!this.steps) throw new Error('no cache transaction open');
+    this.fresh = new WeakSet();
+    return this.steps.length;
+  }
+
+  /** Undoes every change made after `mark`, newest first; the transaction stays open. */
+  rollbackTo(mark: number): void {
+    const steps = this.steps;
+    if (!steps) throw new Error('no cache transaction open');
+    if (!Number.isInteger(mark) || mark < 0 || mark > steps.length) throw new RangeError(`no savepoint ${mark} in this transaction (${steps.length} changes)`);
+    for (let i = steps.length - 1; i >= mark; i--) steps[i]();
+    steps.length = mark;
+    this.fresh = new WeakSet();
   }
 
   record(undo: () => void): void {

@@ -116,6 +116,12 @@ export class KVCacheStore implements PolicyCache {
   exact(layer: number, kvHead: number, index: number): ExactEntry | null {
     return this.head(layer, kvHead).data.codecs?.[index]?.exact ?? null;
   }
+  /** entries hidden from the next forward, over every head */
+  hiddenCount(): number {
+    let n = 0;
+    for (const head of this.heads) n += head.hiddenEntries;
+    return n;
+  }
   /** whether entry `index` is hidden from the next forward */
   hidden(layer: number, kvHead: number, index: number): boolean {
     return this.head(layer, kvHead).data.hidden?.[index] === 1;
@@ -219,6 +225,16 @@ export class KVCacheStore implements PolicyCache {
 
   rollback(): void {
     this.journal.rollback();
+  }
+
+  /** A savepoint inside the open transaction (Journal.mark). */
+  savepoint(): number {
+    return this.journal.mark();
+  }
+
+  /** Undoes every change after the savepoint; the transaction stays open. */
+  rollbackTo(savepoint: number): void {
+    this.journal.rollbackTo(savepoint);
   }
 
   // ---- writing ---------------------------------------------------------------------------

@@ -30,7 +30,7 @@ function editDistance(a: string, b: string): number {
   return row[b.length];
 }
 
-function closest(name: string, candidates: readonly string[]): string | undefined {
+export function closest(name: string, candidates: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of candidates) {

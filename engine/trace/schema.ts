@@ -110,6 +110,56 @@ export interface StepTrace {
   decision: DecisionTrace;
   memory: MemoryTrace;
   timings: { forwardMs: number; policyMs: number; totalMs: number };
+  /** how speculative decoding fed this token (engine/spec/); absent on plain steps */
+  speculative?: SpeculativeStepTrace;
+}
+
+/** Who chose a token that speculative decoding fed. */
+export type SpeculativeOrigin = 'draft' | 'correction' | 'bonus' | 'target';
+
+export interface SpeculativeStepTrace {
+  /** verification round (0-based, counted over the session) whose target forward fed the token */
+  round: number;
+  /** the token's row in that forward (0 = the token the target drew before the round) */
+  row: number;
+  /**
+   * an accepted draft token, or the target's own draw: a correction after a rejection, the bonus
+   * after every draft token was accepted, or a plain draw (no draft that round, or the first round)
+   */
+  origin: SpeculativeOrigin;
+  /** the round's verification, on the last token the round fed */
+  verify?: VerifyTrace;
+}
+
+export interface DraftedToken {
+  id: number;
+  piece: string;
+  /** the drafter's probability of the token (1 for a one-hot drafter) */
+  q: number;
+  /** the target's sampling probability of it; null where the round never verified it */
+  p: number | null;
+  accepted: boolean;
+}
+
+/** One verification round: what was drafted, what the target kept, what ended it. */
+export interface VerifyTrace {
+  /** canonical drafter spec (engine/spec/spec.ts) */
+  drafter: string;
+  /** the most tokens the drafter could propose this round */
+  gamma: number;
+  drafted: DraftedToken[];
+  accepted: number;
+  /** the token the target drew to follow the round; the next round feeds it first */
+  next: { id: number; piece: string; origin: SpeculativeOrigin };
+  /**
+   * rejected: a draft token was rejected (next is the correction); all-accepted: next is the bonus;
+   * cache-changed: the policy changed the cache after a row, so the rows after it could not stand
+   * (next is the accepted draft token after that row); no-draft: the drafter proposed nothing;
+   * eos: the round fed the end-of-sequence token
+   */
+  end: 'rejected' | 'all-accepted' | 'cache-changed' | 'no-draft' | 'eos';
+  draftMs: number;
+  verifyMs: number;
 }
 
 export interface PolicySwitchTrace {

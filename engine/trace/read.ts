@@ -10,6 +10,7 @@
  * of single fields live in read-json.ts, the reading of an event's decision in read-decision.ts.
  */
 import { decision } from './read-decision.ts';
+import { speculative } from './read-speculative.ts';
 import { type Dims, type Json, TraceFormatError, boolean, fail, float32s, grid, int32s, integer, integers, list, number, object, string } from './read-json.ts';
 import { CacheReplay, TraceReplayError, describeEvent } from './replay.ts';
 import {
@@ -242,6 +243,7 @@ function event(value: unknown, index: number, dims: Dims, stepsSoFar: number): T
         memory: memory(o.memory, `${path}.memory`, dims),
         timings: timings(o.timings, `${path}.timings`),
       };
+      if (o.speculative !== undefined) trace.speculative = speculative(o.speculative, `${path}.speculative`);
       return trace;
     }
     case 'policy': {

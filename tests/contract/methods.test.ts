@@ -8,7 +8,9 @@
  * stays within the budget the method recorded (plus the tokens appended since, for methods that
  * decide at prefill only); no head is ever empty; no NaN or Inf in logits or the cache; ragged
  * per-head lengths handed over; prompts of 1 token and of the full context; budgets 1, 2 and 3
- * (each either works within its bound or is refused with a PolicySpecError).
+ * (each either works within its bound or is refused with a PolicySpecError); speculative
+ * verification (blocks of drafted tokens checked in one forward, engine/spec/) decodes exactly the
+ * tokens plain greedy decoding does under the method.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Calibration } from '../../engine/calibration/format.ts';
@@ -17,6 +19,7 @@ import { BUDGET_RULES, specForBudget } from '../../engine/eval/budgets.ts';
 import type { LoadedModel } from '../../engine/model/load.ts';
 import { POLICIES } from '../../engine/policies/index.ts';
 import { Session } from '../../engine/session.ts';
+import { createDrafter, SpeculativeDecoder } from '../../engine/spec/index.ts';
 import type { TraceEvent } from '../../engine/trace/schema.ts';
 import { fixtureModel, tokenSequence } from '../engine/helpers/fixture.ts';
 import { manifestCalibration, tinyCalibration } from '../policies/helpers/calibration.ts';
@@ -140,6 +143,20 @@ describe.each(SPECS)('contract: %s', (spec) => {
     s.restore(snapshot);
     expect(await run(s)).toEqual(first);
     expect(await run(fork)).toEqual(first);
+  });
+
+  it('speculative verification decodes the tokens plain greedy decoding does', async () => {
+    const greedy = () => new Session(model, { policy: spec, sampler: { temperature: 0 }, prefillChunk: 32, calibration });
+    const plain = greedy();
+    await plain.prefill(prompt(70));
+    const expected = (await plain.run(20, { stopAtEos: false })).steps.map((s) => s.token.id);
+    const s = greedy();
+    await s.prefill(prompt(70));
+    // the target itself on a full cache drafts: most drafts are accepted, so blocks of several rows are committed
+    const decoder = new SpeculativeDecoder(s, (await createDrafter('self:gamma=4,policy=full', { target: model }))!);
+    const { steps: fed } = await decoder.run(20, { stopAtEos: false });
+    expect(fed.map((x) => x.token.id)).toEqual(expected);
+    expect(s.cache.memory().entries).toEqual(plain.cache.memory().entries);
   });
 
   it('takes over ragged per-head lengths', async () => {

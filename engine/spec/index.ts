@@ -7,12 +7,12 @@ import { DraftSpecError } from '../errors.ts';
 import type { IntParamSpec } from '../policies/types.ts';
 import type { Drafter, DrafterDefinition, DrafterEnv } from './drafter.ts';
 import { LookupDrafter } from './drafters/lookup.ts';
-import { SessionDrafter, tokenizerMismatch } from './drafters/session-drafter.ts';
+import { omnidraftDrafter } from './drafters/omnidraft.ts';
+import { onlineDrafter } from './drafters/online.ts';
+import { loadDraftModel, SessionDrafter } from './drafters/session-drafter.ts';
 import { formatDraftSpec, parseDraftSpec, type DraftSpec } from './spec.ts';
 
 const gammaParam = (fallback: number, description = 'most tokens drafted per round (γ)'): IntParamSpec => ({ kind: 'int', name: 'gamma', description, default: fallback, min: 1, max: 32 });
-
-const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 
 export const modelDrafter: DrafterDefinition = {
   id: 'model',
@@ -26,15 +26,8 @@ export const modelDrafter: DrafterDefinition = {
   ],
   gammaParam: 'gamma',
   async create(params, env) {
-    const id = String(params.model);
-    const wanted = id || env.target.manifest.draft || '';
-    if (!wanted) throw new DraftSpecError(`model: the target ${env.target.manifest.id} names no draft model; give one with model=ID`);
-    if (!MODEL_ID.test(wanted)) throw new DraftSpecError(`model: ${JSON.stringify(wanted)} is not a model id`);
-    if (!env.loadModel) throw new DraftSpecError('model: no draft model can be loaded here');
-    const draft = await env.loadModel(wanted);
-    const mismatch = tokenizerMismatch(env.target, draft);
-    if (mismatch) throw new DraftSpecError(`model: ${draft.manifest.id} cannot draft for ${env.target.manifest.id}: ${mismatch}`);
-    return new SessionDrafter(formatDraftSpec({ id: 'model', params: { ...params, model: wanted } }, DRAFTERS), Number(params.gamma), draft, String(params.policy));
+    const draft = await loadDraftModel(String(params.model), env, 'model');
+    return new SessionDrafter(formatDraftSpec({ id: 'model', params: { ...params, model: draft.manifest.id } }, DRAFTERS), Number(params.gamma), draft, String(params.policy));
   },
 };
 
@@ -65,7 +58,7 @@ export const lookupDrafter: DrafterDefinition = {
   },
 };
 
-export const DRAFTERS: readonly DrafterDefinition[] = [modelDrafter, lookupDrafter, selfDrafter];
+export const DRAFTERS: readonly DrafterDefinition[] = [modelDrafter, lookupDrafter, selfDrafter, omnidraftDrafter, onlineDrafter];
 
 export function findDrafter(id: string): DrafterDefinition | undefined {
   return DRAFTERS.find((d) => d.id === id);

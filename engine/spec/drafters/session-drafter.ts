@@ -12,7 +12,7 @@ import { DraftSpecError } from '../../errors.ts';
 import { softmax } from '../../metrics/softmax.ts';
 import { samplingDistribution } from '../../sampling.ts';
 import { Session, type EngineModel } from '../../session.ts';
-import type { Drafter, DraftProposal, DraftRequest } from '../drafter.ts';
+import type { Drafter, DrafterEnv, DraftProposal, DraftRequest } from '../drafter.ts';
 import { drawFromTarget } from '../verify.ts';
 
 const QUIET_TRACE = { attention: false, fullSteps: 0, topTokens: 0, attentionTop: 0 };
@@ -43,45 +43,61 @@ function commonPrefix(a: readonly number[], b: readonly number[]): number {
   return i;
 }
 
-export class SessionDrafter implements Drafter {
-  private readonly session: Session;
+const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+
+/** The draft model `id` names ('' = the one the target's manifest names), checked to share the target's tokenizer. */
+export async function loadDraftModel(id: string, env: DrafterEnv, drafter: string): Promise<EngineModel> {
+  const wanted = id || env.target.manifest.draft || '';
+  if (!wanted) throw new DraftSpecError(`${drafter}: the target ${env.target.manifest.id} names no draft model; give one with model=ID`);
+  if (!MODEL_ID.test(wanted)) throw new DraftSpecError(`${drafter}: ${JSON.stringify(wanted)} is not a model id`);
+  if (!env.loadModel) throw new DraftSpecError(`${drafter}: no draft model can be loaded here`);
+  const draft = await env.loadModel(wanted);
+  const mismatch = tokenizerMismatch(env.target, draft);
+  if (mismatch) throw new DraftSpecError(`${drafter}: ${draft.manifest.id} cannot draft for ${env.target.manifest.id}: ${mismatch}`);
+  return draft;
+}
+
+/**
+ * A draft model's session, one draft token at a time: start() makes it hold a round's context and
+ * opens a speculative section, `logits` is its next-token prediction, feed() appends a draft. A
+ * wrapper decides per token whether to go on (OmniDraft's adaptive length) or what to draw (an
+ * online-adapted distribution); next round's start() rewinds the rejected drafts exactly.
+ */
+export class DraftCursor {
+  readonly session: Session;
 
   constructor(
-    readonly spec: string,
-    readonly gamma: number,
-    private readonly model: EngineModel,
+    readonly model: EngineModel,
     policy: string,
   ) {
     this.session = new Session(model, { policy, trace: QUIET_TRACE });
   }
 
-  /** the draft session's current KV-cache policy (canonical) */
-  get policySpec(): string {
-    return this.session.policySpec;
+  get eos(): number {
+    return this.model.manifest.tokenizer.eos_id;
   }
 
-  async propose(request: DraftRequest): Promise<DraftProposal> {
-    await this.catchUp(request.tokens);
-    const session = this.session;
-    const { contextLength } = session.dims;
-    const eos = this.model.manifest.tokenizer.eos_id;
-    const out: DraftProposal = { tokens: [], q: [], confidence: [] };
-    session.speculate();
-    for (let i = 0; i < request.maxTokens; i++) {
-      const logits = session.nextTokenLogits!;
-      const q = samplingDistribution(logits, request.sampler);
-      const token = drawFromTarget(q, request.rng);
-      out.tokens.push(token);
-      out.q.push(q);
-      out.confidence.push(softmax(logits)[token]);
-      // the last draft needs no forward; nor does one at EOS or where the draft's context ends
-      if (i === request.maxTokens - 1 || token === eos || session.position > contextLength - 1) break;
-      await session.step({ token });
-    }
-    return out;
+  /** the draft's next-token logits after the tokens held */
+  get logits(): Float32Array {
+    return this.session.nextTokenLogits!;
   }
 
-  /** Makes the draft session hold exactly `tokens`: keep the prefix it shares with them, feed the rest. */
+  /** whether one more draft can be fed inside the draft model's context */
+  get canFeed(): boolean {
+    return this.session.position <= this.session.dims.contextLength - 1;
+  }
+
+  /** Holds exactly `tokens` and opens the round's speculative section. */
+  async start(tokens: readonly number[]): Promise<void> {
+    await this.catchUp(tokens);
+    this.session.speculate();
+  }
+
+  async feed(token: number): Promise<void> {
+    await this.session.step({ token });
+  }
+
+  /** Keeps the prefix the session shares with `tokens` (rewinding rejected drafts), feeds the rest. */
   private async catchUp(tokens: readonly number[]): Promise<void> {
     const session = this.session;
     const shared = commonPrefix(session.tokens, tokens);
@@ -99,5 +115,46 @@ export class SessionDrafter implements Drafter {
       return;
     }
     for (let i = session.tokens.length; i < tokens.length; i++) await session.step({ token: tokens[i] });
+  }
+}
+
+export class SessionDrafter implements Drafter {
+  private readonly cursor: DraftCursor;
+
+  constructor(
+    readonly spec: string,
+    readonly gamma: number,
+    model: EngineModel,
+    policy: string,
+  ) {
+    this.cursor = new DraftCursor(model, policy);
+  }
+
+  /** the draft session's current KV-cache policy (canonical) */
+  get policySpec(): string {
+    return this.cursor.session.policySpec;
+  }
+
+  /** the draft session, for reading (tests compare its cache after a rewind); drive it only through propose() */
+  get draftSession(): Session {
+    return this.cursor.session;
+  }
+
+  async propose(request: DraftRequest): Promise<DraftProposal> {
+    const cursor = this.cursor;
+    await cursor.start(request.tokens);
+    const out: DraftProposal = { tokens: [], q: [], confidence: [] };
+    for (let i = 0; i < request.maxTokens; i++) {
+      const logits = cursor.logits;
+      const q = samplingDistribution(logits, request.sampler);
+      const token = drawFromTarget(q, request.rng);
+      out.tokens.push(token);
+      out.q.push(q);
+      out.confidence.push(softmax(logits)[token]);
+      // the last draft needs no forward; nor does one at EOS or where the draft's context ends
+      if (i === request.maxTokens - 1 || token === cursor.eos || !cursor.canFeed) break;
+      await cursor.feed(token);
+    }
+    return out;
   }
 }

@@ -25,6 +25,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   inspect: async () => (await import('./inspect.ts')).inspect,
   calibrate: async () => (await import('./calibrate.ts')).calibrate,
   eval: async () => (await import('./eval.ts')).evaluate,
+  index: async () => (await import('./index-build.ts')).indexCommand,
 };
 
 const MAIN_HELP = `kvscope — step through LLM decoding and watch the KV cache
@@ -36,6 +37,8 @@ Usage:
                                              that razor, compresskv and d2o need)
   kvscope eval --task ppl|needle --policy SPEC …
                                              perplexity / passkey retrieval of policies at budgets
+  kvscope index build --input FILE --out DIR  ∞-gram token indexes (suffix array, FM-index)
+                                             for the infinigram drafter
   kvscope <command> --help                   options of a command
   kvscope --version
 

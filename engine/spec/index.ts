@@ -7,6 +7,7 @@ import { DraftSpecError } from '../errors.ts';
 import type { IntParamSpec } from '../policies/types.ts';
 import type { Drafter, DrafterDefinition, DrafterEnv } from './drafter.ts';
 import { LookupDrafter } from './drafters/lookup.ts';
+import { infinigramDrafter } from './drafters/infinigram.ts';
 import { omnidraftDrafter } from './drafters/omnidraft.ts';
 import { onlineDrafter } from './drafters/online.ts';
 import { loadDraftModel, SessionDrafter } from './drafters/session-drafter.ts';
@@ -58,7 +59,7 @@ export const lookupDrafter: DrafterDefinition = {
   },
 };
 
-export const DRAFTERS: readonly DrafterDefinition[] = [modelDrafter, lookupDrafter, selfDrafter, omnidraftDrafter, onlineDrafter];
+export const DRAFTERS: readonly DrafterDefinition[] = [modelDrafter, lookupDrafter, infinigramDrafter, omnidraftDrafter, onlineDrafter, selfDrafter];
 
 export function findDrafter(id: string): DrafterDefinition | undefined {
   return DRAFTERS.find((d) => d.id === id);

@@ -750,6 +750,7 @@ export class Session {
   // ---- snapshots ------------------------------------------------------------------------------
 
   snapshot(): SessionSnapshot {
+    if (this.speculation) throw new SessionError('cannot snapshot inside a speculative section: settle() it first');
     return {
       tokenIds: [...this.tokenIds],
       nextPosition: this.nextPosition,
@@ -798,6 +799,7 @@ export class Session {
 
   /** Forgets the prompt, cache, policy state and trace; the sampler restarts from its seed. */
   reset(): void {
+    if (this.speculation) throw new SessionError('cannot reset inside a speculative section: settle() it first');
     this.cache.clear();
     this.chain.reset();
     this.sampler = new Sampler(this.sampler.options);

@@ -64,6 +64,7 @@ export class SpeculativeDecoder {
     readonly target: Session,
     readonly drafter: Drafter,
   ) {
+    if (!Number.isInteger(drafter.gamma) || drafter.gamma < 1) throw new DraftSpecError(`drafter ${drafter.spec}: γ must be an integer ≥ 1, got ${drafter.gamma}`);
     this.rng = new Xoshiro128(speculativeSeed(target.samplerOptions.seed));
     this.stats = new SpeculativeStats(drafter.spec, drafter.gamma);
   }

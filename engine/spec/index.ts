@@ -11,7 +11,7 @@ import { infinigramDrafter } from './drafters/infinigram.ts';
 import { omnidraftDrafter } from './drafters/omnidraft.ts';
 import { onlineDrafter } from './drafters/online.ts';
 import { loadDraftModel, SessionDrafter } from './drafters/session-drafter.ts';
-import { formatDraftSpec, parseDraftSpec, type DraftSpec } from './spec.ts';
+import { formatDraftSpec, parseDraftSpec, resolveDraftParams, type DraftSpec } from './spec.ts';
 
 const gammaParam = (fallback: number, description = 'most tokens drafted per round (γ)'): IntParamSpec => ({ kind: 'int', name: 'gamma', description, default: fallback, min: 1, max: 32 });
 
@@ -81,7 +81,7 @@ export async function createDrafter(spec: string | DraftSpec, env: DrafterEnv): 
   if (!parsed) return null;
   const definition = findDrafter(parsed.id);
   if (!definition) throw new DraftSpecError(`unknown drafter ${JSON.stringify(parsed.id)}`);
-  return definition.create(parsed.params, env);
+  return definition.create(resolveDraftParams(definition, parsed.params), env);
 }
 
 export type { Drafter, DrafterDefinition, DrafterEnv, DraftProposal, DraftRequest, RoundOutcome } from './drafter.ts';

@@ -1,18 +1,39 @@
 /**
  * `kvscope generate`: a continuation through the engine with any KV-cache policy (docs/cli.md).
  * Plain mode streams the prompt and the continuation on stdout and a summary line on stderr;
- * --json prints GenerateJson instead; --trace also writes the engine trace.
+ * --json prints GenerateJson instead; --trace also writes the engine trace. --draft SPEC decodes
+ * speculatively (engine/spec): the same output, plus the rounds' statistics.
  */
 import { readFile, writeFile } from 'node:fs/promises';
-import { KvscopeError, PolicySpecError } from '../errors.ts';
+import { DraftSpecError, KvscopeError, PolicySpecError } from '../errors.ts';
 import { loadModelFromDirectory } from '../model/load-node.ts';
 import { parsePolicyChain } from '../policies/spec.ts';
-import { Session } from '../session.ts';
+import { Session, type RunResult } from '../session.ts';
+import { nodeDrafterEnv } from '../spec/env-node.ts';
+import { createDrafter, DRAFTERS, parseDrafter, SpeculativeDecoder, type DraftSpec, type SpeculativeSummary } from '../spec/index.ts';
 import { exportTraceJson, type StepTrace } from '../trace/schema.ts';
 import { integerOption, noExtraPositionals, numberOption, parse, requireFileName, seedOption, UsageError } from './args.ts';
 import { formatBytes } from './format.ts';
 import type { CliIO } from './io.ts';
 import { resolveModelDir } from './models.ts';
+
+/** Help lines per registered drafter: an example spec and what it does. */
+const EXAMPLES: Record<string, [string, string]> = {
+  model: ['model:gamma=4', 'the manifest\'s draft model (model=ID for another)'],
+  lookup: ['lookup:max_ngram=3,k=10', 'prompt lookup: continue an earlier match'],
+  self: ['self:gamma=4,policy=streaming(sinks=4,recent=60)', 'the target on a compressed cache'],
+  infinigram: ['infinigram:gamma=4', '∞-gram: longest suffix match in a token index'],
+  omnidraft: ['omnidraft:max_gamma=8', 'draft model + online n-gram cache, adaptive γ'],
+  online: ['online:gamma=4', 'draft model with a correction learnt online'],
+};
+
+function drafterExamples(): string {
+  return DRAFTERS.map((d) => {
+    const [example, what] = EXAMPLES[d.id] ?? [`${d.id}:${d.gammaParam}=4`, d.label];
+    const pad = ' '.repeat(23);
+    return example.length <= 26 ? `${pad}${example.padEnd(28)}${what}` : `${pad}${example}\n${pad}${' '.repeat(28)}${what}`;
+  }).join('\n');
+}
 
 const GENERATE_HELP = `Usage: kvscope generate (--prompt TEXT | --prompt-file FILE) [options]
 
@@ -33,7 +54,16 @@ Options:
                        run in order: "snapkv:budget=256 + streaming:sinks=4,recent=60"
   --model DIR          model directory or id from static/models/index.json
                        (default: the index's default model)
+  --draft SPEC         speculative decoding: a drafter proposes tokens, the target verifies
+                       them in one forward (same tokens as plain decoding at temperature 0,
+                       the target's distribution otherwise); "none" = plain. Drafters:
+${drafterExamples()}
+                       A nested KV-cache policy is written id(name=value,…), a composition
+                       joins members with +: policy=snapkv(budget=256)+kivi(bits=4)
+  --compare-plain      with --draft: also decode plainly, report the wall-clock speed-up (and,
+                       at temperature 0, whether the tokens are identical)
   --json               print {model, prompt_tokens, tokens, text, steps[]} instead of text
+                       (with --draft also speculative: {drafter, gamma, rounds, …})
   --trace FILE         write the full trace (engine trace JSON, attention included) to FILE
   -h, --help           this help
 `;
@@ -47,6 +77,21 @@ interface GenerateJson {
   /** what the policy did to the prompt's cache: entries evicted, merged entries made, entries re-encoded */
   prefill: DecisionCounts;
   steps: ({ token: number; text: string; prob: number; cache_entries: number; cache_bytes: number; full_cache_bytes: number } & DecisionCounts)[];
+  /** --draft only */
+  speculative?: SpeculativeJson;
+}
+
+/** The issue's keys first (docs/cli.md), then the rest of the summary; --compare-plain adds the timings. */
+type SpeculativeJson = SpeculativeSummary & {
+  plain_ms?: number;
+  speculative_ms?: number;
+  speedup?: number;
+  identical_to_plain?: boolean;
+};
+
+function speculativeJson(summary: SpeculativeSummary): SpeculativeJson {
+  const { drafter, gamma, rounds, target_calls, drafted, accepted, mean_accepted_length, per_position_acceptance, ...rest } = summary;
+  return { drafter, gamma, rounds, target_calls, drafted, accepted, mean_accepted_length, per_position_acceptance, ...rest };
 }
 
 interface DecisionCounts {
@@ -68,6 +113,8 @@ export async function generate(args: string[], io: CliIO): Promise<number> {
     'top-p': { type: 'string' },
     policy: { type: 'string' },
     model: { type: 'string' },
+    draft: { type: 'string' },
+    'compare-plain': { type: 'boolean' },
     json: { type: 'boolean' },
     trace: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
@@ -92,6 +139,17 @@ export async function generate(args: string[], io: CliIO): Promise<number> {
     if (error instanceof PolicySpecError) throw new UsageError(`invalid --policy: ${error.message}`);
     throw error;
   }
+  let draft: DraftSpec | null = null;
+  if (values.draft !== undefined) {
+    // checked against the registry before anything loads
+    try {
+      draft = parseDrafter(values.draft);
+    } catch (error) {
+      if (error instanceof DraftSpecError) throw new UsageError(`invalid --draft: ${error.message}`);
+      throw error;
+    }
+  }
+  if (values['compare-plain'] && !draft) throw new UsageError('--compare-plain compares speculative decoding with plain decoding: give --draft SPEC');
   requireFileName('trace', values.trace);
 
   let prompt: string;
@@ -111,6 +169,7 @@ export async function generate(args: string[], io: CliIO): Promise<number> {
 
   const modelDir = resolveModelDir(values.model);
   const model = await loadModelFromDirectory(modelDir);
+  const env = nodeDrafterEnv(model, { targetDir: modelDir });
   try {
     const { manifest, tokenizer } = model;
     const context = manifest.architecture.context_length;
@@ -120,29 +179,59 @@ export async function generate(args: string[], io: CliIO): Promise<number> {
         `prompt is too long: ${ids.length} tokens, but the model's context is ${context} and at least one position must be left to generate (max ${context - 1} prompt tokens)`,
       );
     }
+    const sampler = { seed, temperature, topK, topP };
     const session = new Session(model, {
       policy,
-      sampler: { seed, temperature, topK, topP },
+      sampler,
       trace: values.trace !== undefined ? {} : { attention: false, fullSteps: 0, topTokens: 0 },
     });
+    // made before the prefill, so that a drafter that cannot be made (no draft model) fails first
+    const drafter = draft ? await createDrafter(draft, env) : null;
     const prefilled = await session.prefill(ids);
 
     const generated: number[] = [];
     let printed = 0;
     const streaming = !values.json;
     if (streaming) io.stdout(prompt);
+    const onStep = (step: StepTrace) => {
+      generated.push(step.token.id);
+      if (!streaming) return;
+      const text = tokenizer.decode(generated, { skipSpecial: true });
+      if (text.endsWith('\uFFFD')) return; // an incomplete UTF-8 character: wait for its next byte
+      io.stdout(text.slice(printed));
+      printed = text.length;
+    };
     const started = globalThis.performance.now();
-    const result = await session.run(steps, {
-      onStep: (step: StepTrace) => {
-        generated.push(step.token.id);
-        if (!streaming) return;
-        const text = tokenizer.decode(generated, { skipSpecial: true });
-        if (text.endsWith('\uFFFD')) return; // an incomplete UTF-8 character: wait for its next byte
-        io.stdout(text.slice(printed));
-        printed = text.length;
-      },
-    });
+    let result: RunResult;
+    let decoder: SpeculativeDecoder | null = null;
+    if (drafter) {
+      decoder = new SpeculativeDecoder(session, drafter);
+      const run = await decoder.run(steps, { onRound: (round) => round.steps.forEach(onStep) });
+      result = { steps: run.steps, stopReason: run.stopReason, message: run.message };
+    } else {
+      result = await session.run(steps, { onStep });
+    }
     const seconds = (globalThis.performance.now() - started) / 1000;
+    let speculative: SpeculativeJson | undefined;
+    let plainSeconds: number | null = null;
+    if (decoder) {
+      speculative = speculativeJson(decoder.stats.summary());
+      if (values['compare-plain']) {
+        // plain decoding of the same prompt and length (it stops where the speculative run did, at EOS too)
+        const plain = new Session(model, { policy, sampler, trace: { attention: false, fullSteps: 0, topTokens: 0 } });
+        await plain.prefill(ids);
+        const t0 = globalThis.performance.now();
+        const reference = await plain.run(steps);
+        plainSeconds = (globalThis.performance.now() - t0) / 1000;
+        speculative.plain_ms = plainSeconds * 1000;
+        speculative.speculative_ms = seconds * 1000;
+        speculative.speedup = seconds > 0 ? plainSeconds / seconds : 0;
+        if (temperature === 0) {
+          const tokens = reference.steps.map((s) => s.token.id);
+          speculative.identical_to_plain = tokens.length === generated.length && tokens.every((t, i) => t === generated[i]);
+        }
+      }
+    }
     const text = tokenizer.decode(generated, { skipSpecial: true });
 
     if (values.json) {
@@ -161,6 +250,7 @@ export async function generate(args: string[], io: CliIO): Promise<number> {
           full_cache_bytes: s.memory.fullBytes,
           ...decisionCounts(s.decision),
         })),
+        ...(speculative ? { speculative } : {}),
       };
       io.stdout(`${JSON.stringify(out, null, 2)}\n`);
     } else {
@@ -175,14 +265,17 @@ export async function generate(args: string[], io: CliIO): Promise<number> {
     }
     const memory = session.memory();
     const stop = result.stopReason === 'length' ? '' : ` · stopped: ${result.message ?? result.stopReason}`;
+    const rate = (s: number) => (s > 0 ? (generated.length / s).toFixed(0) : '–');
     io.stderr(
-      `[${manifest.id} · ${session.policySpec} · ${ids.length} prompt + ${generated.length} generated tokens · ` +
+      `[${manifest.id} · ${session.policySpec} · ${speculative ? `draft ${speculative.drafter} · ` : ''}${ids.length} prompt + ${generated.length} generated tokens · ` +
+        `${speculative ? `${speculative.rounds} rounds, ${speculative.target_calls_per_token.toFixed(2)} target calls/token, ${Math.round(100 * speculative.acceptance_rate)}% of ${speculative.drafted} drafted accepted · ` : ''}` +
         `cache ${formatBytes(memory.bytes)} of ${formatBytes(memory.fullBytes)} full · ` +
-        `${seconds > 0 ? (generated.length / seconds).toFixed(0) : '–'} tokens/s${stop}` +
+        `${rate(seconds)} tokens/s${plainSeconds !== null ? ` (plain ${rate(plainSeconds)} tokens/s: ${(plainSeconds / Math.max(seconds, 1e-9)).toFixed(2)}× speed-up${speculative?.identical_to_plain === undefined ? '' : speculative.identical_to_plain ? ', identical tokens' : ', DIFFERENT tokens'})` : ''}${stop}` +
         `${values.trace !== undefined ? ` · trace → ${values.trace}` : ''}]\n`,
     );
     return 0;
   } finally {
+    await env.release();
     await model.release();
   }
 }

@@ -32,11 +32,14 @@ const MAIN_HELP = `kvscope — step through LLM decoding and watch the KV cache
 
 Usage:
   kvscope generate --prompt TEXT [options]   generate a continuation through the engine
+                                             (--draft SPEC: speculative decoding)
   kvscope inspect [options]                  model summary and measured phenomena
   kvscope calibrate [MODEL_DIR] [options]    compute calibration.json (head / layer statistics
                                              that razor, compresskv and d2o need)
   kvscope eval --task ppl|needle --policy SPEC …
                                              perplexity / passkey retrieval of policies at budgets
+  kvscope eval --task spec --draft SPEC …    speculative decoding: acceptance, target calls per
+                                             token and speed-up over held-out prompts
   kvscope index build --input FILE --out DIR  ∞-gram token indexes (suffix array, FM-index)
                                              for the infinigram drafter
   kvscope <command> --help                   options of a command

@@ -168,8 +168,8 @@ describe.concurrent('kvscope errors (spawned): one line on stderr, exit 2 for us
 describe('kvscope errors (in process)', () => {
   const fails = expectFailureInProcess;
   it('unknown command / option', async () => {
-    await fails(['frobnicate'], 2, 'kvscope: unknown command "frobnicate" (commands: generate, inspect, calibrate, eval; see kvscope --help)');
-    await fails(['--frob'], 2, 'kvscope: unknown option --frob (commands: generate, inspect, calibrate, eval; see kvscope --help)');
+    await fails(['frobnicate'], 2, 'kvscope: unknown command "frobnicate" (commands: generate, inspect, calibrate, eval, index; see kvscope --help)');
+    await fails(['--frob'], 2, 'kvscope: unknown option --frob (commands: generate, inspect, calibrate, eval, index; see kvscope --help)');
     await fails(['inspect', '--prompt', 'x'], 2, 'kvscope inspect: unknown option --prompt (see kvscope inspect --help)');
     await fails(['generate', 'hello'], 2, 'kvscope generate: unexpected argument "hello" (values follow their option, e.g. --prompt "text") (see kvscope generate --help)');
     await fails(['generate', '--prompt', 'hi', '--json=yes'], 2, 'kvscope generate: --json does not take a value (see kvscope generate --help)');

@@ -73,7 +73,7 @@ describe.concurrent('kvscope eval (tiny fixture)', () => {
   it('bad input: one clear line on stderr and exit code 2', async () => {
     const cases: [string[], RegExp][] = [
       [['--policy', 'full'], /missing --task/],
-      [['--task', 'speed', '--policy', 'full'], /--task must be one of ppl, needle, got "speed"/],
+      [['--task', 'speed', '--policy', 'full'], /--task must be one of ppl, needle, spec, got "speed"/],
       [['--task', 'ppl'], /missing --policy/],
       [['--task', 'ppl', '--policy', 'h20'], /unknown policy "h20".*did you mean h2o/],
       [['--task', 'ppl', '--policy', 'h2o:heavy=0'], /heavy must be a number/],

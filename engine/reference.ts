@@ -148,6 +148,23 @@ export class ReferenceLane {
     if (policy.tokens.length !== trace.tokenIndex + 1 || policy.tokens[trace.tokenIndex] !== trace.token.id) {
       throw new SessionError(`observe() needs the policy session right after step ${trace.step}`);
     }
+    return this.observeCaptured(trace, policy.nextTokenLogits!, heldBeforeDecision(policy, trace));
+  }
+
+  /**
+   * observe() for a step the policy session has already moved past (the earlier rows of a
+   * speculative verification round, engine/lanes.ts): `policyLogits` are the policy's logits after
+   * the step and `held` what its cache held when the step's query attended (heldBeforeDecision),
+   * both captured right after the step. Same metrics as observe() would have given then.
+   */
+  async observeCaptured(trace: StepTrace, policyLogits: Float32Array, held: Uint8Array[][]): Promise<ReferenceMetrics | null> {
+    if (this.stopped_) return null;
+    const full = this.session;
+    if (full.tokens.length !== trace.tokenIndex) {
+      throw new SessionError(
+        `the reference lane holds ${full.tokens.length} tokens but the policy step fed token #${trace.tokenIndex}: observe every step, in order`,
+      );
+    }
     let fullTrace: StepTrace;
     try {
       fullTrace = await full.step({ token: trace.token.id });
@@ -158,12 +175,10 @@ export class ReferenceLane {
       }
       throw error;
     }
-    const policyLogits = policy.nextTokenLogits!;
     const fullLogits = full.nextTokenLogits!;
     const fullTop = argmax(fullLogits);
     const policyTop = argmax(policyLogits);
 
-    const held = heldBeforeDecision(policy, trace);
     const attention = fullTrace.attention;
     if (!attention) throw new SessionError('the reference lane recorded no attention for its step');
     const { nLayers, nHeads, groupSize } = full.dims;

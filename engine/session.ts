@@ -98,6 +98,12 @@ export interface PrefillResult {
 export interface StepOptions {
   /** feed this token instead of sampling (teacher forcing, reference lanes, perplexity) */
   token?: number;
+  /**
+   * replay this recorded step: feed its token and record it as it was fed (forced or not, its
+   * sampling probability, how speculative decoding fed it) — a step whose token came from the
+   * speculative decoder's generator cannot be drawn again from the session's sampler
+   */
+  as?: StepTrace;
 }
 
 export type StopReason = 'length' | 'eos' | 'context-full' | 'aborted';
@@ -420,14 +426,18 @@ export class Session {
       );
     }
     if (options.token !== undefined) this.checkTokenId(options.token, 'forced token');
+    if (options.as !== undefined) this.checkTokenId(options.as.token.id, 'replayed token');
     return this.atomically(() => this.decode(logits, position, options, started));
   }
 
   private async decode(logits: Float32Array, position: number, options: StepOptions, started: number): Promise<StepTrace> {
     let token: number;
     let sampleProb: number;
-    const forced = options.token !== undefined;
-    if (options.token !== undefined) {
+    const forced = options.as ? options.as.forced : options.token !== undefined;
+    if (options.as) {
+      token = options.as.token.id;
+      sampleProb = options.as.sampleProb;
+    } else if (options.token !== undefined) {
       token = options.token;
       sampleProb = 1;
     } else {
@@ -451,6 +461,7 @@ export class Session {
       forwardMs: result.ms,
       started,
     });
+    if (options.as?.speculative) step.speculative = options.as.speculative;
     this.trace_.record(step);
     return step;
   }

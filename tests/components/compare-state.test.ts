@@ -226,3 +226,62 @@ describe('BenchState', () => {
     app.client.dispose();
   });
 });
+
+describe('CompareState: speculative lanes', () => {
+  it('runs a lane with a drafter from a link: at temperature 0 its tokens are the plain lane\'s; origins, stats and the link follow', async () => {
+    const app = new CompareState(new EngineClient(() => new InProcessWorker()), URLS);
+    const prompt = 'The cat sat on the mat. The dog sat on the log. The cat sat on the mat. The dog';
+    const link = `v=1&lane=window%3Asize%3D16&lane=window%3Asize%3D16+%7C+lookup&prompt=${encodeURIComponent(prompt)}&seed=3&t=0&k=0&p=1`;
+    expect(app.applyQuery(`?${link}`)).toEqual([]);
+    expect(app.drafters).toEqual([]);
+    void app.load();
+    await until(() => app.status === 'ready' && app.activeSpecs.length === 2 && app.activity === 'idle', 'lanes started');
+    expect(app.drafters).toEqual(['', 'lookup']);
+    expect(app.activeDrafters).toEqual([null, 'lookup:max_ngram=3,k=10']);
+    app.runSteps = 14;
+    await app.run();
+    await until(() => app.steps.length === 14 && app.activity === 'idle', '14 steps');
+    const [plain, spec] = app.summaries;
+    expect(spec.tokens).toEqual(plain.tokens);
+    expect(spec.diverged.every((d) => !d)).toBe(true);
+    expect(plain.origins.every((o) => o === null)).toBe(true);
+    expect(plain.specStats).toBeNull();
+    expect(spec.origins.every((o) => o !== null)).toBe(true);
+    expect(spec.specStats).toMatchObject({ tokens: 14 });
+    expect(spec.callsPerToken.every((c) => c !== null && c > 0 && c <= 1)).toBe(true);
+    expect(spec.kl.every((k) => k !== null && k >= 0)).toBe(true);
+    // stepping back and on shows the same tokens
+    await app.back(4);
+    app.runSteps = 4;
+    await app.run();
+    await until(() => app.steps.length === 14 && app.activity === 'idle', 'replayed');
+    expect(app.summaries[1].tokens).toEqual(spec.tokens);
+    expect(app.summaries[1].callsPerToken).toEqual(spec.callsPerToken);
+
+    // the link carries the lane as `policy | drafter`; it reproduces the setup
+    const { setup } = decodeCompareQuery(app.query(), COMPARE_DEFAULTS);
+    expect(setup.lanes).toEqual(['window:size=16', 'window:size=16 | lookup']);
+
+    // a bad drafter is named inline, the link keeps what ran, Reset is refused by the engine with its message
+    app.setDrafter(1, 'lookup:max_ngrm=2');
+    expect(app.drafterErrors[1]).toMatch(/did you mean max_ngram/);
+    expect(decodeCompareQuery(app.query(), COMPARE_DEFAULTS).setup.lanes[1]).toBe('window:size=16 | lookup:max_ngram=3,k=10');
+    expect(app.setupChanged).toBe(true);
+    await app.start();
+    expect(app.error?.message).toMatch(/drafter: .*max_ngrm/);
+    app.dismissError();
+
+    // a plain lane gets a drafter; a draft model that is not in the models index is reported at Reset
+    app.setDrafter(1, '');
+    app.setDrafter(0, 'model:model=nosuch');
+    expect(app.drafterErrors).toEqual([null, null]);
+    await app.start();
+    expect(app.error?.message).toMatch(/no model "nosuch"/);
+    app.setDrafter(0, 'self:gamma=2,policy=window(size=8)');
+    await app.start();
+    expect(app.error).toBeNull();
+    expect(app.activeDrafters).toEqual(['self:gamma=2,policy=window(size=8)', null]);
+    expect(decodeCompareQuery(app.query(), COMPARE_DEFAULTS).setup.lanes).toEqual(['window:size=16 | self:gamma=2,policy=window(size=8)', 'window:size=16']);
+    app.client.dispose();
+  }, 60_000);
+});

@@ -99,6 +99,48 @@ export const LAB_TESTS: TestCase[] = [
     },
   },
   {
+    name: 'compare: a speculative lane (lookup) shows the plain lane\'s tokens at T=0, with its round statistics',
+    timeoutMs: 150_000,
+    async fn({ page, server }) {
+      const prompt = 'The cat sat on the mat. The dog sat on the log. The cat sat on the mat. The dog sat on the log. The cat';
+      const query = `v=1&lane=window%3Asize%3D48&lane=window%3Asize%3D48+%7C+lookup&prompt=${encodeURIComponent(prompt)}&seed=1&t=0&k=0&p=1`;
+      await page.goto(`${server.url}/compare?${query}`);
+      await waitStatus(page);
+      await compareIdle(page);
+      assertEqual(await page.$$eval('[data-testid="compare-lane"]', (els) => els.map((e) => [e.getAttribute('data-spec'), e.getAttribute('data-drafter')])), [['window:size=48', ''], ['window:size=48', 'lookup:max_ngram=3,k=10']], 'lanes and drafters from the link');
+      assertEqual(await page.$$eval('[data-testid="lane-drafter"]', (els) => els.map((e) => (e as HTMLInputElement).value)), ['', 'lookup'], 'drafter fields');
+      const at = (n: number) => page.waitForFunction((k) => (document.querySelector('[data-testid="compare-position"]')?.textContent ?? '').startsWith(`${k} steps`), n);
+      for (let i = 1; i <= 6; i++) {
+        await page.click('[data-testid="compare-step"]');
+        await at(i);
+        await compareIdle(page);
+      }
+      await page.fill('[data-testid="compare-run-steps"]', '18');
+      await page.click('[data-testid="compare-run"]');
+      await at(24);
+      await compareIdle(page);
+      const tokens = await laneTokens(page);
+      assertEqual(tokens[0].length, 24, 'plain lane tokens');
+      assertEqual(tokens[1], tokens[0], 'the speculative lane shows the plain lane\'s tokens (greedy is lossless)');
+      const origins = await page.$$eval('[data-testid="compare-lane"]', (lanes) => lanes.map((l) => [...l.querySelectorAll('[data-testid="lane-token"]')].map((t) => t.getAttribute('data-origin') ?? '')));
+      assert(origins[0].every((o) => o === ''), 'plain tokens have no origin');
+      assert(origins[1].every((o) => ['draft', 'correction', 'bonus', 'target'].includes(o)), `speculative tokens have an origin (${origins[1].join(',')})`);
+      assert(origins[1].includes('draft'), 'some drafts were accepted');
+      const calls = (await page.textContent('[data-testid="compare-lane"]:nth-child(2) [data-testid="lane-calls"]')) ?? '';
+      const m = /^(\d+\.\d+) · (\d+) rounds for 24 tokens/.exec(calls);
+      assert(m !== null && Number(m[1]) < 1, `target calls per token < 1 (${calls})`);
+      const alpha = (await page.textContent('[data-testid="lane-acceptance"]')) ?? '';
+      assert(/^\d+% \(\d+\/\d+\)/.test(alpha), `acceptance rate shown (${alpha})`);
+      assert((await page.locator('[data-testid="lane-chart-calls"] path').count()) >= 1, 'calls-per-token chart');
+      assert(page.url().includes('lane=window%3Asize%3D48+%7C+lookup'), `URL keeps the drafter (${page.url()})`);
+      // a bad drafter is explained inline
+      await page.fill('[data-testid="lane-drafter"] >> nth=1', 'lookahead');
+      const error = (await page.textContent('[data-testid="lane-drafter-error"]')) ?? '';
+      assert(/unknown drafter "lookahead"/.test(error), `inline drafter error (${error})`);
+      await page.screenshot({ path: join(RESULTS_DIR, 'compare-spec.png'), fullPage: true });
+    },
+  },
+  {
     name: 'bench: a tiny perplexity evaluation runs to completion; table, chart, JSON',
     timeoutMs: 120_000,
     async fn({ page, server }) {

@@ -17,6 +17,7 @@ import {
   type TestCase,
 } from './harness.ts';
 import { LAB_TESTS } from './lab.ts';
+import { SPEC_TESTS } from './spec.ts';
 
 const MODEL = '/models/kvscope-llama-8l';
 
@@ -683,5 +684,5 @@ const tests: TestCase[] = [
   },
 ];
 
-const failed = await runTests([...tests, ...LAB_TESTS]);
+const failed = await runTests([...tests, ...LAB_TESTS, ...SPEC_TESTS]);
 process.exit(failed > 0 ? 1 : 0);

@@ -1,7 +1,7 @@
 /** The /compare link codec: the lanes' specs, prompt, sampler and seed survive a round trip; bad input is caught. */
 import { describe, expect, it } from 'vitest';
 import { formatPolicySpec } from '../../engine/policies/spec.ts';
-import { decodeCompareQuery, encodeCompareQuery, MAX_PROMPT_CHARS, type CompareSetup } from '../../src/lib/compare/url.ts';
+import { decodeCompareQuery, drafterProblem, encodeCompareQuery, laneSpec, MAX_PROMPT_CHARS, splitLaneSpec, type CompareSetup } from '../../src/lib/compare/url.ts';
 
 const DEFAULTS: CompareSetup = { prompt: 'default prompt', sampler: { temperature: 0.8, topK: 40, topP: 0.95, seed: 1 }, lanes: ['full', 'window:size=32'] };
 
@@ -56,5 +56,57 @@ describe('compare URL', () => {
     expect(setup.prompt).toHaveLength(MAX_PROMPT_CHARS);
     expect(problems.some((p) => /past the 4th/.test(p))).toBe(true);
     expect(problems.some((p) => /cut/.test(p))).toBe(true);
+  });
+});
+
+describe('compare URL: speculative lanes (`policy | drafter`)', () => {
+  it('round-trips a drafter per lane; a lane without one is written as before', () => {
+    const setup: CompareSetup = {
+      ...DEFAULTS,
+      lanes: ['full', 'full | lookup:max_ngram=3,k=10', 'window:size=32 | model:gamma=4', 'window:size=32 + kivi | self:gamma=4,policy=streaming(sinks=4,recent=60)+kivi(bits=4)'],
+    };
+    const query = encodeCompareQuery(setup);
+    expect(query).toContain('lane=full&lane=full+%7C+lookup%3Amax_ngram%3D3%2Ck%3D10&');
+    const { setup: back, problems } = decodeCompareQuery(query, DEFAULTS);
+    expect(problems).toEqual([]);
+    expect(back).toEqual(setup);
+    expect(back.lanes.map(splitLaneSpec)).toEqual([
+      { policy: 'full', drafter: null },
+      { policy: 'full', drafter: 'lookup:max_ngram=3,k=10' },
+      { policy: 'window:size=32', drafter: 'model:gamma=4' },
+      { policy: 'window:size=32 + kivi', drafter: 'self:gamma=4,policy=streaming(sinks=4,recent=60)+kivi(bits=4)' },
+    ]);
+  });
+
+  it('opens every existing link exactly as before', () => {
+    const old = 'v=1&lane=full&lane=window%3Asize%3D32&prompt=Once+upon+a+time&seed=2&t=0.8&k=40&p=0.95';
+    const { setup, problems } = decodeCompareQuery(old, DEFAULTS);
+    expect(problems).toEqual([]);
+    expect(setup).toEqual({ prompt: 'Once upon a time', sampler: { temperature: 0.8, topK: 40, topP: 0.95, seed: 2 }, lanes: ['full', 'window:size=32'] });
+    expect(setup.lanes.map(splitLaneSpec).every((l) => l.drafter === null)).toBe(true);
+    expect(encodeCompareQuery(setup)).toBe(old);
+  });
+
+  it('normalises the separator; `| none` and a bare `|` are plain lanes', () => {
+    const { setup, problems } = decodeCompareQuery('lane=full|lookup&lane=window%3Asize%3D8%7Cnone&lane=full+%7C+', DEFAULTS);
+    expect(problems).toEqual([]);
+    expect(setup.lanes).toEqual(['full | lookup', 'window:size=8', 'full']);
+    expect(laneSpec('full', null)).toBe('full');
+    expect(laneSpec('full', ' none ')).toBe('full');
+    expect(laneSpec('full', 'lookup')).toBe('full | lookup');
+  });
+
+  it('keeps a lane whose drafter is bad, plain, and says why', () => {
+    const { setup, problems } = decodeCompareQuery('lane=full&lane=full+%7C+lookahead&lane=window%3Asize%3D8+%7C+lookup%3Ak%3D0&lane=full|model:gamma=4|x', DEFAULTS);
+    expect(setup.lanes).toEqual(['full', 'full', 'window:size=8', 'full']);
+    expect(problems).toHaveLength(3);
+    expect(problems[0]).toMatch(/lane 2 \(full\) decodes without a drafter: .*unknown drafter "lookahead" \(known: model, lookup/);
+    expect(problems[1]).toMatch(/lane 3 .*lookup.*k/);
+    expect(problems[2]).toMatch(/lane 4 .*no "\|"/);
+    // a bad policy before the "|" is still not a lane
+    expect(decodeCompareQuery('lane=full&lane=%3Cscript%3E+%7C+lookup', DEFAULTS).problems.join()).toMatch(/not a policy spec/);
+    expect(drafterProblem('lookup:max_ngram=3')).toBeNull();
+    expect(drafterProblem('lookup:max_ngrm=3')).toMatch(/did you mean max_ngram/);
+    expect(drafterProblem('')).toBeNull();
   });
 });

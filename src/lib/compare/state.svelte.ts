@@ -4,10 +4,15 @@
  * engine/lanes.ts). Every lane is measured against the full cache on its own tokens (KL, top-1
  * agreement, attention mass held, memory). The page does no model math: it keeps the per-step
  * records the worker sends and derives only comparisons of token ids (divergence from lane 1).
+ *
+ * A lane may name a drafter (speculative decoding; the lane spec `policy | drafter`, url.ts): it
+ * then decodes in verification rounds, and a Step still shows one token of every lane — a round's
+ * extra tokens are held back until the other lanes catch up (engine/lanes.ts). Its steps carry
+ * each token's origin and the round statistics up to it, as the worker computed them.
  */
 import { EngineClient, EngineFailure } from '../worker/client.ts';
 import type { EngineEvent, LoadProgressView, ModelInfo, PolicyChoice, PolicyInfo, PromptView, SamplerSettings, StopReason } from '../worker/protocol.ts';
-import type { LaneState, LanesStep } from '../worker/lab-protocol.ts';
+import type { LaneSpecStats, LaneSpeculation, LaneState, LanesStep } from '../worker/lab-protocol.ts';
 import type { ParamValue } from '../../../engine/policies/types.ts';
 import { policyIds } from '../../../engine/policies/spec.ts';
 import type { EngineUrls, ShownError } from '../explorer/state.svelte.ts';
@@ -23,7 +28,7 @@ import {
   withoutMember,
 } from '../explorer/policy-choice.ts';
 import { EXAMPLES } from '../explorer/examples.ts';
-import { decodeCompareQuery, encodeCompareQuery, MAX_LANES, MIN_LANES, type CompareSetup } from './url.ts';
+import { decodeCompareQuery, drafterProblem, encodeCompareQuery, laneSpec, MAX_LANES, MIN_LANES, splitLaneSpec, type CompareSetup } from './url.ts';
 
 export type CompareStatus = 'idle' | 'loading' | 'ready' | 'error' | 'crashed';
 export type CompareActivity = 'idle' | 'prefilling' | 'stepping' | 'running' | 'rewinding';
@@ -48,7 +53,19 @@ export interface LaneSeries {
   top1: (boolean | null)[];
   mass: (number | null)[];
   memoryRatio: number[];
+  /** speculative lanes: target calls per token up to each step (null for plain lanes) */
+  callsPerToken: (number | null)[] | null;
 }
+
+/** Drafters the drafter field suggests (datalist), with what they do. */
+export const DRAFTER_SUGGESTIONS: { spec: string; label: string }[] = [
+  { spec: 'lookup', label: 'prompt lookup: continue an earlier match of the last tokens' },
+  { spec: 'lookup:max_ngram=2,k=4', label: 'prompt lookup, short matches, 4 tokens per round' },
+  { spec: 'model:gamma=4', label: 'the draft model, 4 tokens per round' },
+  { spec: 'infinigram:gamma=4', label: '∞-gram: continuations from the shipped token index' },
+  { spec: 'self:gamma=4,policy=window(size=32)', label: 'self-speculation on a 32-entry window' },
+  { spec: 'self:gamma=4,policy=streaming(sinks=4,recent=60)', label: 'self-speculation on StreamingLLM' },
+];
 
 export interface LaneSummary {
   spec: string;
@@ -65,6 +82,17 @@ export interface LaneSummary {
   meanKl: number | null;
   agreement: number | null;
   memory: LaneState['memory'] | null;
+  /** the lane's drafter as it ran (canonical), null for a plain lane */
+  drafter: string | null;
+  /** per step: who chose the token (speculative lanes; null for plain lanes) */
+  origins: (LaneSpeculation['origin'] | null)[];
+  /** per step: the verification round that fed it (speculative lanes) */
+  rounds: (number | null)[];
+  /** round statistics up to the last shown step (speculative lanes) */
+  specStats: LaneSpecStats | null;
+  callsPerToken: (number | null)[];
+  /** tokens the lane has decoded past the shown step */
+  ahead: number;
 }
 
 export class CompareState {
@@ -82,6 +110,8 @@ export class CompareState {
   lanes = $state<PolicyChoice[][]>([]);
   /** per lane: the engine's message for the spec typed into it last, if it refused it */
   laneSpecErrors = $state<(string | null)[]>([]);
+  /** per lane: the drafter spec as typed ('' = plain decoding), applied on Reset */
+  drafters = $state<string[]>([]);
   /** lane specs from a link, resolved into `lanes` once the policies are known */
   private pendingSpecs: string[] = [...COMPARE_DEFAULTS.lanes];
   runSteps = $state(32);
@@ -89,6 +119,8 @@ export class CompareState {
   // ---- running ----
   promptView = $state.raw<PromptView | null>(null);
   activeSpecs = $state.raw<string[]>([]);
+  /** per running lane: its drafter (canonical, as the worker resolved it) or null */
+  activeDrafters = $state.raw<(string | null)[]>([]);
   appliedSetup = $state<string | null>(null);
   steps = $state.raw<LanesStep[]>([]);
   laneStates = $state.raw<LaneState[]>([]);
@@ -111,6 +143,8 @@ export class CompareState {
   readonly running = $derived(this.activity === 'running');
   /** canonical spec per lane as edited (the engine's form); null while a lane has an invalid parameter */
   readonly currentSpecs = $derived(this.lanes.map((lane) => specOfChoices(lane)));
+  /** per lane: why the typed drafter spec is refused (the engine's parser), or null */
+  readonly drafterErrors = $derived(this.drafters.map((text) => drafterProblem(text.trim())));
   readonly setupChanged = $derived(this.appliedSetup !== null && this.appliedSetup !== this.setupKey());
   readonly canAdd = $derived(this.lanes.length < MAX_LANES);
   readonly canRemove = $derived(this.lanes.length > MIN_LANES);
@@ -129,6 +163,8 @@ export class CompareState {
       const top1 = own.map((l) => l.top1);
       const klValues = kl.filter((v): v is number => v !== null);
       const topValues = top1.filter((v): v is boolean => v !== null);
+      const spec = own.map((l) => l.speculative ?? null);
+      const drafter = this.activeDrafters[i] ?? null;
       return {
         spec: this.activeSpecs[i],
         tokens,
@@ -141,18 +177,32 @@ export class CompareState {
         meanKl: klValues.length ? klValues.reduce((a, b) => a + b, 0) / klValues.length : null,
         agreement: topValues.length ? topValues.filter(Boolean).length / topValues.length : null,
         memory: own.length ? own[own.length - 1].memory : (this.laneStates[i]?.memory ?? null),
+        drafter,
+        origins: spec.map((x) => x?.origin ?? null),
+        rounds: spec.map((x) => x?.round ?? null),
+        specStats: drafter === null ? null : (spec.at(-1)?.stats ?? this.laneStates[i]?.speculative ?? null),
+        callsPerToken: spec.map((x) => x?.stats.targetCallsPerToken ?? null),
+        ahead: this.laneStates[i]?.ahead ?? 0,
       };
     });
   });
 
   private setupKey(): string {
-    return JSON.stringify({ prompt: this.prompt, sampler: this.sampler, lanes: this.currentSpecs });
+    return JSON.stringify({ prompt: this.prompt, sampler: this.sampler, lanes: this.currentSpecs, drafters: this.drafters.map((d) => d.trim()) });
   }
 
   /** The setup as a link query (lanes as edited — a lane with an invalid parameter as it last ran —, prompt, sampler + seed). */
   query(): string {
-    // a lane with no valid spec and none that ran is left out (the link decoder fills in defaults)
-    const lanes = this.lanes.length ? this.currentSpecs.flatMap((spec, i) => spec ?? this.activeSpecs[i] ?? []) : this.pendingSpecs;
+    // a lane with no valid spec and none that ran is left out (the link decoder fills in defaults);
+    // a drafter that does not parse is written as the lane last ran
+    const lanes = this.lanes.length
+      ? this.currentSpecs.flatMap((spec, i) => {
+          const policy = spec ?? this.activeSpecs[i];
+          if (!policy) return [];
+          const typed = (this.drafters[i] ?? '').trim();
+          return [laneSpec(policy, this.drafterErrors[i] ? (this.activeDrafters[i] ?? null) : typed)];
+        })
+      : this.pendingSpecs;
     return encodeCompareQuery({ prompt: this.prompt, sampler: { ...this.sampler }, lanes });
   }
 
@@ -173,8 +223,10 @@ export class CompareState {
    */
   private resolveLanes(): void {
     const lanes: PolicyChoice[][] = [];
+    const drafters: string[] = [];
     const problems: string[] = [];
-    for (const spec of this.pendingSpecs) {
+    for (const text of this.pendingSpecs) {
+      const { policy: spec, drafter } = splitLaneSpec(text);
       const unknown = policyIds(spec).filter((id) => !this.policies.some((p) => p.id === id));
       if (unknown.length) {
         problems.push(`unknown policy in the link: ${spec}`);
@@ -182,6 +234,7 @@ export class CompareState {
       }
       try {
         lanes.push(choicesFromSpec(spec));
+        drafters.push(drafter ?? '');
       } catch (error) {
         problems.push(`ignored the lane ${spec}: ${error instanceof Error ? error.message : String(error)}`);
       }
@@ -189,8 +242,10 @@ export class CompareState {
     for (const spec of COMPARE_DEFAULTS.lanes) {
       if (lanes.length >= MIN_LANES) break;
       lanes.push(choicesFromSpecOrNull(spec) ?? [defaultChoice(this.policies[0])]);
+      drafters.push('');
     }
     this.lanes = lanes;
+    this.drafters = drafters;
     this.laneSpecErrors = lanes.map(() => null);
     if (problems.length) this.notice = problems.join('; ');
   }
@@ -240,12 +295,20 @@ export class CompareState {
     const next = NEW_LANES.find((spec) => policyIds(spec).every((id) => !used.has(id) && this.policies.some((p) => p.id === id)));
     this.lanes = [...this.lanes, (next && choicesFromSpecOrNull(next)) || [defaultChoice(this.policies[0])]];
     this.laneSpecErrors = [...this.laneSpecErrors, null];
+    this.drafters = [...this.drafters, ''];
   }
 
   removeLane(index: number): void {
     if (!this.canRemove) return;
     this.lanes = this.lanes.filter((_, i) => i !== index);
     this.laneSpecErrors = this.laneSpecErrors.filter((_, i) => i !== index);
+    this.drafters = this.drafters.filter((_, i) => i !== index);
+  }
+
+  /** A lane's drafter spec as typed ('' or `none`: plain decoding); it runs from the next Reset. */
+  setDrafter(index: number, text: string): void {
+    if (index < 0 || index >= this.lanes.length) return;
+    this.drafters = this.lanes.map((_, i) => (i === index ? text : (this.drafters[i] ?? '')));
   }
 
   /** Picks the policy of one member of a lane (its defaults); member 0 is the lane's policy itself. */
@@ -309,10 +372,16 @@ export class CompareState {
         sampler: { ...this.sampler },
         // copies: postMessage must not see the runes' proxies
         lanes: this.lanes.map((lane) => lane.map((member) => ({ id: member.id, params: { ...member.params } }))),
+        // the engine parses them again and refuses a bad one with its message
+        drafters: this.lanes.map((_, i) => (this.drafters[i] ?? '').trim() || null),
+        modelsUrl: this.urls.models,
+        // static/indexes/ sits next to static/models/
+        indexesUrl: new URL('../indexes/', this.urls.models.endsWith('/') ? this.urls.models : `${this.urls.models}/`).href,
       });
       this.promptView = started.prompt;
       this.laneStates = started.lanes;
       this.activeSpecs = started.lanes.map((l) => l.policy);
+      this.activeDrafters = started.lanes.map((l) => l.drafter ?? null);
       this.steps = [];
       this.lastStop = null;
       this.appliedSetup = this.setupKey();

@@ -5,11 +5,27 @@
  *
  *   /compare?v=1&lane=full&lane=window%3Asize%3D32&prompt=Once+upon&seed=1&t=0.8&k=40&p=0.95
  *
+ * A lane may decode speculatively (engine/spec/, engine/lanes.ts): its `lane` value is then the
+ * policy, a `|` and a drafter spec (docs/cli.md, "--draft"), spaces around `|` optional:
+ *
+ *   lane=full                                   plain decoding, full cache
+ *   lane=full | lookup                          the same with prompt lookup (its defaults)
+ *   lane=window:size=32 | model:gamma=4         a draft model drafts 4 tokens per round
+ *   lane=full | self:gamma=4,policy=window(size=32)   self-speculation on a compressed cache
+ *
+ *   /compare?v=1&lane=full&lane=full+%7C+lookup%3Amax_ngram%3D3%2Ck%3D10&prompt=…
+ *
+ * Policy specs never contain `|`, so every link without one means what it did (plain lanes), and
+ * `| none` is a plain lane too. The drafter part is parsed by the engine's drafter registry here
+ * (a bad one is dropped from the lane — the lane stays, plain — with a problem message saying
+ * why); a draft model that cannot be loaded is reported by the worker when the lanes start.
+ *
  * Decoding validates every field and falls back to the defaults (with a problem message) for what
  * is missing or malformed; lane specs are checked for shape here and against the model's policies
  * by the worker when the lanes start.
  */
 import { looksLikePolicySpec } from '../../../engine/policies/spec.ts';
+import { parseDrafter } from '../../../engine/spec/index.ts';
 import type { SamplerSettings } from '../worker/protocol.ts';
 
 export const COMPARE_URL_VERSION = 1;
@@ -19,12 +35,48 @@ export const MAX_LANES = 4;
 export const MAX_PROMPT_CHARS = 6000;
 /** longest lane spec a link carries: room for a composition of three of the longest canonical specs (~110 characters each) */
 const MAX_SPEC_CHARS = 600;
+/** longest drafter spec a lane carries (a self drafter with a composed draft policy) */
+const MAX_DRAFTER_CHARS = 400;
+/** between a lane's policy and its drafter */
+export const DRAFTER_SEPARATOR = '|';
 
 export interface CompareSetup {
   prompt: string;
   sampler: SamplerSettings;
-  /** policy spec per lane, 2–4 */
+  /** lane spec per lane, 2–4: a policy spec, optionally ` | drafter spec` (laneSpec / splitLaneSpec) */
   lanes: string[];
+}
+
+/** A lane's parts: the policy spec and the drafter spec (null: plain decoding). */
+export interface LaneParts {
+  policy: string;
+  drafter: string | null;
+}
+
+/** `window:size=32 | lookup` → { policy: 'window:size=32', drafter: 'lookup' }; no `|` (or `| none`): drafter null. */
+export function splitLaneSpec(text: string): LaneParts {
+  const at = text.indexOf(DRAFTER_SEPARATOR);
+  if (at < 0) return { policy: text.trim(), drafter: null };
+  const drafter = text.slice(at + 1).trim();
+  return { policy: text.slice(0, at).trim(), drafter: drafter === '' || drafter === 'none' ? null : drafter };
+}
+
+/** The lane spec of a policy and a drafter (none: the policy alone, as every link before drafters). */
+export function laneSpec(policy: string, drafter: string | null | undefined): string {
+  const d = drafter?.trim();
+  return d && d !== 'none' ? `${policy} ${DRAFTER_SEPARATOR} ${d}` : policy;
+}
+
+/** The engine's message for a drafter spec it refuses, null when it parses (or is empty / none). */
+export function drafterProblem(text: string): string | null {
+  if (text.length > MAX_DRAFTER_CHARS) return `a drafter spec is at most ${MAX_DRAFTER_CHARS} characters`;
+  if (text.includes(DRAFTER_SEPARATOR)) return `a drafter spec has no "${DRAFTER_SEPARATOR}"`;
+  try {
+    parseDrafter(text);
+    return null;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
 }
 
 /** The query string (without "?") for a setup. */
@@ -63,9 +115,15 @@ export function decodeCompareQuery(search: string, defaults: CompareSetup): { se
   const given = q.getAll('lane').map((s) => s.trim());
   const lanes: string[] = [];
   for (const spec of given) {
-    if (spec.length > MAX_SPEC_CHARS || !looksLikePolicySpec(spec)) problems.push(`ignored the lane ${JSON.stringify(spec.slice(0, 60))}: not a policy spec`);
+    const { policy, drafter } = splitLaneSpec(spec);
+    if (policy.length > MAX_SPEC_CHARS || !looksLikePolicySpec(policy)) problems.push(`ignored the lane ${JSON.stringify(spec.slice(0, 60))}: not a policy spec`);
     else if (lanes.length >= MAX_LANES) problems.push(`ignored lanes past the ${MAX_LANES}th`);
-    else lanes.push(spec);
+    else if (drafter === null) lanes.push(spec.includes(DRAFTER_SEPARATOR) ? policy : spec);
+    else {
+      const problem = drafterProblem(drafter);
+      if (problem) problems.push(`lane ${lanes.length + 1} (${policy}) decodes without a drafter: ignored the drafter ${JSON.stringify(drafter.slice(0, 60))}: ${problem}`);
+      lanes.push(problem ? policy : laneSpec(policy, drafter));
+    }
   }
   let finalLanes = lanes;
   if (given.length > 0 && lanes.length < MIN_LANES) {

@@ -56,6 +56,7 @@ import {
 } from './policy-choice.ts';
 import { MergeViewState, type MergePick, type TokenHighlight } from './merge-view.svelte.ts';
 import { QuantViewState } from './quant-view.svelte.ts';
+import { SpecViewState } from './spec-view.svelte.ts';
 import type { HeadViewRequest } from './head-view-requests.svelte.ts';
 
 /** What the page keeps of every step (compact; `topK` is dropped: it equals the previous step's `next`). */
@@ -191,6 +192,8 @@ export class ExplorerState {
   private readonly mergeView: MergeViewState;
   /** the quantization error view of the shown step and head (quant-view.svelte.ts) */
   private readonly quantView: QuantViewState;
+  /** the drafter picker and the speculative-decoding view (spec-view.svelte.ts) */
+  readonly spec: SpecViewState;
 
   constructor(
     readonly client: EngineClient,
@@ -202,6 +205,7 @@ export class ExplorerState {
     const fail = (error: unknown) => this.fail(error);
     this.mergeView = new MergeViewState(client, selection, fail);
     this.quantView = new QuantViewState(client, selection, fail);
+    this.spec = new SpecViewState(client);
   }
 
   // ---- derived ----
@@ -412,6 +416,13 @@ export class ExplorerState {
     if (request) this.quantView.want(request);
   }
 
+  /** Asks the worker for the speculative-decoding view when the trace changed (a step, a run, a rewind, a switch, an import). */
+  ensureSpec(): void {
+    void this.steps.length;
+    const request = this.headViewRequest();
+    if (request) this.spec.refresh();
+  }
+
   // ---- model ----
 
   async load(): Promise<void> {
@@ -422,6 +433,8 @@ export class ExplorerState {
       const ready = await this.client.loadModel(this.urls, this.threads, (progress) => (this.progress = progress));
       this.model = ready.model;
       this.policies = ready.policies;
+      this.spec.drafters = ready.drafters ?? [];
+      this.spec.drafter = null;
       this.calibration = ready.calibration ?? null;
       this.cacheInfo = ready.cache;
       this.loadMs = ready.loadMs;
@@ -505,6 +518,7 @@ export class ExplorerState {
     this.inspecting = null;
     this.mergeView.clear();
     this.quantView.clear();
+    this.spec.clear();
     this.ringVersion++;
   }
 
@@ -663,6 +677,7 @@ export class ExplorerState {
       // a merge view of a step that is gone must not come back (a newer request follows)
       this.mergeView.dropPending();
       this.quantView.dropPending();
+      this.spec.dropPending();
       this.selected = null;
       this.lastStop = null;
       if (rewound.state.policy !== this.activePolicy) {

@@ -8,7 +8,7 @@
  * trace (`import-trace`, a read-only replay without the model) is packed by the same code.
  */
 import { yieldToEventLoop } from './yield.ts';
-import { ModelError, PolicySpecError, SessionError } from '../../../engine/errors.ts';
+import { DraftSpecError, ModelError, PolicySpecError, SessionError } from '../../../engine/errors.ts';
 import type { LoadOptions, LoadProgress, LoadedModel, ModelSource } from '../../../engine/model/load.ts';
 import { logSumExp, topK } from '../../../engine/metrics/softmax.ts';
 import { POLICIES } from '../../../engine/policies/index.ts';
@@ -18,7 +18,7 @@ import { ReferenceLane, type ReferenceMetrics, type ReferenceSnapshot } from '..
 import { readTrace, TraceFormatError } from '../../../engine/trace/read.ts';
 import type { HeldMerges } from '../../../engine/trace/replay.ts';
 import { ReplayTimeline } from '../../../engine/trace/replay-timeline.ts';
-import { exportTraceJson, traceToJson, type ReferenceTrace, type StepTrace, type TokenProb, type TraceExtras } from '../../../engine/trace/schema.ts';
+import { exportTraceJson, traceToJson, type ReferenceTrace, type StepTrace, type TokenProb, type TraceEvent, type TraceExtras } from '../../../engine/trace/schema.ts';
 import { Checkpoints } from './checkpoints.ts';
 import { LabError, LabHost } from './lab.ts';
 import { LAB_COMMANDS, type LabCommand } from './lab-protocol.ts';
@@ -38,6 +38,12 @@ import {
 import { mergeViewAt } from './pack-merges.ts';
 import { quantViewAt } from './pack-quant.ts';
 import { quantTransferables, type QuantView } from './quant-protocol.ts';
+import { packSpecView } from './pack-spec.ts';
+import { drafterInfo, SpeculativeHost } from './spec-host.ts';
+import type { SpecView } from './spec-protocol.ts';
+import type { DrafterEnv } from '../../../engine/spec/index.ts';
+import { indexLoader } from '../../../engine/spec/ngram/files.ts';
+import type { RoundResult } from '../../../engine/spec/decoder.ts';
 import {
   viewTransferables,
   type CacheStats,
@@ -85,7 +91,7 @@ export class HostError extends Error {
 const TOP_TOKENS = 10;
 
 /** Commands that change or extend the live session: refused while an imported trace is replayed. */
-const NEEDS_LIVE_SESSION = new Set<Command['type']>(['step', 'run', 'back', 'set-policy', 'reference']);
+const NEEDS_LIVE_SESSION = new Set<Command['type']>(['step', 'run', 'back', 'set-policy', 'reference', 'set-drafter']);
 
 export function classifyError(error: unknown): { kind: ErrorKind; message: string } {
   if (error instanceof HostError) return { kind: error.kind, message: error.message };
@@ -95,6 +101,7 @@ export function classifyError(error: unknown): { kind: ErrorKind; message: strin
     return { kind: wasm ? 'wasm' : 'model', message };
   }
   if (error instanceof PolicySpecError) return { kind: 'policy', message };
+  if (error instanceof DraftSpecError) return { kind: 'drafter', message };
   // a policy that needs data this model lacks (engine/calibration: CalibrationError)
   if (error instanceof Error && error.name === 'CalibrationError') return { kind: 'policy', message };
   if (error instanceof SessionError) return { kind: 'session', message };
@@ -140,6 +147,12 @@ export class EngineHost {
   private promptText: string | null = null;
   /** an imported trace being replayed read-only (until the next start) */
   private replay: { views: TraceViews; fileName: string } | null = null;
+  /** the drafter in charge of the session, its decoder and the last measured speed-up (spec-host.ts) */
+  private speculative = new SpeculativeHost();
+  /** the load command of the model in use: draft models load from the same index, cache and runtime */
+  private loadCommand: LoadCommand | null = null;
+  /** draft models by id, loaded once per target model */
+  private draftModels = new Map<string, Promise<LoadedModel>>();
 
   constructor(
     private readonly post: Post,
@@ -167,6 +180,9 @@ export class EngineHost {
         return;
       case 'quant':
         this.guard(command.id, async () => this.quant(command.id, command.step, command.layer, command.kvHead));
+        return;
+      case 'spec':
+        this.guard(command.id, async () => this.specView(command.id));
         return;
       // A replay needs no model: it must not wait behind a model that is still downloading.
       case 'import-trace':
@@ -227,6 +243,8 @@ export class EngineHost {
         return this.exportTrace(command.id);
       case 'reference':
         return this.setReference(command.id, command.on);
+      case 'set-drafter':
+        return this.setDrafter(command.id, command.drafter);
       default:
         throw new HostError('internal', `unknown command ${(command as { type: string }).type}`);
     }
@@ -273,84 +291,29 @@ export class EngineHost {
   private async load(command: LoadCommand): Promise<void> {
     const started = performance.now();
     await this.model?.release().catch(() => undefined);
+    for (const draft of this.draftModels.values()) void draft.then((m) => m.release()).catch(() => undefined);
+    this.draftModels.clear();
+    this.speculative = new SpeculativeHost();
     this.model = null;
     this.session = null;
     this.info = null;
     this.checkpoints.clear();
     this.lane = null;
     this.laneSnapshots.clear();
+    this.loadCommand = null;
+    this.indexLoader_ = null;
 
-    const progress = (p: Partial<LoadProgressView> & Pick<LoadProgressView, 'phase'>) =>
-      this.post({
-        type: 'progress',
-        id: command.id,
-        progress: { file: '', loaded: 0, total: 0, overallLoaded: 0, overallTotal: 0, cached: false, ...p },
-      });
-
-    progress({ phase: 'runtime', file: 'ort-wasm-simd-threaded.wasm' });
+    this.progress(command.id, { phase: 'runtime', file: 'ort-wasm-simd-threaded.wasm' });
     if (typeof WebAssembly !== 'object') {
       throw new HostError('wasm', 'This browser cannot run WebAssembly, which the in-browser model needs. Use a current Chrome, Edge, Firefox or Safari.');
     }
     this.deps.configureRuntime?.(command);
     await this.deps.checkRuntime?.(command);
 
-    let cache: CacheLike | null = null;
-    if (command.cache !== false && this.deps.caches) {
-      cache = await this.deps.caches.open(MODEL_CACHE_NAME).catch(() => null);
-    }
-    const modelsUrl = command.modelsUrl.endsWith('/') ? command.modelsUrl : `${command.modelsUrl}/`;
-    progress({ phase: 'manifest', file: 'index.json' });
-    const index = (await this.readJson(`${modelsUrl}index.json`, cache)) as IndexJson;
-    const wanted = command.modelId ?? index.default;
-    const entry = index.models?.find((m) => m.id === wanted);
-    if (!entry) throw new HostError('model', `models/index.json: no model ${JSON.stringify(wanted)} (has ${(index.models ?? []).map((m) => m.id).join(', ') || 'none'})`);
-
-    const stats: CacheStats = { hits: 0, misses: 0, removed: 0, available: cache !== null };
-    const tryLoad = async (): Promise<{ model: LoadedModel; source: CachedModelSource }> => {
-      const source = cachedModelSource(`${modelsUrl}${entry.path}/`, cache, this.deps.fetch);
-      let last = 0;
-      let lastKey = '';
-      const done = new Map<string, number>();
-      const onProgress = (p: LoadProgress) => {
-        const now = performance.now();
-        const key = `${p.phase}:${p.file}`;
-        const finished = p.total > 0 && p.loaded >= p.total;
-        if (key === lastKey && !finished && now - last < 50) return;
-        last = now;
-        lastKey = key;
-        if (p.phase === 'download') done.set(p.file, p.loaded);
-        const overallTotal = source.files.reduce((sum, f) => sum + f.bytes, 0);
-        let overallLoaded = 0;
-        for (const value of done.values()) overallLoaded += value;
-        progress({
-          phase: p.phase,
-          file: p.file,
-          loaded: p.loaded,
-          total: p.total,
-          overallLoaded: Math.min(overallLoaded, overallTotal || overallLoaded),
-          overallTotal,
-          cached: source.fromCache(p.file),
-        });
-      };
-      const model = await this.deps.loadModel(source, { onProgress, numThreads: command.threads, calibration: true });
-      return { model, source };
-    };
-
-    let loaded: { model: LoadedModel; source: CachedModelSource };
-    try {
-      loaded = await tryLoad();
-    } catch (error) {
-      // A damaged cached copy fails its sha256/size check: drop every cached file and refetch once.
-      const damaged = error instanceof ModelError && /(sha256|size) mismatch/.test(error.message);
-      if (!damaged || !cache) throw error;
-      await cache.keys().then((keys) => Promise.all(keys.map((k) => cache!.delete(k.url)))).catch(() => undefined);
-      loaded = await tryLoad();
-    }
-    const { model, source } = loaded;
-    stats.hits = source.stats.hits;
-    stats.misses = source.stats.misses;
-
+    const { model, source, cache, index, modelsUrl, entry } = await this.loadFromIndex(command, command.modelId, command.id, true);
+    const stats: CacheStats = { hits: source.stats.hits, misses: source.stats.misses, removed: 0, available: cache !== null };
     if (cache) stats.removed = await this.pruneCache(cache, modelsUrl, index, entry.id, source).catch(() => 0);
+    this.loadCommand = command;
 
     const m = model.manifest;
     this.model = model;
@@ -375,11 +338,75 @@ export class EngineHost {
       id: command.id,
       model: this.info,
       policies: policyInfo(),
+      drafters: drafterInfo(),
       cache: stats,
       threads: command.threads,
       loadMs: performance.now() - started,
       calibration: calibrationView(model.calibration),
     });
+  }
+
+  private progress(id: number, p: Partial<LoadProgressView> & Pick<LoadProgressView, 'phase'>): void {
+    this.post({ type: 'progress', id, progress: { file: '', loaded: 0, total: 0, overallLoaded: 0, overallTotal: 0, cached: false, ...p } });
+  }
+
+  /**
+   * Loads model `modelId` (default: the index's default) of the index `command` names, through the
+   * Cache API, posting progress under `progressId`: the target (`load`) and draft models (`set-drafter`).
+   */
+  private async loadFromIndex(command: LoadCommand, modelId: string | undefined, progressId: number, calibration: boolean) {
+    let cache: CacheLike | null = null;
+    if (command.cache !== false && this.deps.caches) {
+      cache = await this.deps.caches.open(MODEL_CACHE_NAME).catch(() => null);
+    }
+    const modelsUrl = command.modelsUrl.endsWith('/') ? command.modelsUrl : `${command.modelsUrl}/`;
+    this.progress(progressId, { phase: 'manifest', file: 'index.json' });
+    const index = (await this.readJson(`${modelsUrl}index.json`, cache)) as IndexJson;
+    const wanted = modelId ?? index.default;
+    const entry = index.models?.find((m) => m.id === wanted);
+    if (!entry) throw new HostError('model', `models/index.json: no model ${JSON.stringify(wanted)} (has ${(index.models ?? []).map((m) => m.id).join(', ') || 'none'})`);
+
+    const tryLoad = async (): Promise<{ model: LoadedModel; source: CachedModelSource }> => {
+      const source = cachedModelSource(`${modelsUrl}${entry.path}/`, cache, this.deps.fetch);
+      let last = 0;
+      let lastKey = '';
+      const done = new Map<string, number>();
+      const onProgress = (p: LoadProgress) => {
+        const now = performance.now();
+        const key = `${p.phase}:${p.file}`;
+        const finished = p.total > 0 && p.loaded >= p.total;
+        if (key === lastKey && !finished && now - last < 50) return;
+        last = now;
+        lastKey = key;
+        if (p.phase === 'download') done.set(p.file, p.loaded);
+        const overallTotal = source.files.reduce((sum, f) => sum + f.bytes, 0);
+        let overallLoaded = 0;
+        for (const value of done.values()) overallLoaded += value;
+        this.progress(progressId, {
+          phase: p.phase,
+          file: p.file,
+          loaded: p.loaded,
+          total: p.total,
+          overallLoaded: Math.min(overallLoaded, overallTotal || overallLoaded),
+          overallTotal,
+          cached: source.fromCache(p.file),
+        });
+      };
+      const model = await this.deps.loadModel(source, { onProgress, numThreads: command.threads, calibration });
+      return { model, source };
+    };
+
+    let loaded: { model: LoadedModel; source: CachedModelSource };
+    try {
+      loaded = await tryLoad();
+    } catch (error) {
+      // A damaged cached copy fails its sha256/size check: drop every cached file and refetch once.
+      const damaged = error instanceof ModelError && /(sha256|size) mismatch/.test(error.message);
+      if (!damaged || !cache) throw error;
+      await cache.keys().then((keys) => Promise.all(keys.map((k) => cache!.delete(k.url)))).catch(() => undefined);
+      loaded = await tryLoad();
+    }
+    return { ...loaded, cache, index, modelsUrl, entry };
   }
 
   /** Deletes cached files that no current manifest lists; keeps everything if a manifest is unreachable. */
@@ -443,6 +470,7 @@ export class EngineHost {
     this.referenceMetrics.clear();
     this.checkpoints.clear();
     this.checkpoints.add(0, session.snapshot(), true);
+    this.speculative.attach(session);
     this.lane = null;
     this.laneSnapshots.clear();
     if (this.referenceOn) await this.startLane(session);
@@ -560,6 +588,7 @@ export class EngineHost {
 
   private async decode(id: number, steps: number, stopAtEos: boolean): Promise<void> {
     const session = this.requireSession();
+    if (this.speculative.decoder) return this.decodeSpeculative(id, steps, stopAtEos);
     const context = session.dims.contextLength;
     this.abort = new AbortController();
     let reason: StopReason;
@@ -593,14 +622,72 @@ export class EngineHost {
     this.post({ type: 'done', id, reason, message, steps: count, state }, viewTransferables(state));
   }
 
+  /**
+   * Speculative decoding (a drafter is set): `step` is one verification round, `run` rounds until
+   * `steps` tokens; every committed step is posted as in plain decoding (a round may post several).
+   * After a Run of 2 tokens or more, plain decoding of the same tokens is timed (spec-host.ts).
+   */
+  private async decodeSpeculative(id: number, steps: number, stopAtEos: boolean): Promise<void> {
+    const session = this.requireSession();
+    const decoder = this.speculative.decoder!;
+    const context = session.dims.contextLength;
+    const abort = new AbortController();
+    this.abort = abort;
+    let reason: StopReason;
+    let message: string | undefined;
+    let count = 0;
+    const contextFull = `the context is full (${context} positions): step back, reset, or pick a policy that evicts`;
+    try {
+      if (session.position >= context) {
+        reason = 'context-full';
+        message = contextFull;
+      } else {
+        const start = steps > 1 ? session.snapshot() : null;
+        let engineMs = 0;
+        let t0 = performance.now();
+        const onRound = async (round: RoundResult) => {
+          engineMs += performance.now() - t0;
+          // the reference lane observes one step right after it; a round feeds several: it catches up (no metrics for these steps)
+          if (this.lane) await this.lane.catchUp(session);
+          this.remember(session);
+          for (const trace of round.steps) {
+            count++;
+            const view = this.view(session, trace, this.viewsOn);
+            this.post({ type: 'step', id, view }, viewTransferables(view));
+          }
+          if (steps > 1) await yieldToEventLoop();
+          t0 = performance.now();
+        };
+        if (steps <= 1) {
+          const round = await decoder.round(Infinity, stopAtEos);
+          engineMs += performance.now() - t0;
+          await onRound(round);
+          reason = 'length';
+        } else {
+          const result = await decoder.run(steps, { signal: abort.signal, stopAtEos, onRound });
+          engineMs += performance.now() - t0;
+          reason = result.stopReason === 'aborted' ? 'paused' : result.stopReason;
+          message = result.stopReason === 'aborted' ? undefined : result.message;
+          if (reason === 'context-full') message = contextFull;
+          if (start && reason !== 'paused') await this.speculative.measure(session, start, result.steps, engineMs, abort.signal);
+        }
+      }
+    } finally {
+      this.abort = null;
+    }
+    const state = this.state(session);
+    this.post({ type: 'done', id, reason, message, steps: count, state }, viewTransferables(state));
+  }
+
   /** Restores the nearest snapshot at or before `target` steps and replays up to it. */
   private async rewindTo(session: Session, target: number): Promise<void> {
     const checkpoint = this.checkpoints.before(target);
     if (!checkpoint) throw new HostError('internal', `no snapshot at or before step ${target}`);
+    const recorded = recordedSteps(session.trace.all(), checkpoint.step, target);
     session.restore(checkpoint.snapshot);
     this.checkpoints.dropAfter(target);
     while (session.stepCount < target) {
-      await session.step();
+      await replayStep(session, recorded.get(session.stepCount));
       this.remember(session);
     }
   }
@@ -612,6 +699,7 @@ export class EngineHost {
       await this.rewindTo(session, target);
       await this.syncLane(session);
       for (const step of [...this.referenceMetrics.keys()]) if (step >= target) this.referenceMetrics.delete(step);
+      this.speculative.rewound(target);
     }
     const state = this.state(session);
     this.post({ type: 'rewound', id, state }, viewTransferables(state));
@@ -660,9 +748,10 @@ export class EngineHost {
     const checkpoint = this.checkpoints.before(step);
     if (!checkpoint) throw new HostError('internal', `no snapshot at or before step ${step}`);
     const replay = session.fork();
+    const steps = recordedSteps(events, checkpoint.step, step + 1);
     replay.restore(checkpoint.snapshot);
     let trace: StepTrace | null = null;
-    while (replay.stepCount <= step) trace = await replay.step();
+    while (replay.stepCount <= step) trace = await replayStep(replay, steps.get(replay.stepCount));
     if (!trace) throw new HostError('internal', `replay produced no step ${step}`);
     if (recorded && recorded.token.id !== trace.token.id) {
       throw new HostError('internal', `replay of step ${step} diverged (token ${trace.token.id}, recorded ${recorded.token.id})`);
@@ -699,6 +788,51 @@ export class EngineHost {
       view = quantViewAt(session.trace.all(), (count) => this.held(session, count), step, layer, kvHead, live);
     }
     this.post({ type: 'quant', id, view }, quantTransferables(view));
+  }
+
+  /** Sets the session's drafter (`''` / `none`: plain decoding); a bad spec or a draft model that fails changes nothing. */
+  private async setDrafter(id: number, text: string): Promise<void> {
+    const target = this.requireModel();
+    const env: DrafterEnv = { target, loadModel: (modelId) => this.draftModel(modelId, id), ...(this.loadCommand ? { loadIndex: this.indexes(this.loadCommand) } : {}) };
+    const drafter = await this.speculative.set(text, env, this.session);
+    this.post({ type: 'drafter', id, drafter });
+  }
+
+  /** Token indexes (static/indexes/, next to static/models/) for the n-gram drafters, loaded once each. */
+  private indexes(command: LoadCommand): NonNullable<DrafterEnv['loadIndex']> {
+    if (this.indexLoader_) return this.indexLoader_;
+    const base = new URL('../indexes/', command.modelsUrl.endsWith('/') ? command.modelsUrl : `${command.modelsUrl}/`).href;
+    const fetchBytes = async (url: string): Promise<Uint8Array> => {
+      const response = await this.deps.fetch(url);
+      if (!response.ok) throw new DraftSpecError(`${url}: HTTP ${response.status}`);
+      return new Uint8Array(await response.arrayBuffer());
+    };
+    this.indexLoader_ = indexLoader(fetchBytes, base);
+    return this.indexLoader_;
+  }
+  private indexLoader_: NonNullable<DrafterEnv['loadIndex']> | null = null;
+
+  /** A draft model of the same models index, loaded once (its progress posted under the set-drafter command). */
+  private draftModel(modelId: string, progressId: number): Promise<LoadedModel> {
+    const command = this.loadCommand;
+    if (!command) return Promise.reject(new HostError('session', 'the model is not loaded yet'));
+    if (modelId === this.model?.manifest.id) return Promise.resolve(this.model);
+    let pending = this.draftModels.get(modelId);
+    if (!pending) {
+      pending = this.loadFromIndex(command, modelId, progressId, false).then(({ model }) => model);
+      // a failed load is not kept: the next try loads again
+      pending.catch(() => this.draftModels.delete(modelId));
+      this.draftModels.set(modelId, pending);
+    }
+    return pending;
+  }
+
+  /** The speculative-decoding view: the live session's rounds and statistics, or the imported trace's. */
+  private async specView(id: number): Promise<void> {
+    let view: SpecView;
+    if (this.replay) view = packSpecView(this.replay.views.trace.events, { source: 'trace', drafter: null, since: 0 });
+    else view = this.speculative.view(this.requireSession().trace.all());
+    this.post({ type: 'spec', id, view });
   }
 
   private async exportTrace(id: number): Promise<void> {
@@ -744,4 +878,20 @@ export class EngineHost {
     const json = JSON.stringify(traceToJson(header, events, { prompt, reference, next, protects }));
     this.post({ type: 'trace', id, json, fileName: replay.fileName });
   }
+}
+
+/** The recorded steps (from, to] of a trace by decode step, to replay them as they were. */
+function recordedSteps(events: readonly TraceEvent[], from: number, to: number): Map<number, StepTrace> {
+  const out = new Map<number, StepTrace>();
+  for (const event of events) if (event.kind === 'step' && event.step >= from && event.step < to) out.set(event.step, event);
+  return out;
+}
+
+/**
+ * Replays one step: a plain step is drawn again (the sampler's state makes it the same token); a
+ * step speculative decoding fed is fed with its recorded token (its draw came from the decoder's
+ * generator, not the session's sampler) and keeps its record of how it was fed.
+ */
+async function replayStep(session: Session, recorded: StepTrace | undefined): Promise<StepTrace> {
+  return recorded?.speculative ? session.step({ as: recorded }) : session.step();
 }

@@ -3,7 +3,9 @@
  * the same worker, ids and reply rules). Commands:
  *
  *   compare-start  prompt + sampler + 1–4 lane policies (each one policy or a composition's
- *                  members) → reply compare-started
+ *                  members), optionally a drafter spec per lane (speculative decoding: `lookup`,
+ *                  `model:gamma=4` …; null = plain) and the models URL draft models load from
+ *                  → reply compare-started (LaneState.drafter: the canonical drafter spec)
  *   compare-step   N steps of every lane; a compare-step event per step → reply compare-done
  *                  (the existing `pause` command stops it between steps)
  *   compare-back   back N steps (checkpoint + replay) → reply compare-rewound
@@ -13,13 +15,25 @@
  *                  and rows arrive in the order they finish (`run` says where each belongs)
  */
 import type { EvalConfig, EvalProgress, EvalReport, EvalRow } from '../../../engine/eval/index.ts';
-import type { LaneMemory, LaneState, LanesStep } from '../../../engine/lanes.ts';
+import type { LaneMemory, LaneSpecStats, LaneSpeculation, LaneState, LaneStep, LanesStep } from '../../../engine/lanes.ts';
 import type { PolicyComposition, PromptView, SamplerSettings, StopReason } from './protocol.ts';
 
-export type { EvalConfig, EvalProgress, EvalReport, EvalRow, LaneMemory, LaneState, LanesStep };
+export type { EvalConfig, EvalProgress, EvalReport, EvalRow, LaneMemory, LaneSpecStats, LaneSpeculation, LaneState, LaneStep, LanesStep };
 
 export type LabCommand =
-  | { type: 'compare-start'; id: number; prompt: string; sampler: SamplerSettings; lanes: PolicyComposition[] }
+  | {
+      type: 'compare-start';
+      id: number;
+      prompt: string;
+      sampler: SamplerSettings;
+      lanes: PolicyComposition[];
+      /** drafter spec per lane (null / absent: plain decoding) */
+      drafters?: (string | null)[];
+      /** models/ URL (its index.json) that a `model` drafter's draft model is loaded from */
+      modelsUrl?: string;
+      /** indexes/ URL (its index.json) that token-index drafters (∞-gram, FM-index) read their files from */
+      indexesUrl?: string;
+    }
   | { type: 'compare-step'; id: number; steps: number }
   | { type: 'compare-back'; id: number; steps: number }
   | { type: 'eval'; id: number; config: EvalConfig; heldoutUrl: string; parallel?: EvalParallel };

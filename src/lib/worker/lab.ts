@@ -4,13 +4,25 @@
  * queue and hands these commands here; `pause` aborts whatever runs. Framework-free and DOM-free.
  * An evaluation asked to run in parallel spreads its runs over this worker and evaluation workers
  * (eval-pool.ts) that it starts; its report is the same as run here, one run after another.
+ *
+ * Speculative lanes: a lane with a drafter gets a SpeculativeDecoder (engine/lanes.ts) whose
+ * DrafterEnv loads draft models by id from the models index the page names (compare-start's
+ * modelsUrl: index.json → the model's directory, read through the Cache API copy like the main
+ * model, model-cache.ts), each once per target model; the target itself when the id is its own.
+ * A host that already loads draft models can hand its loader in (`draftModelLoader`) so both
+ * share them. Token index files (∞-gram / FM-index drafters, loadIndex) come over HTTP from
+ * compare-start's indexesUrl (engine/spec/ngram/files.ts indexLoader: `<id>/<file>`, '' = the
+ * default that index.json names).
  */
-import { ContextFullError } from '../../../engine/errors.ts';
+import { ContextFullError, DraftSpecError, ModelError } from '../../../engine/errors.ts';
 import { EvalSettingsError, inThreadWorker, planEval, runEval, type EvalWorker } from '../../../engine/eval/index.ts';
 import { LaneGroup } from '../../../engine/lanes.ts';
-import type { LoadedModel } from '../../../engine/model/load.ts';
+import { loadModel, type LoadedModel } from '../../../engine/model/load.ts';
+import type { DrafterEnv } from '../../../engine/spec/drafter.ts';
+import { indexLoader } from '../../../engine/spec/ngram/files.ts';
 import { formatPolicyChain } from '../../../engine/policies/spec.ts';
 import { createEvalWebWorker, EvalWorkerPool, type WorkerLike } from './eval-pool.ts';
+import { cachedModelSource, MODEL_CACHE_NAME, type CacheLike } from './model-cache.ts';
 import type { LabCommand, LabEvent } from './lab-protocol.ts';
 import { policyMembers, type EngineEvent, type PolicyComposition, type SamplerSettings, type StopReason } from './protocol.ts';
 import { yieldToEventLoop } from './yield.ts';
@@ -32,6 +44,13 @@ export class LabHost {
   private abort: AbortController | null = null;
   private heldout = new Map<string, string[]>();
   private evalPool: EvalWorkerPool | null = null;
+  /** draft models by models URL + id, loaded once per target model */
+  private draftModels = new Map<string, Promise<LoadedModel>>();
+  /**
+   * loads a draft model by id for the host's target (set by a host that loads draft models
+   * itself, so /compare and the explorer share them); null: LabHost loads them from modelsUrl
+   */
+  draftModelLoader: ((id: string) => Promise<LoadedModel>) | null = null;
 
   constructor(
     private readonly post: LabPost,
@@ -51,11 +70,13 @@ export class LabHost {
       this.group = null;
       this.groupModel = model;
       this.closeEvalPool();
+      this.releaseDraftModels();
     }
     try {
       await this.dispatch(command, model);
     } catch (error) {
       if (error instanceof EvalSettingsError) throw new LabError('session', error.message);
+      if (error instanceof DraftSpecError) throw new LabError('policy', `drafter: ${error.message}`);
       throw error;
     }
   }
@@ -63,7 +84,7 @@ export class LabHost {
   private async dispatch(command: LabCommand, model: LoadedModel): Promise<void> {
     switch (command.type) {
       case 'compare-start':
-        return this.start(command.id, model, command.prompt, command.sampler, command.lanes);
+        return this.start(command.id, model, command);
       case 'compare-step':
         return this.step(command.id, command.steps);
       case 'compare-back':
@@ -78,7 +99,10 @@ export class LabHost {
     return this.group;
   }
 
-  private async start(id: number, model: LoadedModel, prompt: string, sampler: SamplerSettings, lanes: PolicyComposition[]): Promise<void> {
+  private async start(id: number, model: LoadedModel, command: LabCommand & { type: 'compare-start' }): Promise<void> {
+    const { prompt, sampler, lanes } = command;
+    const drafters = command.drafters ?? [];
+    if (drafters.length > lanes.length) throw new LabError('session', `${drafters.length} drafters for ${lanes.length} lanes`);
     const context = model.manifest.architecture.context_length;
     const ids = model.tokenizer.encode(prompt);
     if (ids.length > context) {
@@ -88,12 +112,92 @@ export class LabHost {
     const t0 = performance.now();
     const group = new LaneGroup(model, {
       policies: specs,
+      drafters,
+      drafterEnv: this.drafterEnv(model, command.modelsUrl, command.indexesUrl),
       sampler: { temperature: sampler.temperature, topK: sampler.topK, topP: sampler.topP, seed: sampler.seed },
     });
     const state = await group.start(ids);
     this.group = group;
     const pieces = ids.map((t) => model.tokenizer.tokenPiece(t));
     this.post({ type: 'compare-started', id, prompt: { ids: [...ids], pieces }, lanes: state, prefillMs: performance.now() - t0 });
+  }
+
+  /** What the lanes' drafters may load: draft models (the host's loader, else from the models index). */
+  private drafterEnv(target: LoadedModel, modelsUrl: string | undefined, indexesUrl: string | undefined): Omit<DrafterEnv, 'target'> {
+    const env: Omit<DrafterEnv, 'target'> = {};
+    const external = this.draftModelLoader;
+    if (external) env.loadModel = (id) => (id === target.manifest.id ? Promise.resolve(target) : external(id));
+    else if (modelsUrl) env.loadModel = (id) => (id === target.manifest.id ? Promise.resolve(target) : this.draftModel(modelsUrl, id));
+    if (indexesUrl) env.loadIndex = this.indexFiles(indexesUrl);
+    return env;
+  }
+
+  private indexLoaders = new Map<string, NonNullable<DrafterEnv['loadIndex']>>();
+
+  /** Token index files under `indexesUrl`, each fetched once (drafters keep what they build from them). */
+  private indexFiles(indexesUrl: string): NonNullable<DrafterEnv['loadIndex']> {
+    let loader = this.indexLoaders.get(indexesUrl);
+    if (!loader) {
+      const fetchBytes = async (url: string): Promise<Uint8Array> => {
+        let response: Response;
+        try {
+          response = await this.fetchFn(url);
+        } catch (error) {
+          throw new DraftSpecError(`index: cannot fetch ${url} (${(error as Error).message})`);
+        }
+        if (!response.ok) throw new DraftSpecError(`index: ${url}: HTTP ${response.status}`);
+        return new Uint8Array(await response.arrayBuffer());
+      };
+      loader = indexLoader(fetchBytes, indexesUrl);
+      this.indexLoaders.set(indexesUrl, loader);
+    }
+    return loader;
+  }
+
+  private draftModel(modelsUrl: string, id: string): Promise<LoadedModel> {
+    const base = modelsUrl.endsWith('/') ? modelsUrl : `${modelsUrl}/`;
+    const key = `${base}#${id}`;
+    let pending = this.draftModels.get(key);
+    if (!pending) {
+      pending = this.loadDraftModel(base, id);
+      // a failed load is not kept: the next Reset tries again
+      pending.catch(() => this.draftModels.delete(key));
+      this.draftModels.set(key, pending);
+    }
+    return pending;
+  }
+
+  private async loadDraftModel(base: string, id: string): Promise<LoadedModel> {
+    const indexUrl = `${base}index.json`;
+    let cache: CacheLike | null = null;
+    const caches = (globalThis as { caches?: { open(name: string): Promise<CacheLike> } }).caches;
+    if (caches && typeof caches.open === 'function') cache = await caches.open(MODEL_CACHE_NAME).catch(() => null);
+    let index: { models?: { id?: unknown; path?: unknown }[] };
+    try {
+      let response: Response | undefined = await this.fetchFn(indexUrl, { cache: 'no-cache' }).catch(() => undefined);
+      // offline: the copy the engine's model load kept
+      if (!response?.ok) response = (await cache?.match(indexUrl).catch(() => undefined)) ?? response;
+      if (!response?.ok) throw new Error(response ? `HTTP ${response.status}` : 'offline');
+      index = (await response.json()) as typeof index;
+    } catch (error) {
+      throw new DraftSpecError(`model: cannot read ${indexUrl} (${(error as Error).message})`);
+    }
+    const entry = (index.models ?? []).find((m) => m.id === id);
+    if (!entry || typeof entry.path !== 'string') {
+      const known = (index.models ?? []).map((m) => String(m.id)).join(', ');
+      throw new DraftSpecError(`model: no model ${JSON.stringify(id)} in models/index.json (has ${known || 'none'})`);
+    }
+    try {
+      return await loadModel(cachedModelSource(`${base}${entry.path}/`, cache, this.fetchFn), { calibration: false });
+    } catch (error) {
+      if (error instanceof ModelError) throw new DraftSpecError(`model: the draft model ${id} did not load: ${error.message}`);
+      throw error;
+    }
+  }
+
+  private releaseDraftModels(): void {
+    for (const pending of this.draftModels.values()) void pending.then((m) => m.release()).catch(() => undefined);
+    this.draftModels.clear();
   }
 
   private async step(id: number, steps: number): Promise<void> {

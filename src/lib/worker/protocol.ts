@@ -3,7 +3,7 @@
  *
  * Commands go in, each with a numeric `id`. Every command is answered by exactly one *reply*
  * event carrying the same id (`ready`, `tokenized`, `started`, `done`, `rewound`, `policy`,
- * `inspected`, `merges`, `quant`, `trace`, `imported`, `reference`, `ack` or `error`). Long commands also stream *progress* (`load`) or
+ * `inspected`, `merges`, `quant`, `drafter`, `spec`, `trace`, `imported`, `reference`, `ack` or `error`). Long commands also stream *progress* (`load`) or
  * *step* (`step`, `run`) events with that id before their reply.
  *
  * Only plain data crosses the boundary; big matrices travel as transferable typed arrays
@@ -15,8 +15,10 @@ import type { MemoryReport } from '../../../engine/cache/store.ts';
 import type { TokenProb, TraceModel } from '../../../engine/trace/schema.ts';
 import { LAB_STREAM_EVENTS, type LabCommand, type LabEvent } from './lab-protocol.ts';
 import type { QuantView } from './quant-protocol.ts';
+import type { DrafterInfo, DrafterState, SpecView } from './spec-protocol.ts';
 
 export type * from './quant-protocol.ts';
+export type * from './spec-protocol.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -101,6 +103,16 @@ export type Command =
    * the model (step, run, back, set-policy, reference) are refused. A bad file changes nothing.
    */
   | { type: 'import-trace'; id: number; json: string; fileName: string }
+  /**
+   * sets the drafter of the explorer session (engine/spec/, a drafter spec such as `lookup:max_ngram=3,k=10`
+   * or `model:gamma=4`; `''` or `none`: plain decoding) and answers `drafter`. From then on `step`
+   * runs one verification round and `run` rounds until `steps` tokens. A spec that does not parse or
+   * a drafter that cannot be made (its draft model fails to load) is an error of kind `drafter` and
+   * changes nothing. A draft model loads like the model (`progress` events with this id).
+   */
+  | { type: 'set-drafter'; id: number; drafter: string }
+  /** the speculative-decoding view (spec-protocol.ts) of the live session or the imported trace; answered at once like `merges` */
+  | { type: 'spec'; id: number }
   /** turns the full-cache reference lane on (built at the current point) or off */
   | { type: 'reference'; id: number; on: boolean }
   /** test hook: the worker throws outside any handler, like a real crash */
@@ -434,7 +446,7 @@ export interface CalibrationView {
   notes: string[];
 }
 
-export type ErrorKind = 'model' | 'wasm' | 'prompt' | 'policy' | 'session' | 'busy' | 'internal' | 'crash' | 'trace';
+export type ErrorKind = 'model' | 'wasm' | 'prompt' | 'policy' | 'drafter' | 'session' | 'busy' | 'internal' | 'crash' | 'trace';
 
 export type StopReason = 'length' | 'eos' | 'context-full' | 'aborted' | 'paused';
 
@@ -443,7 +455,7 @@ export type StopReason = 'length' | 'eos' | 'context-full' | 'aborted' | 'paused
 
 export type EngineEvent =
   | { type: 'progress'; id: number; progress: LoadProgressView }
-  | { type: 'ready'; id: number; model: ModelInfo; policies: PolicyInfo[]; cache: CacheStats; threads: number; loadMs: number; calibration?: CalibrationView | null }
+  | { type: 'ready'; id: number; model: ModelInfo; policies: PolicyInfo[]; drafters?: DrafterInfo[]; cache: CacheStats; threads: number; loadMs: number; calibration?: CalibrationView | null }
   | { type: 'tokenized'; id: number; count: number; context: number }
   | {
       type: 'started';
@@ -477,6 +489,8 @@ export type EngineEvent =
   | { type: 'inspected'; id: number; view: StepView }
   | { type: 'merges'; id: number; view: MergeView }
   | { type: 'quant'; id: number; view: QuantView }
+  | { type: 'drafter'; id: number; drafter: DrafterState }
+  | { type: 'spec'; id: number; view: SpecView }
   | { type: 'trace'; id: number; json: string; fileName: string }
   | { type: 'imported'; id: number; trace: ImportedTraceView }
   | { type: 'reference'; id: number; on: boolean; state: SessionState }

@@ -41,7 +41,7 @@
  *     runs new rounds. Reset (start) builds fresh drafters and decoders.
  */
 import { ContextFullError, SessionError } from './errors.ts';
-import { heldBeforeDecision, ReferenceLane, type ReferenceSnapshot } from './reference.ts';
+import { heldBeforeDecision, ReferenceLane, type ReferenceMetrics, type ReferenceSnapshot } from './reference.ts';
 import type { SamplerOptions } from './sampling.ts';
 import { Session, type BlockResult, type BlockRowInfo, type BlockRowVerdict, type EngineModel, type SessionSnapshot } from './session.ts';
 import type { DrafterEnv } from './spec/drafter.ts';
@@ -343,20 +343,8 @@ export class LaneGroup {
         continue;
       }
       const trace = await lane.session.step();
-      let kl: number | null = null;
-      let top1: boolean | null = null;
-      let mass: number | null = null;
-      let referenceMs = 0;
-      if (lane.full && this.withReference) {
-        kl = 0;
-        top1 = true;
-        mass = 1;
-      } else if (lane.reference) {
-        const t0 = globalThis.performance.now();
-        const metrics = await lane.reference.observe(lane.session, trace);
-        referenceMs = globalThis.performance.now() - t0;
-        if (metrics) ({ kl, agree: top1, mass } = metrics);
-      }
+      const reference = lane.reference;
+      const { kl, top1, mass, referenceMs } = await this.metrics(lane, reference && (() => reference.observe(lane.session, trace)));
       out.push({
         token: trace.token,
         sampleProb: trace.sampleProb,
@@ -373,6 +361,16 @@ export class LaneGroup {
     return result;
   }
 
+  /** A lane step's comparison with the full cache: exact for the full lane itself, else what `observe` measures. */
+  private async metrics(lane: Lane, observe: (() => Promise<ReferenceMetrics | null>) | null | undefined): Promise<{ kl: number | null; top1: boolean | null; mass: number | null; referenceMs: number }> {
+    if (lane.full && this.withReference) return { kl: 0, top1: true, mass: 1, referenceMs: 0 };
+    if (!observe) return { kl: null, top1: null, mass: null, referenceMs: 0 };
+    const t0 = globalThis.performance.now();
+    const metrics = await observe();
+    const referenceMs = globalThis.performance.now() - t0;
+    return metrics ? { kl: metrics.kl, top1: metrics.agree, mass: metrics.mass, referenceMs } : { kl: null, top1: null, mass: null, referenceMs };
+  }
+
   /** One verification round of a speculative lane: every row it fed, measured, appended to `produced`. */
   private async round(lane: Lane, spec: SpecLane): Promise<void> {
     // like a plain lane's steps: EOS is a token like any other
@@ -382,20 +380,9 @@ export class LaneGroup {
     for (let r = 0; r < steps.length; r++) {
       const trace = steps[r];
       const row = rows[r];
-      let kl: number | null = null;
-      let top1: boolean | null = null;
-      let mass: number | null = null;
-      let referenceMs = 0;
-      if (lane.full && this.withReference) {
-        kl = 0;
-        top1 = true;
-        mass = 1;
-      } else if (lane.reference && row.held) {
-        const t0 = globalThis.performance.now();
-        const metrics = await lane.reference.observeCaptured(trace, row.logits, row.held);
-        referenceMs = globalThis.performance.now() - t0;
-        if (metrics) ({ kl, agree: top1, mass } = metrics);
-      }
+      const reference = lane.reference;
+      const held = row.held;
+      const { kl, top1, mass, referenceMs } = await this.metrics(lane, reference && held && (() => reference.observeCaptured(trace, row.logits, held)));
       const info = trace.speculative;
       if (!info) throw new SessionError('internal error: a speculative step without its round');
       const verify = info.verify;

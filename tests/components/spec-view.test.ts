@@ -104,6 +104,9 @@ describe('DrafterPicker', () => {
     spec.value = 'lookup:k=0';
     spec.dispatchEvent(new Event('input', { bubbles: true }));
     flushSync();
+    // a hand-typed spec: the picker says so instead of naming a drafter it no longer describes
+    expect(select.value).toBe('typed');
+    expect(root.querySelector('[data-testid="drafter-param-gamma"]')).toBeNull();
     root.querySelector<HTMLButtonElement>('[data-testid="apply-drafter"]')!.click();
     await Promise.resolve();
     expect(onapply).toHaveBeenCalledWith('lookup:k=0');

@@ -11,7 +11,8 @@
  * draft model's prefill) happens inside its first round and is counted. Every decode generates
  * exactly `tokens` tokens (EOS does not stop it) so that runs compare token for token. A drafter is
  * made once per text set and kept across its prompts, as a server would keep it (online drafters
- * learn across them). Framework-free: the CLI and the bench run it in Node.
+ * learn across them). Framework-free and free of Node imports: the CLI and the bench run it in
+ * Node (spec-node.ts reads the held-out file there), /bench in the engine worker.
  */
 import { heldoutWindows } from '../metrics/heldout.ts';
 import { Session, type EngineModel } from '../session.ts';
@@ -100,6 +101,8 @@ export interface SpecHooks {
   signal?: AbortSignal;
   /** an untimed short decode of each kind first, so that the WebAssembly is compiled before timing (default true) */
   warmup?: boolean;
+  /** awaited before every decode, outside the timings (a worker lets its messages, e.g. a cancel, through) */
+  yield?: () => Promise<void>;
 }
 
 const QUIET = { attention: false, fullSteps: 0, topTokens: 0, attentionTop: 0 };
@@ -217,7 +220,11 @@ export async function runSpecEval(env: DrafterEnv, documents: readonly HeldoutDo
     const warm = Math.min(16, settings.tokens);
     await plainDecode(model, prompt, settings, 0, warm);
     // its own drafter instances, so online drafters learn nothing from the warm-up
-    for (const run of runs) await speculativeDecode(model, (await createDrafter(run.spec, env))!, prompt, settings, 0, warm, null);
+    for (const run of runs) {
+      await hooks.yield?.();
+      if (hooks.signal?.aborted) break;
+      await speculativeDecode(model, (await createDrafter(run.spec, env))!, prompt, settings, 0, warm, null);
+    }
   }
 
   for (let s = 0; s < settings.texts.length; s++) {
@@ -230,6 +237,7 @@ export async function runSpecEval(env: DrafterEnv, documents: readonly HeldoutDo
     const spec = runs.map(() => ({ ms: 0, tokens: 0, identical: true }));
     let finished = 0;
     for (let i = 0; i < prompts.length; i++) {
+      await hooks.yield?.();
       if (hooks.signal?.aborted) break;
       progress(`${text} prompt ${i + 1}/${prompts.length}: plain decoding`);
       const reference = await plainDecode(model, prompts[i], settings, i, settings.tokens);
@@ -237,6 +245,7 @@ export async function runSpecEval(env: DrafterEnv, documents: readonly HeldoutDo
       plain.tokens += reference.tokens.length;
       done++;
       for (let r = 0; r < runs.length; r++) {
+        await hooks.yield?.();
         if (hooks.signal?.aborted) break;
         progress(`${text} prompt ${i + 1}/${prompts.length}: ${runs[r].spec}`);
         const decoded = await speculativeDecode(model, drafters[r], prompts[i], settings, i, settings.tokens, stats[r]);

@@ -227,6 +227,90 @@ describe('BenchState', () => {
   });
 });
 
+describe('BenchState: the spec task', () => {
+  it('runs drafters against plain decoding in the engine worker: rows, progress, JSON; T=0 is identical to plain', async () => {
+    // evalWorkers 4: the spec task still runs in the engine worker alone
+    const app = new BenchState(new EngineClient(() => new InProcessWorker()), { ...URLS, heldout: HELDOUT_URL }, 1, 4);
+    void app.load();
+    await until(() => app.status === 'ready', 'ready');
+    app.task = 'spec';
+    expect(app.drafters.filter((d) => d.on).map((d) => d.spec)).toEqual(['model:gamma=4', 'lookup']);
+    // the fixture names no draft model: it drafts for itself
+    app.setDrafterSpec('model', 'model:model=tiny-fixture,gamma=3');
+    app.specPrompts = 1;
+    app.specPromptTokens = 24;
+    app.specTokens = 8;
+    app.texts = ['python-doc'];
+    const line = app.planLine;
+    expect('runs' in line && line.text).toBe('model:gamma=3,model=tiny-fixture,policy=full, lookup:max_ngram=3,k=10 on python-doc, one at a time');
+    await app.run();
+    expect(app.error).toBeNull();
+    const report = app.specReport!;
+    expect(report.task).toBe('spec');
+    expect(report.cancelled).toBe(false);
+    expect(report.settings).toMatchObject({ prompts: 1, promptTokens: 24, tokens: 8, policy: 'full', texts: ['python-doc'], temperature: 0 });
+    expect(report.records.map((r) => r.draft)).toEqual(['model:model=tiny-fixture,gamma=3', 'lookup']);
+    const rows = report.records.flatMap((r) => r.rows);
+    expect(rows.map((r) => [r.text, r.tokens, r.identical_to_plain])).toEqual([
+      ['python-doc', 8, true],
+      ['python-doc', 8, true],
+    ]);
+    expect(rows[0].acceptance_rate).toBe(1); // the target drafting for itself is always accepted
+    expect(rows.every((r) => r.target_calls_per_token > 0 && r.target_calls_per_token <= 1 && r.speedup > 0)).toBe(true);
+    expect(app.fraction).toBe(1);
+    expect(app.progress?.message).toBe('done');
+    expect(app.report).toBeNull(); // the other tasks' report is untouched
+    const file = app.reportJson()!;
+    expect(file.fileName).toBe('kvscope-eval-spec-tiny-fixture.json');
+    expect(JSON.parse(file.json)).toMatchObject({ format: 'kvscope-eval', task: 'spec' });
+
+    // a drafter whose index cannot be fetched is reported, the report kept
+    app.toggleDrafter('model', false);
+    app.toggleDrafter('lookup', false);
+    app.toggleDrafter('infinigram', true);
+    await app.run();
+    expect(app.error?.message).toMatch(/index: .*HTTP 404/);
+    expect(app.specReport).toBeNull();
+    app.client.dispose();
+  }, 60_000);
+
+  it('cancels between decodes and keeps the text sets that had a finished prompt; bad setups are explained', async () => {
+    const app = new BenchState(new EngineClient(() => new InProcessWorker()), { ...URLS, heldout: HELDOUT_URL });
+    void app.load();
+    await until(() => app.status === 'ready', 'ready');
+    app.task = 'spec';
+    app.toggleDrafter('model', false);
+    app.specPrompts = 6;
+    app.specPromptTokens = 24;
+    app.specTokens = 24;
+    const running = app.run();
+    await until(() => (app.progress?.done ?? 0) >= 3, 'a prompt decoded');
+    app.cancel();
+    await running;
+    const report = app.specReport!;
+    expect(report.cancelled).toBe(true);
+    expect(report.records[0].rows.length).toBeGreaterThanOrEqual(1);
+    expect(report.records[0].rows[0].prompts).toBeLessThan(6);
+
+    app.toggleDrafter('lookup', false);
+    expect('problem' in app.specPlan && app.specPlan.problem).toMatch(/at least one drafter/);
+    app.setDrafterSpec('lookup', 'lookup:max_ngrm=2');
+    expect(app.drafters.find((d) => d.id === 'lookup')!.on).toBe(true);
+    expect('problem' in app.planLine && app.planLine.problem).toMatch(/drafter: .*did you mean max_ngram/);
+    app.setDrafterSpec('lookup', 'lookup');
+    app.targetPolicy = 'window:size=0';
+    expect('problem' in app.planLine && app.planLine.problem).toMatch(/^target policy: /);
+    app.targetPolicy = 'window:size=16';
+    app.gammas = '2, x';
+    expect('problem' in app.planLine && app.planLine.problem).toMatch(/not an integer/);
+    app.gammas = '1 2';
+    expect('runs' in app.planLine && app.planLine.runs).toBe(2);
+    app.texts = [];
+    expect('problem' in app.planLine && app.planLine.problem).toMatch(/at least one text set/);
+    app.client.dispose();
+  }, 60_000);
+});
+
 describe('CompareState: speculative lanes', () => {
   it('runs a lane with a drafter from a link: at temperature 0 its tokens are the plain lane\'s; origins, stats and the link follow', async () => {
     const app = new CompareState(new EngineClient(() => new InProcessWorker()), URLS);

@@ -177,4 +177,60 @@ export const LAB_TESTS: TestCase[] = [
       await page.screenshot({ path: join(RESULTS_DIR, 'bench.png'), fullPage: true });
     },
   },
+  {
+    name: 'bench: the spec task (lookup, model:gamma=4) against plain decoding; table, chart, JSON, Cancel',
+    timeoutMs: 240_000,
+    async fn({ page, server }) {
+      await page.goto(`${server.url}/bench`);
+      await waitStatus(page);
+      await page.check('[data-testid="bench-task-spec"]');
+      assert(((await page.textContent('[data-testid="bench-spec-timing"]')) ?? '').includes('one at a time'), 'the page says why the runs go one at a time');
+      for (const id of ['model', 'lookup', 'infinigram', 'omnidraft', 'online', 'self']) {
+        if (await page.isChecked(`[data-testid="bench-drafter-${id}"]`)) await page.uncheck(`[data-testid="bench-drafter-${id}"]`);
+      }
+      await page.check('[data-testid="bench-drafter-lookup"]');
+      await page.fill('[data-testid="bench-drafter-spec-model"]', 'model:gamma=4');
+      await page.check('[data-testid="bench-drafter-model"]');
+      await page.fill('[data-testid="bench-spec-prompts"]', '1');
+      await page.fill('[data-testid="bench-spec-tokens"]', '16');
+      const plan = (await page.textContent('[data-testid="bench-plan"]')) ?? '';
+      assert(/^2 runs: model:gamma=4,model=,policy=full, lookup:max_ngram=3,k=10 on prose \+ python-doc/.test(plan), `plan (${plan})`);
+      await page.click('[data-testid="bench-run"]');
+      await page.waitForSelector('[data-testid="bench-finished"]', { timeout: 150_000 });
+      const rows = await page.$$eval('[data-testid="bench-spec-row"]', (els) => els.map((e) => [e.getAttribute('data-spec'), e.getAttribute('data-text')]));
+      assertEqual(rows, [
+        ['model:gamma=4,model=kvscope-draft-2l,policy=full', 'prose'],
+        ['model:gamma=4,model=kvscope-draft-2l,policy=full', 'python-doc'],
+        ['lookup:max_ngram=3,k=10', 'prose'],
+        ['lookup:max_ngram=3,k=10', 'python-doc'],
+      ], 'rows: drafter × text set');
+      const cell = (id: string) => page.$$eval(`[data-testid="${id}"]`, (els) => els.map((e) => e.textContent?.trim() ?? ''));
+      const calls = await cell('spec-calls');
+      assert(calls.every((c) => /^\d\.\d{3}$/.test(c) && Number(c) > 0 && Number(c) <= 1), `calls per token (${calls.join(' | ')})`);
+      const speedups = await cell('spec-speedup');
+      assert(speedups.every((c) => /^\d+\.\d\d×$/.test(c) && Number(c.slice(0, -1)) > 0), `speed-ups (${speedups.join(' | ')})`);
+      assertEqual(await cell('spec-identical'), ['yes', 'yes', 'yes', 'yes'], 'greedy speculative decoding gives plain decoding\'s tokens');
+      const progress = (await page.textContent('[data-testid="bench-progress-text"]')) ?? '';
+      assert(/^100%/.test(progress), `progress at 100% (${progress})`);
+      assertEqual(await page.locator('[data-testid="bench-chart"] [data-testid="spec-bar"]').count(), 8, 'a bar per row in each of the two panels');
+      assertEqual(await page.locator('[data-testid="bench-chart"] [data-testid="spec-reference"]').count(), 2, 'the 1 / 1× reference lines');
+      const [json] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="bench-download-json"]')]);
+      const path = join(RESULTS_DIR, json.suggestedFilename());
+      await json.saveAs(path);
+      const report = JSON.parse(readFileSync(path, 'utf8'));
+      assertEqual([report.format, report.task, report.cancelled], ['kvscope-eval', 'spec', false], 'report');
+      assertEqual(report.records.map((r: { draft: string }) => r.draft), ['model:gamma=4', 'lookup'], 'report records');
+      await page.screenshot({ path: join(RESULTS_DIR, 'bench-spec.png'), fullPage: true });
+
+      // Cancel: a longer run stops between decodes and says so
+      await page.fill('[data-testid="bench-spec-prompts"]', '8');
+      await page.fill('[data-testid="bench-spec-tokens"]', '64');
+      await page.click('[data-testid="bench-run"]');
+      await page.waitForFunction(() => /prompt [2-8]\/8/.test(document.querySelector('[data-testid="bench-progress-text"]')?.textContent ?? ''), null, { timeout: 90_000 });
+      await page.click('[data-testid="bench-cancel"]');
+      await page.waitForSelector('[data-testid="bench-cancelled"]', { timeout: 30_000 });
+      assert(((await page.textContent('[data-testid="bench-progress-text"]')) ?? '').includes('cancelled'), 'progress says cancelled');
+      assert(await page.isEnabled('[data-testid="bench-run"]'), 'Run is offered again');
+    },
+  },
 ];

@@ -5,16 +5,23 @@
  * spread over that many evaluation workers (src/lib/worker/eval-pool.ts), with the same report.
  * Rows arrive as they finish; Cancel stops between steps and keeps what finished. The page only
  * lays the report out.
+ *
+ * The spec task is `kvscope eval --task spec` (engine/eval/spec.ts): chosen drafters against plain
+ * decoding of held-out prompts, on the target's own policy. It always runs in the engine worker,
+ * one decode after another, whatever `evalWorkers` says: decodes running side by side would share
+ * the cores and distort the wall-clock speed-up it measures.
  */
 import { EngineClient, EngineFailure } from '../worker/client.ts';
 import type { EngineEvent, LoadProgressView, ModelInfo, PolicyInfo } from '../worker/protocol.ts';
-import type { EvalConfig, EvalProgress, EvalReport, EvalRow } from '../worker/lab-protocol.ts';
+import type { EvalConfig, EvalProgress, EvalReport, EvalRow, SpecProgress, SpecReport } from '../worker/lab-protocol.ts';
+import { indexesUrlOf } from '../worker/drafter-env.ts';
+import { defaultDrafterChoices, planSpec, type DrafterChoice, type SpecPlan, type SpecTextSet } from './spec.ts';
 import { expandRuns, type EvalRun } from '../../../engine/eval/budgets.ts';
 import { splitPolicyList } from '../../../engine/policies/spec.ts';
 import type { EngineUrls, ShownError } from '../explorer/state.svelte.ts';
 
 export type BenchStatus = 'idle' | 'loading' | 'ready' | 'error' | 'crashed';
-export type EvalTaskName = EvalConfig['task'];
+export type EvalTaskName = EvalConfig['task'] | 'spec';
 
 /** One colour (and dash) per policy id, stable across charts: Okabe–Ito, dashed past eight. */
 export const POLICY_STYLE: Record<string, { color: string; dash: string }> = {
@@ -66,14 +73,27 @@ export class BenchState {
   lengths = $state('256, 512');
   depths = $state('0, 0.5, 1');
   trials = $state(1);
+  // spec task
+  drafters = $state<DrafterChoice[]>(defaultDrafterChoices());
+  /** the target's KV-cache policy */
+  targetPolicy = $state('full');
+  /** γ values each drafter runs at; blank = each spec as given */
+  gammas = $state('');
+  specPrompts = $state(2);
+  specPromptTokens = $state(128);
+  specTokens = $state(64);
+  temperature = $state(0);
+  texts = $state<SpecTextSet[]>(['prose', 'python-doc']);
 
   // ---- run ----
   running = $state(false);
   cancelling = $state(false);
-  progress = $state.raw<EvalProgress | null>(null);
+  progress = $state.raw<EvalProgress | SpecProgress | null>(null);
   /** rows that finished (before the report), in run order */
   rows = $state.raw<{ record: number; policy: string; row: EvalRow; run: number }[]>([]);
   report = $state.raw<EvalReport | null>(null);
+  /** the spec task's last report */
+  specReport = $state.raw<SpecReport | null>(null);
 
   constructor(
     readonly client: EngineClient,
@@ -91,6 +111,7 @@ export class BenchState {
 
   /** The evaluation the setup describes, or the reason it is not valid. */
   readonly plan = $derived.by((): { config: EvalConfig; runs: EvalRun[] } | { problem: string } => {
+    if (this.task === 'spec') return { problem: 'the spec task has its own plan (specPlan)' };
     try {
       const specs = [...this.chosen, ...splitPolicyList(this.extra)];
       if (specs.length === 0) return { problem: 'choose at least one policy' };
@@ -109,6 +130,35 @@ export class BenchState {
     } catch (error) {
       return { problem: (error as Error).message };
     }
+  });
+
+  /** The speculative evaluation the setup describes, or the reason it is not valid. */
+  readonly specPlan = $derived.by(
+    (): SpecPlan =>
+      planSpec({
+        drafters: this.drafters,
+        policy: this.targetPolicy,
+        gammas: this.gammas,
+        prompts: this.specPrompts,
+        promptTokens: this.specPromptTokens,
+        tokens: this.specTokens,
+        temperature: this.temperature,
+        seed: this.seed,
+        texts: this.texts,
+      }),
+  );
+
+  /** The current task's plan: its problem, or what it will run (one line). */
+  readonly planLine = $derived.by((): { problem: string } | { runs: number; text: string } => {
+    if (this.task === 'spec') {
+      const plan = this.specPlan;
+      if ('problem' in plan) return plan;
+      const texts = plan.config.settings?.texts ?? [];
+      return { runs: plan.runs.length, text: `${plan.runs.map((r) => r.spec).join(', ')} on ${texts.join(' + ')}, one at a time` };
+    }
+    const plan = this.plan;
+    if ('problem' in plan) return plan;
+    return { runs: plan.runs.length, text: plan.runs.map((r) => (r.budget === null ? r.id : `${r.id}@${r.budget}`)).join(', ') };
   });
 
   readonly fraction = $derived(this.progress && this.progress.total > 0 ? this.progress.done / this.progress.total : 0);
@@ -143,7 +193,22 @@ export class BenchState {
     this.chosen = on ? [...this.chosen.filter((c) => c !== id), id] : this.chosen.filter((c) => c !== id);
   }
 
+  /** Turns a drafter of the picker on or off. */
+  toggleDrafter(id: string, on: boolean): void {
+    this.drafters = this.drafters.map((d) => (d.id === id ? { ...d, on } : d));
+  }
+
+  /** Edits a drafter's spec (typing a spec turns it on). */
+  setDrafterSpec(id: string, spec: string): void {
+    this.drafters = this.drafters.map((d) => (d.id === id ? { ...d, spec, on: d.on || spec.trim() !== '' } : d));
+  }
+
+  toggleText(text: SpecTextSet, on: boolean): void {
+    this.texts = on ? [...this.texts.filter((t) => t !== text), text] : this.texts.filter((t) => t !== text);
+  }
+
   async run(): Promise<void> {
+    if (this.task === 'spec') return this.runSpec();
     const plan = this.plan;
     if (this.status !== 'ready' || this.running || 'problem' in plan) return;
     this.running = true;
@@ -172,6 +237,32 @@ export class BenchState {
     }
   }
 
+  /** The spec task: in the engine worker only, never spread over evaluation workers (see the header). */
+  private async runSpec(): Promise<void> {
+    const plan = this.specPlan;
+    if (this.status !== 'ready' || this.running || 'problem' in plan) return;
+    this.running = true;
+    this.cancelling = false;
+    this.error = null;
+    this.specReport = null;
+    this.progress = { done: 0, total: 1, message: 'starting…' };
+    try {
+      const command = { type: 'eval-spec' as const, config: plan.config, heldoutUrl: this.urls.heldout, modelsUrl: this.urls.models, indexesUrl: indexesUrlOf(this.urls.models) };
+      const done = await this.client.request<Extract<EngineEvent, { type: 'eval-spec-done' }>>(command, (event) => {
+        if (event.type === 'eval-spec-progress') this.progress = event.progress;
+      });
+      this.specReport = done.report;
+      const last = this.progress;
+      if (last) this.progress = { ...last, done: done.report.cancelled ? last.done : last.total, message: done.report.cancelled ? 'cancelled' : 'done' };
+    } catch (error) {
+      const failure = EngineFailure.from(error);
+      if (failure.kind !== 'crash') this.error = { kind: failure.kind, message: failure.message, action: 'dismiss' };
+    } finally {
+      this.running = false;
+      this.cancelling = false;
+    }
+  }
+
   cancel(): void {
     if (!this.running) return;
     this.cancelling = true;
@@ -180,7 +271,7 @@ export class BenchState {
 
   /** The report as a JSON file name + text. */
   reportJson(): { fileName: string; json: string } | null {
-    const r = this.report;
+    const r = this.task === 'spec' ? this.specReport : this.report;
     if (!r) return null;
     const safe = (s: string) => s.replace(/[^A-Za-z0-9_.-]+/g, '_');
     return { fileName: `kvscope-eval-${r.task}-${safe(r.model.id)}.json`, json: `${JSON.stringify(r, null, 2)}\n` };

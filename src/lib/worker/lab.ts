@@ -5,24 +5,21 @@
  * An evaluation asked to run in parallel spreads its runs over this worker and evaluation workers
  * (eval-pool.ts) that it starts; its report is the same as run here, one run after another.
  *
- * Speculative lanes: a lane with a drafter gets a SpeculativeDecoder (engine/lanes.ts) whose
- * DrafterEnv loads draft models by id from the models index the page names (compare-start's
- * modelsUrl: index.json → the model's directory, read through the Cache API copy like the main
- * model, model-cache.ts), each once per target model; the target itself when the id is its own.
- * A host that already loads draft models can hand its loader in (`draftModelLoader`) so both
- * share them. Token index files (∞-gram / FM-index drafters, loadIndex) come over HTTP from
- * compare-start's indexesUrl (engine/spec/ngram/files.ts indexLoader: `<id>/<file>`, '' = the
- * default that index.json names).
+ * Speculative lanes and the speculative evaluation (eval-spec): their drafters get a DrafterEnv
+ * from drafter-env.ts — draft models by id from the models index the page names (modelsUrl), each
+ * once per target model, and token index files from indexesUrl. A host that already loads draft
+ * models can hand its loader in (`draftModelLoader`) so both share them. eval-spec runs in this
+ * worker only, never spread over evaluation workers: parallel decodes would distort its timings.
  */
-import { ContextFullError, DraftSpecError, ModelError } from '../../../engine/errors.ts';
+import { ContextFullError, DraftSpecError } from '../../../engine/errors.ts';
 import { EvalSettingsError, inThreadWorker, planEval, runEval, type EvalWorker } from '../../../engine/eval/index.ts';
+import { runSpecEval } from '../../../engine/eval/spec.ts';
 import { LaneGroup } from '../../../engine/lanes.ts';
-import { loadModel, type LoadedModel } from '../../../engine/model/load.ts';
-import type { DrafterEnv } from '../../../engine/spec/drafter.ts';
-import { indexLoader } from '../../../engine/spec/ngram/files.ts';
+import type { LoadedModel } from '../../../engine/model/load.ts';
+import { heldoutDocuments, type HeldoutDocument } from '../../../engine/spec/ngram/heldout-split.ts';
 import { formatPolicyChain } from '../../../engine/policies/spec.ts';
+import { BrowserDrafterEnvs } from './drafter-env.ts';
 import { createEvalWebWorker, EvalWorkerPool, type WorkerLike } from './eval-pool.ts';
-import { cachedModelSource, MODEL_CACHE_NAME, type CacheLike } from './model-cache.ts';
 import type { LabCommand, LabEvent } from './lab-protocol.ts';
 import { policyMembers, type EngineEvent, type PolicyComposition, type SamplerSettings, type StopReason } from './protocol.ts';
 import { yieldToEventLoop } from './yield.ts';
@@ -42,22 +39,24 @@ export class LabHost {
   private group: LaneGroup | null = null;
   private groupModel: LoadedModel | null = null;
   private abort: AbortController | null = null;
-  private heldout = new Map<string, string[]>();
+  private heldout = new Map<string, Promise<unknown>>();
   private evalPool: EvalWorkerPool | null = null;
-  /** draft models by models URL + id, loaded once per target model */
-  private draftModels = new Map<string, Promise<LoadedModel>>();
   /**
    * loads a draft model by id for the host's target (set by a host that loads draft models
    * itself, so /compare and the explorer share them); null: LabHost loads them from modelsUrl
    */
   draftModelLoader: ((id: string) => Promise<LoadedModel>) | null = null;
+  /** draft models and token index files for the drafters (drafter-env.ts) */
+  private readonly drafterEnvs: BrowserDrafterEnvs;
 
   constructor(
     private readonly post: LabPost,
     private readonly fetchFn: typeof fetch,
     /** starts an evaluation worker; null where this runtime cannot start workers (Node, old Safari) */
     private readonly createEvalWorker: (() => WorkerLike) | null = typeof Worker === 'function' ? createEvalWebWorker : null,
-  ) {}
+  ) {
+    this.drafterEnvs = new BrowserDrafterEnvs(fetchFn, () => this.draftModelLoader);
+  }
 
   /** Stops a running compare or evaluation between steps. */
   pause(): void {
@@ -70,7 +69,7 @@ export class LabHost {
       this.group = null;
       this.groupModel = model;
       this.closeEvalPool();
-      this.releaseDraftModels();
+      this.drafterEnvs.release();
     }
     try {
       await this.dispatch(command, model);
@@ -91,6 +90,8 @@ export class LabHost {
         return this.back(command.id, command.steps);
       case 'eval':
         return this.evaluate(command.id, model, command);
+      case 'eval-spec':
+        return this.evaluateSpec(command.id, model, command);
     }
   }
 
@@ -113,91 +114,13 @@ export class LabHost {
     const group = new LaneGroup(model, {
       policies: specs,
       drafters,
-      drafterEnv: this.drafterEnv(model, command.modelsUrl, command.indexesUrl),
+      drafterEnv: this.drafterEnvs.env(model, command.modelsUrl, command.indexesUrl),
       sampler: { temperature: sampler.temperature, topK: sampler.topK, topP: sampler.topP, seed: sampler.seed },
     });
     const state = await group.start(ids);
     this.group = group;
     const pieces = ids.map((t) => model.tokenizer.tokenPiece(t));
     this.post({ type: 'compare-started', id, prompt: { ids: [...ids], pieces }, lanes: state, prefillMs: performance.now() - t0 });
-  }
-
-  /** What the lanes' drafters may load: draft models (the host's loader, else from the models index). */
-  private drafterEnv(target: LoadedModel, modelsUrl: string | undefined, indexesUrl: string | undefined): Omit<DrafterEnv, 'target'> {
-    const env: Omit<DrafterEnv, 'target'> = {};
-    const external = this.draftModelLoader;
-    if (external) env.loadModel = (id) => (id === target.manifest.id ? Promise.resolve(target) : external(id));
-    else if (modelsUrl) env.loadModel = (id) => (id === target.manifest.id ? Promise.resolve(target) : this.draftModel(modelsUrl, id));
-    if (indexesUrl) env.loadIndex = this.indexFiles(indexesUrl);
-    return env;
-  }
-
-  private indexLoaders = new Map<string, NonNullable<DrafterEnv['loadIndex']>>();
-
-  /** Token index files under `indexesUrl`, each fetched once (drafters keep what they build from them). */
-  private indexFiles(indexesUrl: string): NonNullable<DrafterEnv['loadIndex']> {
-    let loader = this.indexLoaders.get(indexesUrl);
-    if (!loader) {
-      const fetchBytes = async (url: string): Promise<Uint8Array> => {
-        let response: Response;
-        try {
-          response = await this.fetchFn(url);
-        } catch (error) {
-          throw new DraftSpecError(`index: cannot fetch ${url} (${(error as Error).message})`);
-        }
-        if (!response.ok) throw new DraftSpecError(`index: ${url}: HTTP ${response.status}`);
-        return new Uint8Array(await response.arrayBuffer());
-      };
-      loader = indexLoader(fetchBytes, indexesUrl);
-      this.indexLoaders.set(indexesUrl, loader);
-    }
-    return loader;
-  }
-
-  private draftModel(modelsUrl: string, id: string): Promise<LoadedModel> {
-    const base = modelsUrl.endsWith('/') ? modelsUrl : `${modelsUrl}/`;
-    const key = `${base}#${id}`;
-    let pending = this.draftModels.get(key);
-    if (!pending) {
-      pending = this.loadDraftModel(base, id);
-      // a failed load is not kept: the next Reset tries again
-      pending.catch(() => this.draftModels.delete(key));
-      this.draftModels.set(key, pending);
-    }
-    return pending;
-  }
-
-  private async loadDraftModel(base: string, id: string): Promise<LoadedModel> {
-    const indexUrl = `${base}index.json`;
-    let cache: CacheLike | null = null;
-    const caches = (globalThis as { caches?: { open(name: string): Promise<CacheLike> } }).caches;
-    if (caches && typeof caches.open === 'function') cache = await caches.open(MODEL_CACHE_NAME).catch(() => null);
-    let index: { models?: { id?: unknown; path?: unknown }[] };
-    try {
-      let response: Response | undefined = await this.fetchFn(indexUrl, { cache: 'no-cache' }).catch(() => undefined);
-      // offline: the copy the engine's model load kept
-      if (!response?.ok) response = (await cache?.match(indexUrl).catch(() => undefined)) ?? response;
-      if (!response?.ok) throw new Error(response ? `HTTP ${response.status}` : 'offline');
-      index = (await response.json()) as typeof index;
-    } catch (error) {
-      throw new DraftSpecError(`model: cannot read ${indexUrl} (${(error as Error).message})`);
-    }
-    const entry = (index.models ?? []).find((m) => m.id === id);
-    if (!entry || typeof entry.path !== 'string') {
-      const known = (index.models ?? []).map((m) => String(m.id)).join(', ');
-      throw new DraftSpecError(`model: no model ${JSON.stringify(id)} in models/index.json (has ${known || 'none'})`);
-    }
-    try {
-      return await loadModel(cachedModelSource(`${base}${entry.path}/`, cache, this.fetchFn), { calibration: false });
-    } catch (error) {
-      if (error instanceof ModelError) throw new DraftSpecError(`model: the draft model ${id} did not load: ${error.message}`);
-      throw error;
-    }
-  }
-
-  private releaseDraftModels(): void {
-    for (const pending of this.draftModels.values()) void pending.then((m) => m.release()).catch(() => undefined);
-    this.draftModels.clear();
   }
 
   private async step(id: number, steps: number): Promise<void> {
@@ -239,22 +162,70 @@ export class LabHost {
     this.post({ type: 'compare-rewound', id, stepCount: group.stepCount, lanes });
   }
 
-  private async documents(url: string): Promise<string[]> {
-    const cached = this.heldout.get(url);
-    if (cached) return cached;
-    let json: unknown;
-    try {
-      const response = await this.fetchFn(url);
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      json = await response.json();
-    } catch (error) {
-      throw new LabError('internal', `cannot load the held-out text ${url}: ${(error as Error).message}`);
+  /** The held-out file's JSON, fetched once per URL. */
+  private heldoutJson(url: string): Promise<unknown> {
+    let pending = this.heldout.get(url);
+    if (!pending) {
+      pending = (async () => {
+        try {
+          const response = await this.fetchFn(url);
+          if (!response.ok) throw new Error(`HTTP ${response.status}`);
+          return (await response.json()) as unknown;
+        } catch (error) {
+          throw new LabError('internal', `cannot load the held-out text ${url}: ${(error as Error).message}`);
+        }
+      })();
+      pending.catch(() => this.heldout.delete(url));
+      this.heldout.set(url, pending);
     }
+    return pending;
+  }
+
+  private async documents(url: string): Promise<string[]> {
+    const json = await this.heldoutJson(url);
     const docs = (json as { documents?: { text?: unknown }[] })?.documents;
     const texts = Array.isArray(docs) ? docs.map((d) => d?.text).filter((t): t is string => typeof t === 'string' && t.length > 0) : [];
     if (texts.length === 0) throw new LabError('internal', `${url}: expected {"documents": [{"text": …}]}`);
-    this.heldout.set(url, texts);
     return texts;
+  }
+
+  /** The held-out documents with their sources (the speculative evaluation's text sets tell them apart). */
+  private async sourcedDocuments(url: string): Promise<HeldoutDocument[]> {
+    try {
+      const documents = heldoutDocuments(await this.heldoutJson(url)).filter((d) => d.text.length > 0);
+      if (documents.length === 0) throw new TypeError('no documents');
+      return documents;
+    } catch (error) {
+      if (error instanceof TypeError) throw new LabError('internal', `${url}: ${error.message.replace(/^held-out file: /, '')}`);
+      throw error;
+    }
+  }
+
+  /**
+   * The speculative evaluation (engine/eval/spec.ts, as `kvscope eval --task spec`): in this
+   * worker only, one decode after another, since decodes running side by side would share the
+   * cores and distort the wall-clock speed-up it measures.
+   */
+  private async evaluateSpec(id: number, model: LoadedModel, command: LabCommand & { type: 'eval-spec' }): Promise<void> {
+    const documents = await this.sourcedDocuments(command.heldoutUrl);
+    const env = this.drafterEnvs.env(model, command.modelsUrl, command.indexesUrl);
+    this.abort = new AbortController();
+    let last = 0;
+    try {
+      const report = await runSpecEval(env, documents, command.config, {
+        signal: this.abort.signal,
+        yield: yieldToEventLoop,
+        onProgress: (progress) => {
+          const now = performance.now();
+          if (now - last < 100 && progress.done < progress.total && progress.done > 0) return;
+          last = now;
+          this.post({ type: 'eval-spec-progress', id, progress });
+        },
+      });
+      this.post({ type: 'eval-spec-done', id, report });
+    } finally {
+      this.abort = null;
+    }
   }
 
   private async evaluate(id: number, model: LoadedModel, command: LabCommand & { type: 'eval' }): Promise<void> {

@@ -498,7 +498,7 @@ export type EngineEvent =
   | { type: 'error'; id: number | null; kind: ErrorKind; message: string }
   | LabEvent;
 
-export type ReplyEvent = Exclude<EngineEvent, { type: 'progress' } | { type: 'step' } | { type: 'compare-step' } | { type: 'eval-progress' } | { type: 'eval-row' }>;
+export type ReplyEvent = Exclude<EngineEvent, { type: 'progress' } | { type: 'step' } | { type: 'compare-step' } | { type: 'eval-progress' } | { type: 'eval-row' } | { type: 'eval-spec-progress' }>;
 
 export function isReply(event: EngineEvent): event is ReplyEvent {
   return event.type !== 'progress' && event.type !== 'step' && !LAB_STREAM_EVENTS.has(event.type);

@@ -72,14 +72,14 @@ function request(tokens: number[], temperature = 0, seed = 1, maxTokens = 8): Dr
 
 describe('infinigram drafter', () => {
   it('parses and writes its spec canonically; refuses ids that are not one path segment', () => {
-    expect(parseDraftSpec('infinigram', [infinigramDrafter])).toEqual({ id: 'infinigram', params: { gamma: 4, index: '', variant: 'suffix-array', min_count: 1 } });
+    expect(parseDraftSpec('infinigram', [infinigramDrafter])).toEqual({ id: 'infinigram', params: { gamma: 4, index: '', variant: 'suffix-array', min_count: 1, context: true } });
     expect(() => parseDraftSpec('infinigram:index=../x', [infinigramDrafter])).toThrow(/index must be an index id/);
     expect(() => parseDraftSpec('infinigram:variant=trie', [infinigramDrafter])).toThrow(/variant/);
   });
 
   it.each(['suffix-array', 'fm-index'])('%s: greedy drafts follow the longest match and stop where nothing continues', async (variant) => {
     const d = await drafter(`infinigram:index=hand,variant=${variant},gamma=8`);
-    expect(d.spec).toBe(`infinigram:gamma=8,index=hand,variant=${variant},min_count=1`);
+    expect(d.spec).toBe(`infinigram:gamma=8,index=hand,variant=${variant},min_count=1,context=true`);
     const proposal = await d.propose(request([1, 5, 10]));
     // 10 → 11 (2 of 2); 10 11 → 12 or 14 (1 each: the smaller id); 11 12 → 13; 13 ends a document
     expect(proposal.tokens).toEqual([11, 12, 13]);
@@ -111,6 +111,16 @@ describe('infinigram drafter', () => {
       expect(await d.propose(request([1, 10, 11], 0.8, seed))).toEqual(proposal); // seeded
     }
     expect([...seen].sort()).toEqual([12, 14]);
+  });
+
+  it('context: the text so far is one more document, its counts added to the corpus\'s', async () => {
+    // 100 200 300 400 is not in the corpus; the context repeats it
+    const repeated = [1, 100, 200, 300, 400, 100, 200];
+    expect((await (await drafter('infinigram:index=hand,context=true')).propose(request(repeated))).tokens).toEqual([300, 400, 100, 200]);
+    expect((await (await drafter('infinigram:index=hand,context=false')).propose(request(repeated))).tokens).toEqual([]);
+    // the suffix 10 is in the corpus (→ 11, twice) and in the context (→ 77, once): the counts add up
+    const both = await (await drafter('infinigram:index=hand,context=true,gamma=1')).propose(request([10, 77, 3000, 10], 0.8, 3));
+    expect([...both.q[0]!.entries()].filter(([, p]) => p > 0)).toEqual([[11, 2 / 3], [77, 1 / 3]]);
   });
 
   it('min_count: a suffix needs that many continuations', async () => {

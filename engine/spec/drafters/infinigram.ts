@@ -11,11 +11,17 @@
  * q is the corpus's, not reshaped by the target's temperature / top-k / top-p: any q keeps
  * verification exact. At temperature 0 the draft is q's argmax (one-hot, so q = null). Drafting
  * stops when not even the last token occurs, or after an end-of-sequence token.
+ *
+ * `context=true` (the default) adds the text so far to the corpus as one more document
+ * (ngram/context-tokens.ts), so a passage the session repeats is found like a corpus passage and
+ * counts add up where both match — prompt lookup's strength with a real q. `context=false` is the
+ * corpus alone, as Infini-gram defines it.
  */
 import { DraftSpecError } from '../../errors.ts';
 import type { Drafter, DrafterDefinition, DraftProposal, DraftRequest } from '../drafter.ts';
 import { INDEX_MANIFEST_FILE, isIndexId, parseIndexManifest, VARIANT_FILES, type IndexManifest } from '../ngram/files.ts';
 import { parseIndex } from '../ngram/format.ts';
+import { withContext } from '../ngram/context-tokens.ts';
 import { countsToDistribution, infiniGram, type IndexVariant, type NextTokenCounts, type TokenIndex } from '../ngram/token-index.ts';
 import { formatDraftSpec } from '../spec.ts';
 import { drawFromTarget } from '../verify.ts';
@@ -24,6 +30,8 @@ export interface InfiniGramDrafterOptions {
   gamma: number;
   /** the fewest continuations a suffix needs (1 = Infini-gram's count > 0) */
   minCount: number;
+  /** search the text so far too, as one more document */
+  context: boolean;
   eos: number;
   /** for describe(): the index's id, file size and corpus size */
   indexId: string;
@@ -55,7 +63,8 @@ export class InfiniGramDrafter implements Drafter {
 
   private lookup(context: readonly number[], maxLength: number) {
     const started = globalThis.performance.now();
-    const match = infiniGram(this.index, context, { minCount: this.options.minCount, maxLength });
+    const source = this.options.context ? withContext(this.index, context) : this.index;
+    const match = infiniGram(source, context, { minCount: this.options.minCount, maxLength });
     this.lookupMs += globalThis.performance.now() - started;
     this.lookups++;
     this.matchedTokens += match?.suffixLength ?? 0;
@@ -66,7 +75,8 @@ export class InfiniGramDrafter implements Drafter {
     const proposal: DraftProposal = { tokens: [], q: [], confidence: [] };
     const context = request.tokens.slice();
     const sampling = request.sampler.temperature > 0;
-    // after drafting t the longest match is at most one longer (its occurrences are the old ones followed by t)
+    // after drafting t the longest corpus match is at most one longer (its occurrences are the old ones
+    // followed by t); the text so far grows with t, so with it every length is tried again
     let maxLength = context.length;
     for (let i = 0; i < Math.min(this.gamma, request.maxTokens); i++) {
       const match = this.lookup(context, maxLength);
@@ -78,7 +88,7 @@ export class InfiniGramDrafter implements Drafter {
       proposal.confidence.push(q[token]);
       if (token === this.options.eos) break;
       context.push(token);
-      maxLength = match.suffixLength + 1;
+      maxLength = this.options.context ? context.length : match.suffixLength + 1;
     }
     return proposal;
   }
@@ -120,6 +130,7 @@ export const infinigramDrafter: DrafterDefinition = {
     { kind: 'text', name: 'index', description: 'token index id in static/indexes (empty = the shipped default)', default: '', pattern: /^$|^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, patternText: 'an index id such as heldout-even (empty = the default)' },
     { kind: 'enum', name: 'variant', description: 'suffix array (corpus + array, fastest) or FM-index (compact)', default: 'suffix-array', choices: VARIANTS },
     { kind: 'int', name: 'min_count', description: 'continuations a suffix needs to be used (1 = count > 0)', default: 1, min: 1, max: 1_000_000 },
+    { kind: 'bool', name: 'context', description: 'also search the text so far, as one more document of the corpus', default: true },
   ],
   gammaParam: 'gamma',
   async create(params, env) {
@@ -144,6 +155,7 @@ export const infinigramDrafter: DrafterDefinition = {
     return new InfiniGramDrafter(formatDraftSpec({ id: 'infinigram', params }, [infinigramDrafter]), index, {
       gamma: Number(params.gamma),
       minCount: Number(params.min_count),
+      context: params.context === true,
       eos: target.tokenizer.eos_id,
       indexId: manifest.id,
       fileBytes: bytes.length,

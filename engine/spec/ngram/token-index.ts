@@ -38,6 +38,9 @@ export interface TokenIndex {
   locate(pattern: readonly number[], limit: number): number[];
 }
 
+/** What the ∞-gram reads of a corpus: a TokenIndex, or one with the text so far added (context-tokens.ts). */
+export type NgramSource = Pick<TokenIndex, 'continuationCount' | 'nextTokens'>;
+
 /** The separator id after every document (one past the vocabulary). */
 export function documentSeparator(vocabSize: number): number {
   return vocabSize;
@@ -81,7 +84,7 @@ export interface InfiniGramMatch extends NextTokenCounts {
  * never grows as the suffix grows (each occurrence of a longer suffix is one of the shorter), so
  * galloping then bisecting finds it with O(log L) index queries instead of L.
  */
-export function longestMatchingSuffix(index: TokenIndex, context: readonly number[], options: InfiniGramOptions = {}): number {
+export function longestMatchingSuffix(index: NgramSource, context: readonly number[], options: InfiniGramOptions = {}): number {
   const minCount = Math.max(1, options.minCount ?? 1);
   const limit = Math.min(options.maxLength ?? context.length, context.length);
   const matches = (length: number) => index.continuationCount(context.slice(context.length - length)) >= minCount;
@@ -104,7 +107,7 @@ export function longestMatchingSuffix(index: TokenIndex, context: readonly numbe
 }
 
 /** The ∞-gram's next-token counts for `context`; null when not even its last token matches. */
-export function infiniGram(index: TokenIndex, context: readonly number[], options: InfiniGramOptions = {}): InfiniGramMatch | null {
+export function infiniGram(index: NgramSource, context: readonly number[], options: InfiniGramOptions = {}): InfiniGramMatch | null {
   const suffixLength = longestMatchingSuffix(index, context, options);
   if (suffixLength === 0) return null;
   return { suffixLength, ...index.nextTokens(context.slice(context.length - suffixLength)) };

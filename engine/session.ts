@@ -443,7 +443,6 @@ export class Session {
     } else {
       ({ token, sampleProb } = this.sampler.sample(logits));
     }
-    const { nHeads, headDim } = this.dims;
     const wantAttention = this.chain.needs.attention || this.trace_.options.attention;
     const before = headLengths(this.cache);
     const result = await this.forward([token], position, wantAttention);
@@ -455,7 +454,7 @@ export class Session {
       position,
       keys: result.keys,
       values: result.values,
-      queries: result.queries ? blockRows(result.queries, nHeads, 1, headDim, 0) : null,
+      queries: result.queries, // q = 1: [H, 1, D] is already one row per head
       attention: wantAttention && result.attention ? stepAttention(this.dims, result, before) : null,
       logits: result.logits,
       forwardMs: result.ms,

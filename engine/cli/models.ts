@@ -71,15 +71,19 @@ export function heldoutPath(given: string | undefined): string {
   return given !== undefined ? resolve(given) : join(PACKAGE_ROOT, 'static', 'data', 'heldout.json');
 }
 
-/** The texts of a held-out file {documents: [{text}]}. */
-export async function readHeldout(path: string): Promise<string[]> {
-  let json: unknown;
+/** A held-out file's JSON, or an error naming the file and what went wrong. */
+export async function readHeldoutJson(path: string): Promise<unknown> {
   try {
-    json = JSON.parse(await readFile(path, 'utf8'));
+    return JSON.parse(await readFile(path, 'utf8'));
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     throw new KvscopeError(`cannot read held-out text ${path}: ${code === 'ENOENT' ? 'no such file' : (error as Error).message}`);
   }
+}
+
+/** The texts of a held-out file {documents: [{text}]}. */
+export async function readHeldout(path: string): Promise<string[]> {
+  const json = await readHeldoutJson(path);
   const docs = asObject(json)?.documents;
   if (!Array.isArray(docs)) throw new KvscopeError(`${path}: expected {"documents": [{"text": …}]}`);
   const texts = docs.map((d) => str(asObject(d)?.text)).filter((t): t is string => t !== null && t.length > 0);

@@ -7,31 +7,20 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { loadModelFromDirectory } from '../../engine/model/load-node.ts';
-import type { LoadedModel } from '../../engine/model/load.ts';
 import { Session, type EngineModel } from '../../engine/session.ts';
 import { createDrafter, DRAFTERS, SpeculativeDecoder, type Drafter, type DrafterEnv } from '../../engine/spec/index.ts';
 import type { StepTrace, VerifyTrace } from '../../engine/trace/schema.ts';
 import { expectSameCache } from './helpers/cache.ts';
+import { shippedModel, STATIC } from './helpers/models.ts';
 
-const STATIC = fileURLToPath(new URL('../../static/', import.meta.url));
 const INDEXES = join(STATIC, 'indexes');
 const TOKENS = 28;
 /** full; cache-changing every step once over budget (h2o; streaming below); prefill-only (snapkv); re-encoding (kivi) */
 const POLICIES = ['full', 'h2o:heavy=16,recent=16', 'snapkv:budget=32', 'kivi'];
 const PROMPT_TEXT = 'The cat sat on the mat. The dog sat on the log. The cat sat on the mat. The dog sat on the';
 
-const models = new Map<string, Promise<LoadedModel>>();
-function model(id: string): Promise<LoadedModel> {
-  let loading = models.get(id);
-  if (!loading) {
-    loading = loadModelFromDirectory(join(STATIC, 'models', id));
-    models.set(id, loading);
-  }
-  return loading;
-}
+const model = shippedModel;
 
 function hasIndexFiles(): boolean {
   return existsSync(INDEXES) && readdirSync(INDEXES).length > 0;

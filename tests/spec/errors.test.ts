@@ -1,26 +1,14 @@
 /** Clear errors: a draft model with another tokenizer, no draft model, γ ≤ 0, drafters that misbehave. */
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { DraftSpecError, SessionError } from '../../engine/errors.ts';
-import { loadModelFromDirectory } from '../../engine/model/load-node.ts';
-import type { LoadedModel } from '../../engine/model/load.ts';
 import { Session, type EngineModel } from '../../engine/session.ts';
 import { tokenizerMismatch } from '../../engine/spec/drafters/session-drafter.ts';
 import { createDrafter, SpeculativeDecoder, type Drafter, type DraftProposal } from '../../engine/spec/index.ts';
 import { fixtureModel } from '../engine/helpers/fixture.ts';
 import { expectSameCache } from './helpers/cache.ts';
+import { shippedModel } from './helpers/models.ts';
 
-const STATIC = fileURLToPath(new URL('../../static/', import.meta.url));
-const models = new Map<string, Promise<LoadedModel>>();
-function model(id: string): Promise<LoadedModel> {
-  let loading = models.get(id);
-  if (!loading) {
-    loading = loadModelFromDirectory(join(STATIC, 'models', id));
-    models.set(id, loading);
-  }
-  return loading;
-}
+const model = shippedModel;
 
 /** `base` with its manifest edited (a deep copy: the loaded model is shared). */
 function withManifest(base: EngineModel, edit: (manifest: EngineModel['manifest']) => void, tokenizer = base.tokenizer): EngineModel {

@@ -1,28 +1,22 @@
 /** OmniDraft drafter on the shipped models: lossless greedy output, the n-gram cache learns, the draft length adapts. */
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadModelFromDirectory } from '../../engine/model/load-node.ts';
 import type { LoadedModel } from '../../engine/model/load.ts';
 import { Session } from '../../engine/session.ts';
 import { SpeculativeDecoder } from '../../engine/spec/decoder.ts';
 import type { Drafter, DrafterEnv } from '../../engine/spec/drafter.ts';
 import { omnidraftDrafter } from '../../engine/spec/drafters/omnidraft.ts';
 import { parseDraftSpec } from '../../engine/spec/spec.ts';
+import { heldoutPrompt, shippedEnv, shippedModel } from './helpers/models.ts';
 
-const MODELS = fileURLToPath(new URL('../../static/models/', import.meta.url));
-const HELDOUT = fileURLToPath(new URL('../../static/data/heldout.json', import.meta.url));
 
 let target: LoadedModel;
 let env: DrafterEnv;
 let prompt: number[];
 
 beforeAll(async () => {
-  target = await loadModelFromDirectory(MODELS + 'kvscope-llama-8l');
-  env = { target, loadModel: async (id) => loadModelFromDirectory(MODELS + id) };
-  const docs = (JSON.parse(readFileSync(HELDOUT, 'utf8')) as { documents: { src: string; text: string }[] }).documents;
-  const doc = docs.find((d) => d.src === 'bible-kjv')!;
-  prompt = target.tokenizer!.encode(doc.text).slice(0, 48);
+  target = await shippedModel('kvscope-llama-8l');
+  env = shippedEnv(target);
+  prompt = heldoutPrompt(target.tokenizer!, 'bible-kjv', 0, 48);
 });
 
 async function drafter(text: string): Promise<Drafter> {

@@ -6,12 +6,8 @@
  * (c) Session.speculate / rewindSpeculation / settle on the tiny fixture: rewinding k of n steps is exactly the
  *     session that took n − k steps, under policies that evict or re-encode.
  */
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { SessionError } from '../../engine/errors.ts';
-import { loadModelFromDirectory } from '../../engine/model/load-node.ts';
-import type { LoadedModel } from '../../engine/model/load.ts';
 import { POLICIES } from '../../engine/policies/index.ts';
 import { intParam, NO_CHANGE, type PolicyDefinition, type PolicyNeeds } from '../../engine/policies/types.ts';
 import { DEFAULT_SAMPLER, Xoshiro128 } from '../../engine/sampling.ts';
@@ -20,17 +16,9 @@ import { SessionDrafter } from '../../engine/spec/drafters/session-drafter.ts';
 import { createDrafter, SpeculativeDecoder } from '../../engine/spec/index.ts';
 import { fixtureModel, tokenSequence } from '../engine/helpers/fixture.ts';
 import { expectSameCache } from './helpers/cache.ts';
+import { shippedModel } from './helpers/models.ts';
 
-const STATIC = fileURLToPath(new URL('../../static/', import.meta.url));
-const models = new Map<string, Promise<LoadedModel>>();
-function model(id: string): Promise<LoadedModel> {
-  let loading = models.get(id);
-  if (!loading) {
-    loading = loadModelFromDirectory(join(STATIC, 'models', id));
-    models.set(id, loading);
-  }
-  return loading;
-}
+const model = shippedModel;
 const PROMPT_TEXT = 'Once upon a time there was a little fox. The little fox lived in a wood. Once upon a time there was a';
 
 /** The policy's own state (scores, counters), as snapshots keep it; readable inside a speculative section too. */

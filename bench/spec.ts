@@ -44,20 +44,14 @@ const { values: args } = parseArgs({
 });
 
 /** The spec each drafter id runs as by default: the examples, else the drafter's defaults. */
-const DEFAULT_SPECS: Record<string, string> = {
-  model: 'model:gamma=4',
-  lookup: 'lookup:max_ngram=3,k=10',
-  self: 'self:gamma=4,policy=streaming(sinks=4,recent=60)',
-  infinigram: 'infinigram:gamma=4',
-  omnidraft: 'omnidraft:max_gamma=8',
-};
+const exampleSpec = (id: string): string => DRAFTERS.find((d) => d.id === id)?.example.spec ?? id;
 
 /** Drafters that only match token sequences (no model forward): the ≤ 0.5 calls/token goal on python-doc. */
 const NGRAM = new Set(['lookup', 'infinigram']);
 
 // --drafters: ids separated by commas (model,lookup), or whole specs separated by spaces
 const given = args.drafters?.trim();
-const specs = !given ? DRAFTERS.map((d) => DEFAULT_SPECS[d.id] ?? d.id) : /[:=]/.test(given) ? given.split(/\s+/) : given.split(',').map((s) => DEFAULT_SPECS[s.trim()] ?? s.trim());
+const specs = !given ? DRAFTERS.map((d) => d.example.spec) : /[:=]/.test(given) ? given.split(/\s+/) : given.split(',').map((s) => exampleSpec(s.trim()));
 
 const modelDir = args.model ? resolve(args.model) : resolveModelDir(undefined);
 const model = await loadModelFromDirectory(modelDir);

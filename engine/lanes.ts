@@ -24,7 +24,7 @@
  *     the next Steps without another forward (LaneState.ahead counts them);
  *   - every row of a round is measured exactly as a plain step would have been: the lane's logits
  *     after the row and what its cache held when the row's query attended are captured while the
- *     round commits the row (LaneSession), and the reference lane is teacher-forced on the row's
+ *     round commits the row (the decoder's onRow), and the reference lane is teacher-forced on the row's
  *     token right after the round (ReferenceLane.observeCaptured). Rows of a round other than the
  *     last never change the cache (the decoder cuts the round where the policy does), so the
  *     metrics are those of the same tokens decoded one by one;
@@ -43,7 +43,7 @@
 import { ContextFullError, SessionError } from './errors.ts';
 import { heldBeforeDecision, ReferenceLane, type ReferenceMetrics, type ReferenceSnapshot } from './reference.ts';
 import type { SamplerOptions } from './sampling.ts';
-import { Session, type BlockResult, type BlockRowInfo, type BlockRowVerdict, type EngineModel, type SessionSnapshot } from './session.ts';
+import { Session, type BlockRowInfo, type EngineModel, type SessionSnapshot } from './session.ts';
 import type { DrafterEnv } from './spec/drafter.ts';
 import { createDrafter, formatDrafter, parseDrafter } from './spec/index.ts';
 import { SpeculativeDecoder } from './spec/decoder.ts';
@@ -143,39 +143,10 @@ interface CapturedRow {
   position: number;
 }
 
-/**
- * A lane's session: a Session that records, for every row a verification round commits, what a
- * step-by-step decode would have let the reference lane read right after that step.
- */
-class LaneSession extends Session {
-  captureHeld = false;
-  private captured: CapturedRow[] = [];
-
-  override async feedBlock(tokens: readonly number[], decide: (info: BlockRowInfo) => BlockRowVerdict): Promise<BlockResult> {
-    const rows: CapturedRow[] = [];
-    const result = await super.feedBlock(tokens, (info) => {
-      rows.push({
-        logits: info.logits,
-        held: this.captureHeld ? heldBeforeDecision(this, info.step) : null,
-        memory: laneMemory(this),
-        position: this.position,
-      });
-      return decide(info);
-    });
-    this.captured = rows.slice(0, result.committed);
-    return result;
-  }
-
-  /** The rows of the latest feedBlock (once). */
-  takeRows(): CapturedRow[] {
-    const rows = this.captured;
-    this.captured = [];
-    return rows;
-  }
-}
-
 interface SpecLane {
   decoder: SpeculativeDecoder;
+  /** what the current round's rows left behind (the decoder's onRow), taken after the round */
+  rows: CapturedRow[];
   /** every token the lane fed since the start, with its metrics, and the session's position after it */
   produced: { view: LaneStep; position: number }[];
   /** tokens shown (= the group's step count) */
@@ -186,7 +157,7 @@ interface SpecLane {
 }
 
 interface Lane {
-  session: LaneSession;
+  session: Session;
   /** null: no references, or the lane is its own reference (full) */
   reference: ReferenceLane | null;
   full: boolean;
@@ -253,7 +224,7 @@ export class LaneGroup {
     const drafters = options.drafters ?? [];
     if (drafters.length > n) throw new SessionError(`${drafters.length} drafters for ${n} lanes`);
     this.lanes = options.policies.map((policy, i) => {
-      const session = new LaneSession(model, { policy, sampler: this.sampler, prefillChunk: options.prefillChunk, trace: QUIET });
+      const session = new Session(model, { policy, sampler: this.sampler, prefillChunk: options.prefillChunk, trace: QUIET });
       // checked here (DraftSpecError), created by start(): a drafter may load a model
       const parsed = parseDrafter(drafters[i] ?? '');
       const memory = laneMemory(session);
@@ -307,14 +278,18 @@ export class LaneGroup {
       lane.spec = null;
       await lane.session.prefill(prompt);
       lane.reference = this.withReference && !lane.full ? await ReferenceLane.follow(this.model, lane.session, { prefillChunk: this.prefillChunk }) : null;
-      lane.session.captureHeld = lane.reference !== null;
       lane.promptLength = lane.session.tokens.length;
       lane.startMemory = laneMemory(lane.session);
       lane.startPosition = lane.session.position;
       if (lane.drafter) {
         const drafter = await createDrafter(lane.drafter, { ...this.drafterEnv, target: this.model });
         if (!drafter) throw new SessionError(`internal error: no drafter for ${lane.drafter}`);
-        lane.spec = { decoder: new SpeculativeDecoder(lane.session, drafter), produced: [], shown: 0, drafted: 0, accepted: 0 };
+        const session = lane.session;
+        const rows: CapturedRow[] = [];
+        // right after each row's step: what a plain step would leave the reference lane to read
+        const onRow = ({ step, logits }: BlockRowInfo) =>
+          rows.push({ logits, held: lane.reference ? heldBeforeDecision(session, step) : null, memory: laneMemory(session), position: session.position });
+        lane.spec = { decoder: new SpeculativeDecoder(session, drafter, { onRow }), rows, produced: [], shown: 0, drafted: 0, accepted: 0 };
       }
     }
     this.steps_ = 0;
@@ -374,8 +349,9 @@ export class LaneGroup {
   /** One verification round of a speculative lane: every row it fed, measured, appended to `produced`. */
   private async round(lane: Lane, spec: SpecLane): Promise<void> {
     // like a plain lane's steps: EOS is a token like any other
+    spec.rows.length = 0;
     const { steps } = await spec.decoder.round(Infinity, false);
-    const rows = lane.session.takeRows();
+    const rows = spec.rows.splice(0);
     if (rows.length !== steps.length) throw new SessionError(`internal error: a round fed ${steps.length} tokens but ${rows.length} rows were captured`);
     for (let r = 0; r < steps.length; r++) {
       const trace = steps[r];

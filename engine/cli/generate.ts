@@ -18,18 +18,9 @@ import type { CliIO } from './io.ts';
 import { resolveModelDir } from './models.ts';
 
 /** Help lines per registered drafter: an example spec and what it does. */
-const EXAMPLES: Record<string, [string, string]> = {
-  model: ['model:gamma=4', 'the manifest\'s draft model (model=ID for another)'],
-  lookup: ['lookup:max_ngram=3,k=10', 'prompt lookup: continue an earlier match'],
-  self: ['self:gamma=4,policy=streaming(sinks=4,recent=60)', 'the target on a compressed cache'],
-  infinigram: ['infinigram:gamma=4', '∞-gram: longest suffix match in a token index'],
-  omnidraft: ['omnidraft:max_gamma=8', 'draft model + online n-gram cache, adaptive γ'],
-  online: ['online:gamma=4', 'draft model with a correction learnt online'],
-};
-
 function drafterExamples(): string {
   return DRAFTERS.map((d) => {
-    const [example, what] = EXAMPLES[d.id] ?? [`${d.id}:${d.gammaParam}=4`, d.label];
+    const { spec: example, what } = d.example;
     const pad = ' '.repeat(23);
     return example.length <= 26 ? `${pad}${example.padEnd(28)}${what}` : `${pad}${example}\n${pad}${' '.repeat(28)}${what}`;
   }).join('\n');

@@ -19,7 +19,7 @@
  */
 import { DraftSpecError, SessionError } from '../errors.ts';
 import { samplingDistribution, Xoshiro128, type SamplerOptions } from '../sampling.ts';
-import type { Session, StopReason } from '../session.ts';
+import type { BlockRowInfo, Session, StopReason } from '../session.ts';
 import type { DraftedToken, SpeculativeOrigin, StepTrace, VerifyTrace } from '../trace/schema.ts';
 import type { Drafter, DraftProposal } from './drafter.ts';
 import { SpeculativeStats } from './stats.ts';
@@ -35,6 +35,15 @@ export interface SpeculativeRunResult {
   rounds: VerifyTrace[];
   stopReason: StopReason;
   message?: string;
+}
+
+export interface SpeculativeDecoderOptions {
+  /**
+   * called as each row is committed, while the target is right after that row's step (its pending
+   * logits, its cache after the decision): what a caller would read after a plain step() — a
+   * reference lane's comparison, a lane's memory — it reads here, since the round moves on
+   */
+  onRow?: (info: BlockRowInfo) => void;
 }
 
 export interface SpeculativeRunOptions {
@@ -63,6 +72,7 @@ export class SpeculativeDecoder {
   constructor(
     readonly target: Session,
     readonly drafter: Drafter,
+    private readonly options: SpeculativeDecoderOptions = {},
   ) {
     if (!Number.isInteger(drafter.gamma) || drafter.gamma < 1) throw new DraftSpecError(`drafter ${drafter.spec}: γ must be an integer ≥ 1, got ${drafter.gamma}`);
     this.rng = new Xoshiro128(speculativeSeed(target.samplerOptions.seed));
@@ -116,7 +126,9 @@ export class SpeculativeDecoder {
     let verify: VerifyTrace | null = null;
     const block = [first.token, ...proposal.tokens];
 
-    const result = await target.feedBlock(block, ({ row, logits, cacheChanged }) => {
+    const result = await target.feedBlock(block, (info) => {
+      this.options.onRow?.(info);
+      const { row, logits, cacheChanged } = info;
       const origin: SpeculativeOrigin = row === 0 ? first.origin : 'draft';
       const p = samplingDistribution(logits, this.sampler);
       targetProbs.push(p);

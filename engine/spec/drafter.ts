@@ -51,8 +51,6 @@ export interface Drafter {
   observe?(outcome: RoundOutcome): void;
   /** numbers for views and the CLI (index bytes, table entries, learned corrections …) */
   describe?(): Record<string, number | string>;
-  /** per round, the drafter's own gauge where it has one (OmniDraft's predicted acceptance) */
-  lastGauge?(): number | null;
 }
 
 /** Drafter parameters: the policies' kinds, plus a model id and a nested KV-cache policy spec. */
@@ -83,5 +81,7 @@ export interface DrafterDefinition {
   params: readonly DrafterParamSpec[];
   /** the parameter that bounds a round's draft length (γ) */
   gammaParam: string;
+  /** a spec to try and what it does, for help texts, pickers and the benchmark's default run */
+  example: { spec: string; what: string };
   create(params: DrafterParams, env: DrafterEnv): Promise<Drafter>;
 }

@@ -26,6 +26,7 @@ export const modelDrafter: DrafterDefinition = {
     { kind: 'policy', name: 'policy', description: 'the draft model\'s own KV-cache policy', default: 'full' },
   ],
   gammaParam: 'gamma',
+  example: { spec: 'model:gamma=4', what: 'the manifest\'s draft model (model=ID for another)' },
   async create(params, env) {
     const draft = await loadDraftModel(String(params.model), env, 'model');
     return new SessionDrafter(formatDraftSpec({ id: 'model', params: { ...params, model: draft.manifest.id } }, DRAFTERS), Number(params.gamma), draft, String(params.policy));
@@ -39,6 +40,7 @@ export const selfDrafter: DrafterDefinition = {
   paper: { short: 'Chen et al., 2025 (RAPID)', title: 'Long-Context Inference with Retrieval-Augmented Speculative Decoding', code: 'John-AI-Lab/RAPID' },
   params: [gammaParam(4), { kind: 'policy', name: 'policy', description: 'the draft\'s KV-cache policy (the compressed cache)', default: 'streaming:sinks=4,recent=60' }],
   gammaParam: 'gamma',
+  example: { spec: 'self:gamma=4,policy=streaming(sinks=4,recent=60)', what: 'the target on a compressed cache' },
   async create(params, env) {
     return new SessionDrafter(formatDraftSpec({ id: 'self', params }, DRAFTERS), Number(params.gamma), env.target, String(params.policy));
   },
@@ -54,6 +56,7 @@ export const lookupDrafter: DrafterDefinition = {
     { kind: 'int', name: 'k', description: 'most tokens proposed per round (γ)', default: 10, min: 1, max: 32 },
   ],
   gammaParam: 'k',
+  example: { spec: 'lookup:max_ngram=3,k=10', what: 'prompt lookup: continue an earlier match' },
   async create(params, env) {
     return new LookupDrafter(formatDraftSpec({ id: 'lookup', params }, DRAFTERS), { maxNgram: Number(params.max_ngram), k: Number(params.k), eos: env.target.manifest.tokenizer.eos_id });
   },
@@ -85,6 +88,6 @@ export async function createDrafter(spec: string | DraftSpec, env: DrafterEnv): 
 }
 
 export type { Drafter, DrafterDefinition, DrafterEnv, DraftProposal, DraftRequest, RoundOutcome } from './drafter.ts';
-export { SpeculativeDecoder, type RoundResult, type SpeculativeRunResult, type SpeculativeRunOptions } from './decoder.ts';
+export { SpeculativeDecoder, type RoundResult, type SpeculativeDecoderOptions, type SpeculativeRunResult, type SpeculativeRunOptions } from './decoder.ts';
 export { SpeculativeStats, type SpeculativeSummary } from './stats.ts';
 export { parseDraftSpec, formatDraftSpec, type DraftSpec } from './spec.ts';

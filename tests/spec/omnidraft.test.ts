@@ -4,7 +4,9 @@ import type { LoadedModel } from '../../engine/model/load.ts';
 import { Session } from '../../engine/session.ts';
 import { SpeculativeDecoder } from '../../engine/spec/decoder.ts';
 import type { Drafter, DrafterEnv } from '../../engine/spec/drafter.ts';
-import { omnidraftDrafter } from '../../engine/spec/drafters/omnidraft.ts';
+import { OmniDrafter, omnidraftDrafter } from '../../engine/spec/drafters/omnidraft.ts';
+import { Xoshiro128 } from '../../engine/sampling.ts';
+import { drawFromTarget, verifyToken } from '../../engine/spec/verify.ts';
 import { parseDraftSpec } from '../../engine/spec/spec.ts';
 import { heldoutPrompt, shippedEnv, shippedModel } from './helpers/models.ts';
 
@@ -84,7 +86,7 @@ describe('omnidraft drafter', () => {
     await session.prefill(prompt);
     const decoder = new SpeculativeDecoder(session, d);
     const gauges: number[] = [];
-    const { rounds } = await decoder.run(32, { onRound: () => void gauges.push(d.lastGauge!() ?? 1) });
+    const { rounds } = await decoder.run(32, { onRound: () => void gauges.push(Number(d.describe!().predicted_acceptance)) });
     const full = rounds.filter((r) => r.gamma === 8);
     expect(full.length).toBeGreaterThan(3);
     expect(full.every((r) => r.drafted.length >= 1)).toBe(true);
@@ -104,3 +106,40 @@ describe('omnidraft drafter', () => {
     expect(await run()).toEqual(await run());
   });
 });
+
+describe('omnidraft at temperature > 0', () => {
+  it('the adaptive stop never depends on the token drawn: accept-or-residual reproduces p', async () => {
+    // cache only: after [0] it proposes 1; after [0, 1] it proposes 2 (9 of 10) or 3 (1 of 10)
+    const V = 8;
+    const d = new OmniDrafter('omnidraft', { maxGamma: 2, threshold: 0.5, order: 2, vocabSize: V, eos: 7 }, null);
+    for (let i = 0; i < 10; i++) d.cache.add([0, 1], 1);
+    for (let i = 0; i < 9; i++) d.cache.add([1, 2], 1);
+    d.cache.add([1, 3], 1);
+    const afterFirst = new Float64Array(V);
+    afterFirst[1] = 0.999;
+    afterFirst[4] = 0.001;
+    const afterSecond = new Float64Array(V);
+    afterSecond[2] = 0.5;
+    afterSecond[3] = 0.5;
+    const rng = new Xoshiro128(12345);
+    const sampler = { temperature: 1, topK: 0, topP: 1, seed: 1 };
+    const second = new Map<number, number>();
+    for (let t = 0; t < 20_000; t++) {
+      const proposal = await d.propose({ tokens: [0], maxTokens: 2, sampler, rng });
+      const first = verifyToken(afterFirst, proposal.q[0], proposal.tokens[0], rng);
+      if (!first.accepted || proposal.tokens[0] !== 1) continue;
+      let x: number;
+      if (proposal.tokens.length < 2) x = drawFromTarget(afterSecond, rng); // the bonus
+      else {
+        const verdict = verifyToken(afterSecond, proposal.q[1], proposal.tokens[1], rng);
+        x = verdict.accepted ? proposal.tokens[1] : verdict.correction!;
+      }
+      second.set(x, (second.get(x) ?? 0) + 1);
+    }
+    const n = (second.get(2) ?? 0) + (second.get(3) ?? 0);
+    expect(n).toBeGreaterThan(15_000);
+    // the target's 0.5 / 0.5 within 4 standard errors (a token-dependent stop gave 0.55 / 0.45)
+    expect(Math.abs((second.get(2) ?? 0) / n - 0.5)).toBeLessThan(4 * Math.sqrt(0.25 / n));
+  });
+});
+

@@ -133,6 +133,7 @@ export const infinigramDrafter: DrafterDefinition = {
     { kind: 'bool', name: 'context', description: 'also search the text so far, as one more document of the corpus', default: true },
   ],
   gammaParam: 'gamma',
+  example: { spec: 'infinigram:gamma=4', what: '∞-gram: longest suffix match in a token index and the text so far' },
   async create(params, env) {
     const id = String(params.index);
     const variant = String(params.variant) as IndexVariant;

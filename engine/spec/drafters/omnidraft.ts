@@ -96,6 +96,11 @@ interface Choice {
   source: Source;
   confidence: number;
   predicted: number;
+  /**
+   * the predicted acceptance of the position's leading candidate (what greedy would draft): known
+   * before the draw, so whether to draft the position at all never depends on the token drawn
+   */
+  lead: number;
 }
 
 function argmax(values: ArrayLike<number>): number {
@@ -144,8 +149,10 @@ export class OmniDrafter implements Drafter {
     for (let i = 0; i < request.maxTokens; i++) {
       const choice = this.choose(context, request);
       if (!choice) break;
-      // a later token that would sink the round's predicted survival is not worth a target row
-      if (i > 0 && survive * choice.predicted < threshold) break;
+      // a later position that would sink the round's predicted survival is not worth a target row.
+      // Decided on the position's lead, not on the drawn token: a token kept or dropped by its own
+      // prediction would no longer be distributed as q, and verification would not be lossless.
+      if (i > 0 && survive * choice.lead < threshold) break;
       survive *= choice.predicted;
       choices.push(choice);
       out.tokens.push(choice.token);
@@ -197,20 +204,23 @@ export class OmniDrafter implements Drafter {
 
     if (!cacheQ || !modelQ) {
       const q = (cacheQ ?? modelQ)!;
-      const token = greedy ? argmax(q) : drawFromTarget(q, request.rng);
-      return { token, q: greedy ? null : q, ...score(token) };
+      const top = argmax(q);
+      const lead = score(top).predicted;
+      const token = greedy ? top : drawFromTarget(q, request.rng);
+      return { token, q: greedy ? null : q, lead, ...score(token) };
     }
     const fromModel = score(modelTop);
     const fromCache = score(cacheTop);
+    const lead = Math.max(fromCache.predicted, fromModel.predicted);
     if (greedy) {
       const token = fromCache.predicted > fromModel.predicted ? cacheTop : modelTop;
-      return { token, q: null, ...(token === cacheTop ? fromCache : fromModel) };
+      return { token, q: null, lead, ...(token === cacheTop ? fromCache : fromModel) };
     }
     const w = fromCache.predicted / (fromCache.predicted + fromModel.predicted || 1);
     const q = new Float64Array(vocabSize);
     for (let i = 0; i < vocabSize; i++) q[i] = (1 - w) * modelQ[i] + w * cacheQ[i];
     const token = drawFromTarget(q, request.rng);
-    return { token, q, ...score(token) };
+    return { token, q, lead, ...score(token) };
   }
 
   observe(outcome: RoundOutcome): void {
@@ -232,10 +242,6 @@ export class OmniDrafter implements Drafter {
     // a fresh context (prompt, reset, hand-stepped target): only its last token is known to be the target's
     for (let t = Math.max(shared, outcome.context.length - 1); t < sequence.length; t++) this.cache.add(sequence, t);
     this.learned = sequence;
-  }
-
-  lastGauge(): number | null {
-    return this.gauge;
   }
 
   describe(): Record<string, number | string> {
@@ -262,6 +268,7 @@ export const omnidraftDrafter: DrafterDefinition = {
     { kind: 'policy', name: 'policy', description: 'the draft model\'s own KV-cache policy', default: 'full' },
   ],
   gammaParam: 'max_gamma',
+  example: { spec: 'omnidraft:max_gamma=8', what: 'draft model + online n-gram cache, adaptive γ' },
   async create(params, env) {
     const id = String(params.model);
     const draft = id === 'none' ? null : await loadDraftModel(id, env, 'omnidraft');

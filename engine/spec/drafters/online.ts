@@ -173,6 +173,7 @@ export const onlineDrafter: DrafterDefinition = {
     { kind: 'int', name: 'order', description: 'the correction is keyed by the last 1 … order tokens (0 = a vocabulary bias only)', default: 2, min: 0, max: 4 },
   ],
   gammaParam: 'gamma',
+  example: { spec: 'online:gamma=4', what: 'draft model with a correction learnt online' },
   async create(params, env) {
     const id = String(params.model);
     const draft = await loadDraftModel(id, env, 'online');

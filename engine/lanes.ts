@@ -70,10 +70,11 @@ export interface LaneSpecStats {
   /** target forwards (verification rounds) that fed the tokens so far */
   rounds: number;
   tokens: number;
-  /** drafted and accepted tokens of the rounds whose verdict is in (on or before this token) */
+  /** drafted, verified and accepted tokens of the rounds whose verdict is in (on or before this token) */
   drafted: number;
+  verified: number;
   accepted: number;
-  /** accepted / drafted; null while nothing was drafted */
+  /** accepted / verified (as SpeculativeStats); null while nothing was verified */
   acceptanceRate: number | null;
   /** tokens per target call (the target's own token included) */
   meanAcceptedLength: number;
@@ -153,6 +154,7 @@ interface SpecLane {
   shown: number;
   /** running totals of the rounds recorded in `produced` */
   drafted: number;
+  verified: number;
   accepted: number;
 }
 
@@ -177,7 +179,7 @@ interface Checkpoint {
   pinned: boolean;
 }
 
-const NO_ROUNDS: LaneSpecStats = { rounds: 0, tokens: 0, drafted: 0, accepted: 0, acceptanceRate: null, meanAcceptedLength: 0, targetCallsPerToken: 0 };
+const NO_ROUNDS: LaneSpecStats = { rounds: 0, tokens: 0, drafted: 0, verified: 0, accepted: 0, acceptanceRate: null, meanAcceptedLength: 0, targetCallsPerToken: 0 };
 
 const QUIET = { attention: false, fullSteps: 0, topTokens: 0 } as const;
 
@@ -289,7 +291,7 @@ export class LaneGroup {
         // right after each row's step: what a plain step would leave the reference lane to read
         const onRow = ({ step, logits }: BlockRowInfo) =>
           rows.push({ logits, held: lane.reference ? heldBeforeDecision(session, step) : null, memory: laneMemory(session), position: session.position });
-        lane.spec = { decoder: new SpeculativeDecoder(session, drafter, { onRow }), rows, produced: [], shown: 0, drafted: 0, accepted: 0 };
+        lane.spec = { decoder: new SpeculativeDecoder(session, drafter, { onRow }), rows, produced: [], shown: 0, drafted: 0, verified: 0, accepted: 0 };
       }
     }
     this.steps_ = 0;
@@ -364,6 +366,7 @@ export class LaneGroup {
       const verify = info.verify;
       if (verify) {
         spec.drafted += verify.drafted.length;
+        spec.verified += verify.drafted.filter((token) => token.p !== null).length;
         spec.accepted += verify.accepted;
       }
       const tokens = spec.produced.length + 1;
@@ -372,8 +375,9 @@ export class LaneGroup {
         rounds,
         tokens,
         drafted: spec.drafted,
+        verified: spec.verified,
         accepted: spec.accepted,
-        acceptanceRate: spec.drafted ? spec.accepted / spec.drafted : null,
+        acceptanceRate: spec.verified ? spec.accepted / spec.verified : null,
         meanAcceptedLength: tokens / rounds,
         targetCallsPerToken: rounds / tokens,
       };

@@ -98,24 +98,9 @@ export function stepAttention(dims: ModelDims, result: ForwardResult, before: nu
  */
 export function blockRowAttention(dims: ModelDims, result: ForwardResult, before: number[][], row: number): Float32Array[][] {
   const { nLayers, nHeads, groupSize } = dims;
-  const q = result.q;
-  const out: Float32Array[][] = [];
-  for (let l = 0; l < nLayers; l++) {
-    const attn = result.attention![l]; // [H, q, T + q]
-    const slots = result.pastLengths[l];
-    const rowLength = slots + q;
-    const heads: Float32Array[] = [];
-    for (let qh = 0; qh < nHeads; qh++) {
-      const held = before[l][Math.floor(qh / groupSize)];
-      const base = (qh * q + row) * rowLength;
-      const weights = new Float32Array(held + row + 1);
-      weights.set(attn.subarray(base, base + held), 0);
-      weights.set(attn.subarray(base + slots, base + slots + row + 1), held);
-      heads.push(weights);
-    }
-    out.push(heads);
-  }
-  return out;
+  return Array.from({ length: nLayers }, (_, l) =>
+    Array.from({ length: nHeads }, (_, qh) => entryAttention(result.attention![l], qh, row, result.q, result.pastLengths[l], before[l][Math.floor(qh / groupSize)])),
+  );
 }
 
 /** Row `row` of per-layer blocks laid out [heads, q, D] (new keys, values, queries) as [heads, 1, D]. */

@@ -126,6 +126,8 @@ export interface RunResult {
 export interface BlockRowVerdict {
   /** commit the next fed token's row too (it was accepted, and nothing changed the cache) */
   next: boolean;
+  /** the next token's probability under the target's sampling distribution (computed from the logits when absent) */
+  nextSampleProb?: number;
   /** recorded on this row's step */
   speculative?: SpeculativeStepTrace;
 }
@@ -541,7 +543,7 @@ export class Session {
    * are dropped, whatever `decide` says. Row 0 is always committed: its token must already be the
    * session's to feed. Atomic like step(): on any error the session is as before.
    */
-  async feedBlock(tokens: readonly number[], decide: (info: BlockRowInfo) => BlockRowVerdict): Promise<BlockResult> {
+  async feedBlock(tokens: readonly number[], decide: (info: BlockRowInfo) => BlockRowVerdict, firstSampleProb?: number): Promise<BlockResult> {
     const started = now();
     const logits = this.pendingLogits;
     if (!logits) throw new SessionError('nothing to decode yet: call prefill() first');
@@ -552,10 +554,17 @@ export class Session {
       throw new ContextFullError(`context is full: a block of ${tokens.length} tokens from position ${position} would need position ${last}, but the model's context is ${this.dims.contextLength}`);
     }
     tokens.forEach((id, i) => this.checkTokenId(id, `block token ${i}`));
-    return this.atomically(() => this.verifyBlock(tokens, logits, position, decide, started));
+    return this.atomically(() => this.verifyBlock(tokens, logits, position, decide, started, firstSampleProb));
   }
 
-  private async verifyBlock(tokens: readonly number[], logits: Float32Array, position: number, decide: (info: BlockRowInfo) => BlockRowVerdict, started: number): Promise<BlockResult> {
+  private async verifyBlock(
+    tokens: readonly number[],
+    logits: Float32Array,
+    position: number,
+    decide: (info: BlockRowInfo) => BlockRowVerdict,
+    started: number,
+    firstSampleProb: number | undefined,
+  ): Promise<BlockResult> {
     const { nHeads, nKvHeads, headDim, vocabSize } = this.dims;
     const q = tokens.length;
     const wantAttention = this.chain.needs.attention || this.trace_.options.attention;
@@ -565,11 +574,12 @@ export class Session {
     const result = await this.forward(tokens, position, wantAttention);
     const steps: StepTrace[] = [];
     let drawnFrom = logits;
+    let sampleProb = firstSampleProb;
     for (let row = 0; row < q; row++) {
       const rowLogits = result.logits.slice(row * vocabSize, (row + 1) * vocabSize);
       const step = this.absorb({
         token: tokens[row],
-        sampleProb: samplingDistribution(drawnFrom, this.sampler.options)[tokens[row]],
+        sampleProb: sampleProb ?? samplingDistribution(drawnFrom, this.sampler.options)[tokens[row]],
         forced: false,
         drawnFrom,
         position: position + row,
@@ -588,6 +598,7 @@ export class Session {
       steps.push(step);
       if (!verdict.next || cacheChanged || row === q - 1) break;
       drawnFrom = rowLogits;
+      sampleProb = verdict.nextSampleProb;
     }
     return { committed: steps.length, steps, forwardMs: result.ms };
   }

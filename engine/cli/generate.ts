@@ -204,7 +204,9 @@ export async function generate(args: string[], io: CliIO): Promise<number> {
     }
     const seconds = (globalThis.performance.now() - started) / 1000;
     let speculative: SpeculativeJson | undefined;
-    let plainSeconds: number | null = null;
+    /** plain decoding's seconds per token (each run counts its own tokens: at T > 0 they may stop at EOS apart) */
+    let plainPerToken: number | null = null;
+    const perToken = seconds / Math.max(1, generated.length);
     if (decoder) {
       speculative = speculativeJson(decoder.stats.summary());
       if (values['compare-plain']) {
@@ -213,10 +215,11 @@ export async function generate(args: string[], io: CliIO): Promise<number> {
         await plain.prefill(ids);
         const t0 = globalThis.performance.now();
         const reference = await plain.run(steps);
-        plainSeconds = (globalThis.performance.now() - t0) / 1000;
+        const plainSeconds = (globalThis.performance.now() - t0) / 1000;
+        plainPerToken = plainSeconds / Math.max(1, reference.steps.length);
         speculative.plain_ms = plainSeconds * 1000;
         speculative.speculative_ms = seconds * 1000;
-        speculative.speedup = seconds > 0 ? plainSeconds / seconds : 0;
+        speculative.speedup = perToken > 0 ? plainPerToken / perToken : 0;
         if (temperature === 0) {
           const tokens = reference.steps.map((s) => s.token.id);
           speculative.identical_to_plain = tokens.length === generated.length && tokens.every((t, i) => t === generated[i]);
@@ -256,12 +259,12 @@ export async function generate(args: string[], io: CliIO): Promise<number> {
     }
     const memory = session.memory();
     const stop = result.stopReason === 'length' ? '' : ` · stopped: ${result.message ?? result.stopReason}`;
-    const rate = (s: number) => (s > 0 ? (generated.length / s).toFixed(0) : '–');
+    const rate = (secondsPerToken: number) => (secondsPerToken > 0 ? (1 / secondsPerToken).toFixed(0) : '–');
     io.stderr(
       `[${manifest.id} · ${session.policySpec} · ${speculative ? `draft ${speculative.drafter} · ` : ''}${ids.length} prompt + ${generated.length} generated tokens · ` +
         `${speculative ? `${speculative.rounds} rounds, ${speculative.target_calls_per_token.toFixed(2)} target calls/token, ${Math.round(100 * speculative.acceptance_rate)}% of ${speculative.drafted} drafted accepted · ` : ''}` +
         `cache ${formatBytes(memory.bytes)} of ${formatBytes(memory.fullBytes)} full · ` +
-        `${rate(seconds)} tokens/s${plainSeconds !== null ? ` (plain ${rate(plainSeconds)} tokens/s: ${(plainSeconds / Math.max(seconds, 1e-9)).toFixed(2)}× speed-up${speculative?.identical_to_plain === undefined ? '' : speculative.identical_to_plain ? ', identical tokens' : ', DIFFERENT tokens'})` : ''}${stop}` +
+        `${rate(perToken)} tokens/s${plainPerToken !== null ? ` (plain ${rate(plainPerToken)} tokens/s: ${(plainPerToken / Math.max(perToken, 1e-12)).toFixed(2)}× speed-up${speculative?.identical_to_plain === undefined ? '' : speculative.identical_to_plain ? ', identical tokens' : ', DIFFERENT tokens'})` : ''}${stop}` +
         `${values.trace !== undefined ? ` · trace → ${values.trace}` : ''}]\n`,
     );
     return 0;

@@ -45,7 +45,8 @@ export function formatSpecReport(report: SpecReport): string {
   const width = Math.max(...rows.map((r) => r.spec.length + r.text.length + 1));
   for (const r of rows) out.push(`  ${`${r.spec} ${r.text}`.padEnd(width)}  ${r.per_position_acceptance.map((a) => a.toFixed(2)).join(' ') || '—'}`);
   out.push('');
-  out.push('α = accepted ÷ drafted tokens; accepted len = tokens per target call (bonus or correction included);');
+  out.push('α = accepted ÷ verified drafts (drafts after a rejection, a cache change or EOS go unchecked);');
+  out.push('accepted len = tokens per target call (bonus or correction included);');
   out.push('ms/token = wall clock of the speculative decode (draft + verify + bookkeeping), plain = the same prompts decoded');
   out.push('token by token in the same run; draft / verify = ms per token spent in the drafter / the target\'s block forwards.');
   out.push('');

@@ -17,7 +17,7 @@
  * All randomness (draft draws, acceptance, corrections, bonus) comes from one generator seeded
  * from the sampler's seed, separate from the session's sampler.
  */
-import { DraftSpecError, SessionError } from '../errors.ts';
+import { ContextFullError, DraftSpecError, SessionError } from '../errors.ts';
 import { samplingDistribution, Xoshiro128, type SamplerOptions } from '../sampling.ts';
 import type { BlockRowInfo, Session, StopReason } from '../session.ts';
 import type { DraftedToken, SpeculativeOrigin, StepTrace, VerifyTrace } from '../trace/schema.ts';
@@ -62,11 +62,18 @@ function speculativeSeed(seed: number): number {
   return (seed ^ 0x5bd1e995) >>> 0;
 }
 
+/** A token the target drew (or accepted) for the next position: who chose it and its probability under p. */
+interface Drawn {
+  token: number;
+  origin: SpeculativeOrigin;
+  prob: number;
+}
+
 export class SpeculativeDecoder {
   readonly stats: SpeculativeStats;
   private rng: Xoshiro128;
   /** the token the target drew and will feed first next round, for the context it was drawn at */
-  private pending: { token: number; origin: SpeculativeOrigin; at: number; logits: Float32Array } | null = null;
+  private pending: (Drawn & { at: number; logits: Float32Array }) | null = null;
   private round_ = 0;
 
   constructor(
@@ -88,13 +95,15 @@ export class SpeculativeDecoder {
   }
 
   /** The token the target feeds first: the one drawn last round, or a fresh draw from its pending logits. */
-  private nextToken(): { token: number; origin: SpeculativeOrigin } {
+  private nextToken(): Drawn {
     const logits = this.target.nextTokenLogits;
     if (!logits) throw new SessionError('nothing to decode yet: call prefill() first');
     const p = this.pending;
     // still valid only if the target has not moved (stepped by hand, rewound, reset) since
     if (p && p.at === this.target.tokens.length && p.logits === logits) return p;
-    return { token: drawFromTarget(samplingDistribution(logits, this.sampler), this.rng), origin: 'target' };
+    const distribution = samplingDistribution(logits, this.sampler);
+    const token = drawFromTarget(distribution, this.rng);
+    return { token, origin: 'target', prob: distribution[token] };
   }
 
   /**
@@ -105,7 +114,7 @@ export class SpeculativeDecoder {
     const target = this.target;
     const { contextLength, vocabSize } = target.dims;
     const room = contextLength - target.position;
-    if (room < 1) throw new SessionError(`context is full: the model's context is ${contextLength}`);
+    if (room < 1) throw new ContextFullError(`context is full: the next token would need position ${target.position}, but the model's context is ${contextLength} (positions 0..${contextLength - 1})`);
     const first = this.nextToken();
     const gamma = Math.max(0, Math.min(this.drafter.gamma, room - 1, Math.floor(maxTokens) - 1));
     const context = [...target.tokens, first.token];
@@ -121,7 +130,7 @@ export class SpeculativeDecoder {
     const targetProbs: Float64Array[] = [];
     const round = this.round_;
     let accepted = 0;
-    let next: { token: number; origin: SpeculativeOrigin } = first;
+    let next: Drawn = first;
     let end: VerifyTrace['end'] = 'no-draft';
     let verify: VerifyTrace | null = null;
     const block = [first.token, ...proposal.tokens];
@@ -133,9 +142,13 @@ export class SpeculativeDecoder {
       const p = samplingDistribution(logits, this.sampler);
       targetProbs.push(p);
       let more = false;
+      const drawn = (origin: SpeculativeOrigin): Drawn => {
+        const token = drawFromTarget(p, this.rng);
+        return { token, origin, prob: p[token] };
+      };
       if (stopAtEos && block[row] === eos) {
         end = 'eos';
-        next = { token: drawFromTarget(p, this.rng), origin: 'target' };
+        next = drawn('target');
       } else if (row < proposal.tokens.length) {
         const token = proposal.tokens[row];
         const verdict = verifyToken(p, proposal.q[row], token, this.rng);
@@ -146,17 +159,17 @@ export class SpeculativeDecoder {
           more = !cacheChanged;
           if (cacheChanged) {
             end = 'cache-changed';
-            next = { token, origin: 'draft' };
+            next = { token, origin: 'draft', prob: p[token] };
           }
         } else {
           end = 'rejected';
-          next = { token: verdict.correction!, origin: 'correction' };
+          next = { token: verdict.correction!, origin: 'correction', prob: p[verdict.correction!] };
         }
       } else {
         end = proposal.tokens.length > 0 ? 'all-accepted' : 'no-draft';
-        next = { token: drawFromTarget(p, this.rng), origin: proposal.tokens.length > 0 ? 'bonus' : 'target' };
+        next = drawn(proposal.tokens.length > 0 ? 'bonus' : 'target');
       }
-      if (more) return { next: true, speculative: { round, row, origin } };
+      if (more) return { next: true, nextSampleProb: p[proposal.tokens[row]], speculative: { round, row, origin } };
       verify = {
         drafter: this.drafter.spec,
         gamma,
@@ -168,7 +181,7 @@ export class SpeculativeDecoder {
         verifyMs: 0,
       };
       return { next: false, speculative: { round, row, origin, verify } };
-    });
+    }, first.prob);
     const done = verify as VerifyTrace | null;
     if (!done) throw new Error('internal error: a verification round ended without a verdict');
     done.verifyMs = result.forwardMs;

@@ -1,6 +1,6 @@
 /**
  * Acceptance statistics of speculative decoding, as the papers and Spec-Bench report them
- * (../shared/LESSONS.md): acceptance rate α (accepted / drafted), mean accepted length per target
+ * (../shared/LESSONS.md): acceptance rate α (accepted / verified drafts), mean accepted length per target
  * call (bonus or correction included), target calls per generated token, acceptance per draft
  * position, the accepted-length histogram, and acceptance over time for online drafters.
  */
@@ -15,8 +15,10 @@ export interface SpeculativeSummary {
   /** tokens the target fed (one step each) */
   tokens: number;
   drafted: number;
+  /** drafted tokens the target checked (the rest came after a round's end: a rejection, a cache change, EOS) */
+  verified: number;
   accepted: number;
-  /** accepted / drafted (0 when nothing was drafted) */
+  /** accepted / verified (0 when nothing was verified): the drafter's quality, not the target policy's cuts */
   acceptance_rate: number;
   /** tokens per target call, the target's own token included */
   mean_accepted_length: number;
@@ -35,6 +37,7 @@ export class SpeculativeStats {
   private rounds = 0;
   private tokens = 0;
   private drafted = 0;
+  private verified = 0;
   private accepted = 0;
   private reached: number[] = [];
   private kept: number[] = [];
@@ -42,7 +45,7 @@ export class SpeculativeStats {
   private ends: Record<string, number> = {};
   private draftMs = 0;
   private verifyMs = 0;
-  /** per round: accepted / drafted (null when nothing was drafted), for acceptance over time */
+  /** per round: accepted / verified drafts (null when none was verified), for acceptance over time */
   readonly perRound: (number | null)[] = [];
 
   constructor(
@@ -58,6 +61,7 @@ export class SpeculativeStats {
     this.accepted += verify.accepted;
     verify.drafted.forEach((token, i) => {
       if (token.p === null) return; // never verified: the round ended before it
+      this.verified++;
       this.reached[i] = (this.reached[i] ?? 0) + 1;
       this.kept[i] = (this.kept[i] ?? 0) + (token.accepted ? 1 : 0);
     });
@@ -66,7 +70,8 @@ export class SpeculativeStats {
     this.ends[verify.end] = (this.ends[verify.end] ?? 0) + 1;
     this.draftMs += verify.draftMs;
     this.verifyMs += verify.verifyMs;
-    this.perRound.push(verify.drafted.length ? verify.accepted / verify.drafted.length : null);
+    const checked = verify.drafted.filter((token) => token.p !== null).length;
+    this.perRound.push(checked ? verify.accepted / checked : null);
   }
 
   summary(): SpeculativeSummary {
@@ -77,8 +82,9 @@ export class SpeculativeStats {
       target_calls: this.rounds,
       tokens: this.tokens,
       drafted: this.drafted,
+      verified: this.verified,
       accepted: this.accepted,
-      acceptance_rate: this.drafted ? this.accepted / this.drafted : 0,
+      acceptance_rate: this.verified ? this.accepted / this.verified : 0,
       mean_accepted_length: this.rounds ? this.tokens / this.rounds : 0,
       target_calls_per_token: this.tokens ? this.rounds / this.tokens : 0,
       per_position_acceptance: this.reached.map((n, i) => (n ? (this.kept[i] ?? 0) / n : 0)),

@@ -1,6 +1,6 @@
 /** Clear errors: a draft model with another tokenizer, no draft model, γ ≤ 0, drafters that misbehave. */
 import { describe, expect, it } from 'vitest';
-import { DraftSpecError, SessionError } from '../../engine/errors.ts';
+import { ContextFullError, DraftSpecError, SessionError } from '../../engine/errors.ts';
 import { Session, type EngineModel } from '../../engine/session.ts';
 import { tokenizerMismatch } from '../../engine/spec/drafters/session-drafter.ts';
 import { createDrafter, SpeculativeDecoder, type Drafter, type DraftProposal } from '../../engine/spec/index.ts';
@@ -155,6 +155,7 @@ describe('γ ≤ 0 and misbehaving drafters', () => {
     expect(result.steps.length).toBe(1);
     expect(result.stopReason).toBe('context-full');
     expect(result.message).toContain("the model's context is 256");
-    await expect(decoder.round()).rejects.toThrow("context is full: the model's context is 256");
+    await expect(decoder.round()).rejects.toThrow(ContextFullError);
+    await expect(decoder.round()).rejects.toThrow("the model's context is 256 (positions 0..255)");
   });
 });

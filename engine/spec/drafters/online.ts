@@ -20,7 +20,7 @@ import { DraftCursor, loadDraftModel } from './session-drafter.ts';
 
 /** passes over the buffer per update: one step moves a logit by at most lr, a margin needs a few */
 const EPOCHS = 4;
-/** keyed biases kept (oldest dropped first): each is a vocabulary-sized vector */
+/** keyed biases kept (the least recently trained dropped first, never the vocabulary-wide one): each is a vocabulary-sized vector */
 const MAX_KEYS = 1024;
 /** rounds the recent acceptance in describe() covers */
 const RECENT = 8;
@@ -127,6 +127,15 @@ export class OnlineDrafter implements Drafter {
     if (this.rounds % this.options.updateEvery === 0 && this.buffer.length) this.update();
   }
 
+  /** Drops the least recently trained keyed bias; the vocabulary-wide bias ('') is never dropped. */
+  private evictStalest(): void {
+    for (const key of this.biases.keys()) {
+      if (key === '') continue;
+      this.biases.delete(key);
+      return;
+    }
+  }
+
   /** OSD's periodic distillation on the recorded corrections, then a fresh buffer. */
   private update(): void {
     const { lr, vocabSize } = this.options;
@@ -135,8 +144,12 @@ export class OnlineDrafter implements Drafter {
         const q = softmaxAt(this.adapted(entry.logits, entry.keys), entry.temperature);
         for (const key of entry.keys) {
           let bias = this.biases.get(key);
-          if (!bias) {
-            if (this.biases.size >= MAX_KEYS) this.biases.delete(this.biases.keys().next().value!);
+          if (bias) {
+            // least recently trained last: re-insert, so eviction takes the stalest keyed bias
+            this.biases.delete(key);
+            this.biases.set(key, bias);
+          } else {
+            if (this.biases.size >= MAX_KEYS) this.evictStalest();
             this.biases.set(key, (bias = new Float32Array(vocabSize)));
           }
           for (let i = 0; i < vocabSize; i++) bias[i] -= lr * (q[i] - entry.target[i]);

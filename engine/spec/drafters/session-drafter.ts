@@ -7,6 +7,8 @@
  * keeps the longest prefix of what it fed that the new context shares — rewinding the rejected
  * drafts exactly, cache and policy state included (Session.rewindSpeculation) — and feeds the
  * rest (the target's correction or bonus) step by step, so its policy sees a token-by-token decode.
+ * A context that leaves the previous one before its last round (the user stepped the target back
+ * or reset it) cannot be rewound to: the draft session starts over and prefills it.
  */
 import { DraftSpecError } from '../../errors.ts';
 import { softmax } from '../../metrics/softmax.ts';

@@ -3,7 +3,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { SpecReport, SpecRow } from '../../engine/eval/spec.ts';
 import SpecChart from '../../src/lib/bench/SpecChart.svelte';
 import SpecTable from '../../src/lib/bench/SpecTable.svelte';
-import { defaultDrafterChoices, identicalText, planSpec, specBars, specTableRows, type SpecSetup } from '../../src/lib/bench/spec.ts';
+import { defaultDrafterChoices, identicalText, MANIFEST_DRAFT, planSpec, planSpecText, specBars, specTableRows, type SpecSetup } from '../../src/lib/bench/spec.ts';
+import { DRAFTER_SUGGESTIONS } from '../../src/lib/compare/state.svelte.ts';
+import { DRAFTERS } from '../../engine/spec/index.ts';
 import { render, unmountAll } from './render.ts';
 
 afterEach(unmountAll);
@@ -55,13 +57,14 @@ describe('planSpec', () => {
     const plan = planSpec({ ...SETUP, policy: 'window:size=32' });
     expect('runs' in plan && plan.runs.map((r) => r.spec)).toEqual(['model:gamma=4,model=,policy=full', 'lookup:max_ngram=3,k=10']);
     expect('config' in plan && plan.config).toEqual({
-      drafts: ['model:gamma=4', 'lookup'],
+      drafts: ['model:gamma=4', 'lookup:max_ngram=3,k=10'],
       settings: { prompts: 1, promptTokens: 64, tokens: 16, temperature: 0, seed: 0, policy: 'window:size=32', texts: ['prose', 'python-doc'], gammas: null },
     });
   });
 
   it('expands γ values over specs that do not set theirs; explains bad setups', () => {
-    const drafters = SETUP.drafters.map((d) => ({ ...d, on: d.id === 'lookup' || d.id === 'self' }));
+    // lookup without its γ (k) so that the list expands it (the registry's example sets k)
+    const drafters = SETUP.drafters.map((d) => ({ ...d, spec: d.id === 'lookup' ? 'lookup' : d.spec, on: d.id === 'lookup' || d.id === 'self' }));
     const plan = planSpec({ ...SETUP, drafters, gammas: '2, 8' });
     // self sets its γ in the spec: it runs once
     expect('runs' in plan && plan.runs.map((r) => r.gamma)).toEqual([2, 8, 4]);
@@ -69,15 +72,25 @@ describe('planSpec', () => {
     expect(planSpec({ ...SETUP, drafters: drafters.map((d) => (d.id === 'lookup' ? { ...d, spec: ' ' } : d)) })).toMatchObject({ problem: expect.stringMatching(/^lookup: give a spec/) });
     expect(planSpec({ ...SETUP, drafters: drafters.map((d) => (d.id === 'lookup' ? { ...d, spec: 'none' } : d)) })).toMatchObject({ problem: expect.stringMatching(/^drafter: "none" is plain decoding/) });
     expect(planSpec({ ...SETUP, policy: 'nosuch' })).toMatchObject({ problem: expect.stringMatching(/^target policy: /) });
-    expect(planSpec({ ...SETUP, gammas: '0' })).toMatchObject({ problem: expect.stringMatching(/^drafter: /) });
+    expect(planSpec({ ...SETUP, drafters, gammas: '0' })).toMatchObject({ problem: expect.stringMatching(/^drafter: /) });
     expect(planSpec({ ...SETUP, texts: [] })).toEqual({ problem: 'choose at least one text set' });
     expect(planSpec({ ...SETUP, tokens: 0 })).toEqual({ problem: 'tokens must be a positive integer' });
     expect(planSpec({ ...SETUP, temperature: -1 })).toMatchObject({ problem: expect.stringMatching(/temperature/) });
   });
 
   it('offers every registered drafter with an example spec', () => {
-    expect(defaultDrafterChoices().map((d) => d.spec)).toEqual(['model:gamma=4', 'lookup', 'infinigram:gamma=4', 'omnidraft', 'online', 'self:gamma=4,policy=streaming(sinks=4,recent=60)']);
+    // the registry's examples (DrafterDefinition.example), in registry order
+    expect(defaultDrafterChoices().map((d) => d.spec)).toEqual(DRAFTERS.map((d) => d.example.spec));
+    expect(defaultDrafterChoices().map((d) => d.spec)).toEqual(['model:gamma=4', 'lookup:max_ngram=3,k=10', 'infinigram:gamma=4', 'omnidraft:max_gamma=8', 'online:gamma=4', 'self:gamma=4,policy=streaming(sinks=4,recent=60)']);
+    // compare's drafter field suggests every one of them, then its extras
+    expect(DRAFTER_SUGGESTIONS.slice(0, DRAFTERS.length).map((d) => d.spec)).toEqual(DRAFTERS.map((d) => d.example.spec));
+    expect(DRAFTER_SUGGESTIONS.map((d) => d.spec)).toContain('self:gamma=4,policy=window(size=32)');
     expect(identicalText(null)).toBe('—');
+    // the plan names an empty draft model id (the manifest's) instead of writing `model=`
+    expect(planSpecText('model:gamma=4,model=,policy=full')).toBe(`model:gamma=4,model=${MANIFEST_DRAFT},policy=full`);
+    expect(planSpecText('omnidraft:max_gamma=8,model=')).toBe(`omnidraft:max_gamma=8,model=${MANIFEST_DRAFT}`);
+    expect(planSpecText('model:gamma=4,model=kvscope-draft-2l,policy=full')).toBe('model:gamma=4,model=kvscope-draft-2l,policy=full');
+    expect(planSpecText('self:gamma=4,policy=streaming(sinks=4,recent=60)')).toBe('self:gamma=4,policy=streaming(sinks=4,recent=60)');
     expect(specTableRows(REPORT).map((r) => r.id)).toEqual(['lookup', 'lookup', 'model', 'model']);
     expect(specBars(REPORT, 'speedup').map((b) => b.value)).toEqual([1.1, 1.6, 0.8, 0.9]);
   });
@@ -91,6 +104,9 @@ describe('SpecTable', () => {
     expect(rows[0]).toEqual(['lookup:max_ngram=3,k=10', 'prose', '0.500', '1.11', '0.900', '0.80 0.50 0.25 0.10', '10.00', '9.09', '1.10×', 'yes']);
     expect(rows[2][9]).toBe('NO');
     expect(el.querySelectorAll('[data-testid="spec-positions"]')[0].querySelectorAll('.bar')).toHaveLength(4);
+    expect(el.querySelector('[data-testid="spec-positions"] .bars')!.getAttribute('role')).toBe('img');
+    // long specs break after their commas, not mid-word
+    expect(el.querySelector('[data-testid="bench-spec-row"] code')!.innerHTML.replace(/<!---->/g, '')).toBe('lookup:max_ngram=3,<wbr>k=10');
     expect(el.querySelector('[data-testid="bench-spec-plain"]')!.textContent).toMatch(/prose 10\.00 ms\/token \(1 prompt\) · python-doc 11\.00/);
   });
 });
@@ -107,6 +123,18 @@ describe('SpecChart', () => {
       const svg = el.querySelector('svg')!;
       expect(Number(svg.getAttribute('width'))).toBe(width);
       expect(svg.textContent).toContain('1.60×');
+      // ticks about 60 px apart: at phone width, few enough that their labels never touch
+      const ticks = el.querySelectorAll('[data-testid="spec-chart-speedup"] [data-testid="spec-tick"]');
+      expect(ticks.length).toBeGreaterThanOrEqual(2);
+      if (width === 360) expect(ticks.length).toBeLessThanOrEqual(5);
+      // a value label never sits on the dashed reference line (0.90 ends just left of 1×)
+      const panel = el.querySelector('[data-testid="spec-chart-speedup"]')!;
+      const ref = Number(panel.querySelector('[data-testid="spec-reference"]')!.getAttribute('x1'));
+      for (const label of panel.querySelectorAll('[data-testid="spec-value"]')) {
+        const x = Number(label.getAttribute('x')) - 66;
+        const w = (label.textContent ?? '').length * 6;
+        expect(ref < x - 1 || ref > x + w).toBe(true);
+      }
       unmountAll();
     }
   });

@@ -234,7 +234,7 @@ describe('BenchState: the spec task', () => {
     void app.load();
     await until(() => app.status === 'ready', 'ready');
     app.task = 'spec';
-    expect(app.drafters.filter((d) => d.on).map((d) => d.spec)).toEqual(['model:gamma=4', 'lookup']);
+    expect(app.drafters.filter((d) => d.on).map((d) => d.spec)).toEqual(['model:gamma=4', 'lookup:max_ngram=3,k=10']);
     // the fixture names no draft model: it drafts for itself
     app.setDrafterSpec('model', 'model:model=tiny-fixture,gamma=3');
     app.specPrompts = 1;
@@ -242,14 +242,14 @@ describe('BenchState: the spec task', () => {
     app.specTokens = 8;
     app.texts = ['python-doc'];
     const line = app.planLine;
-    expect('runs' in line && line.text).toBe('model:gamma=3,model=tiny-fixture,policy=full, lookup:max_ngram=3,k=10 on python-doc, one at a time');
+    expect('runs' in line && line.text).toBe('model:gamma=3,model=tiny-fixture,policy=full · lookup:max_ngram=3,k=10 on python-doc, one at a time');
     await app.run();
     expect(app.error).toBeNull();
     const report = app.specReport!;
     expect(report.task).toBe('spec');
     expect(report.cancelled).toBe(false);
     expect(report.settings).toMatchObject({ prompts: 1, promptTokens: 24, tokens: 8, policy: 'full', texts: ['python-doc'], temperature: 0 });
-    expect(report.records.map((r) => r.draft)).toEqual(['model:model=tiny-fixture,gamma=3', 'lookup']);
+    expect(report.records.map((r) => r.draft)).toEqual(['model:model=tiny-fixture,gamma=3', 'lookup:max_ngram=3,k=10']);
     const rows = report.records.flatMap((r) => r.rows);
     expect(rows.map((r) => [r.text, r.tokens, r.identical_to_plain])).toEqual([
       ['python-doc', 8, true],
@@ -353,6 +353,9 @@ describe('CompareState: speculative lanes', () => {
     expect(app.setupChanged).toBe(true);
     await app.start();
     expect(app.error?.message).toMatch(/drafter: .*max_ngrm/);
+    // the drafter's own error kind, and the lane it is about
+    expect(app.error?.kind).toBe('drafter');
+    expect(app.error?.message).toMatch(/^lane 2 drafter: /);
     app.dismissError();
 
     // a plain lane gets a drafter; a draft model that is not in the models index is reported at Reset
@@ -361,6 +364,7 @@ describe('CompareState: speculative lanes', () => {
     expect(app.drafterErrors).toEqual([null, null]);
     await app.start();
     expect(app.error?.message).toMatch(/no model "nosuch"/);
+    expect(app.error).toMatchObject({ kind: 'drafter', message: expect.stringMatching(/^lane 1 drafter: /) });
     app.setDrafter(0, 'self:gamma=2,policy=window(size=8)');
     await app.start();
     expect(app.error).toBeNull();

@@ -37,7 +37,7 @@ const events: TraceEvent[] = [
   }),
   step(4, 30, { round: 2, row: 0, origin: 'bonus', verify: { drafter: 'lookup:max_ngram=3,k=3', gamma: 3, drafted: [], accepted: 0, next: { id: 40, piece: ' w40', origin: 'target' }, end: 'no-draft', draftMs: 0, verifyMs: 5 } }),
 ];
-const speedup = { drafter: 'lookup:max_ngram=3,k=3', fromStep: 0, toStep: 5, tokens: 5, speculativeMs: 30, plainMs: 45, speculativeMsPerToken: 6, plainMsPerToken: 9, ratio: 1.5, sameTokens: true };
+const speedup = { drafter: 'lookup:max_ngram=3,k=3', fromStep: 0, toStep: 5, tokens: 5, speculativeMs: 30, plainMs: 45, plainRunsMs: [45, 47], speculativeMsPerToken: 6, plainMsPerToken: 9, ratio: 1.5, sameTokens: true };
 
 describe('SpecView', () => {
   it('colours tokens per origin, strikes rejected drafts and gives q and p on hover', () => {
@@ -51,10 +51,10 @@ describe('SpecView', () => {
     expect(tokens[2].getAttribute('style')).toContain(SPEC_COLORS.rejected);
     expect(tokens[4].getAttribute('style')).toContain(SPEC_COLORS.correction);
     expect(tokens[6].getAttribute('style')).toContain(SPEC_COLORS.bonus);
-    expect(tokens[1].title).toMatch(/q 0\.90 · target p 0\.80/);
-    expect(tokens[2].title).toMatch(/rejected draft token.*q 0\.70 · target p 0\.10/);
-    expect(tokens[3].title).toMatch(/not verified/);
-    expect(tokens[4].title).toMatch(/correction/);
+    expect(tokens[1].getAttribute('aria-label')).toMatch(/q 0\.90 · target p 0\.80/);
+    expect(tokens[2].getAttribute('aria-label')).toMatch(/rejected draft token.*q 0\.70 · target p 0\.10/);
+    expect(tokens[3].getAttribute('aria-label')).toMatch(/not verified/);
+    expect(tokens[4].getAttribute('aria-label')).toMatch(/correction/);
     // hover and focus show the same text in the detail line
     tokens[2].dispatchEvent(new Event('mouseenter'));
     flushSync();
@@ -64,7 +64,7 @@ describe('SpecView', () => {
     expect(root.querySelector('[data-testid="spec-detail"]')!.textContent).toMatch(/q 0\.90/);
 
     expect(root.querySelector('[data-testid="spec-calls-value"]')!.textContent).toBe((3 / 5).toFixed(3));
-    expect(root.querySelector('[data-testid="spec-speedup-value"]')!.textContent).toBe('1.50×');
+    expect(root.querySelector('[data-testid="spec-speedup-value"]')!.textContent).toBe('1.5×');
     const bars = [...root.querySelectorAll<SVGElement>('[data-testid="spec-histogram-bar"]')].map((b) => [b.dataset.length, b.dataset.rounds]);
     expect(bars).toEqual([['0', '1'], ['1', '2']]);
     expect(root.querySelector('[data-testid="spec-positions"]')).not.toBeNull();

@@ -71,13 +71,13 @@ export class EventLog {
 
   readonly post = (event: EngineEvent) => {
     this.events.push(event);
-    if (event.type === 'progress' || event.type === 'step') return;
+    if (event.type === 'progress' || event.type === 'step' || event.type === 'spec-measuring') return;
     for (const w of this.waiters.filter((w) => w.id === event.id)) w.resolve(event);
     this.waiters = this.waiters.filter((w) => w.id !== event.id);
   };
 
   reply(id: number): Promise<EngineEvent> {
-    const found = this.events.find((e) => e.id === id && e.type !== 'progress' && e.type !== 'step');
+    const found = this.events.find((e) => e.id === id && e.type !== 'progress' && e.type !== 'step' && e.type !== 'spec-measuring');
     if (found) return Promise.resolve(found);
     return new Promise((resolve) => this.waiters.push({ id, resolve }));
   }

@@ -137,10 +137,17 @@ describe('the worker with a drafter', () => {
     expect(spec.speedup!.plainMs).toBeGreaterThan(0);
     expect(spec.speedup!.sameTokens).toBe(true);
     expect(spec.speedup!.ratio).toBeCloseTo(spec.speedup!.plainMs / spec.speedup!.speculativeMs);
+    // plain decoding replayed twice, the faster counting; its progress posted under the run
+    expect(spec.speedup!.plainRunsMs).toHaveLength(2);
+    expect(spec.speedup!.plainMs).toBe(Math.min(...spec.speedup!.plainRunsMs));
+    const measuring = log.of('spec-measuring', done.id);
+    expect(measuring.length).toBeGreaterThan(1);
+    expect(measuring.at(-1)).toMatchObject({ done: 32, total: 32 });
 
     // one Step = one round: the token count may grow by more than one
     const stepped = (await call({ type: 'step' } as Omit<Command, 'id'>)) as Extract<EngineEvent, { type: 'done' }>;
     expect(stepped.steps).toBeGreaterThanOrEqual(1);
+    expect(stepped.reason).toBe('length');
 
     // back into the middle of a round, then an older step inspected (forced replay of drafted tokens)
     const rewound = (await call({ type: 'back', steps: 3 } as Omit<Command, 'id'>)) as Extract<EngineEvent, { type: 'rewound' }>;
@@ -159,5 +166,36 @@ describe('the worker with a drafter', () => {
     expect(replayed.source).toBe('trace');
     expect(replayed.rounds.map((r) => r.tokens.map((t) => t.id))).toEqual(afterBack.rounds.map((r) => r.tokens.map((t) => t.id)));
     expect(replayed.summary!.rounds).toBe(afterBack.summary!.rounds);
+  });
+
+  it('with the reference lane on, every step of a speculative Run has the reference metrics of a plain Run', async () => {
+    const { call, log } = await host();
+    const full = { id: 'full', params: {} };
+    expect((await call({ type: 'reference', on: true } as Omit<Command, 'id'>)).type).toBe('ack');
+
+    await call({ type: 'start', prompt, sampler, policy: full } as Omit<Command, 'id'>);
+    const plainRun = (await call({ type: 'run', steps: 16, stopAtEos: false } as Omit<Command, 'id'>)) as Extract<EngineEvent, { type: 'done' }>;
+    const plain = log.of('step', plainRun.id).map((e) => e.view);
+    expect(plain).toHaveLength(16);
+    expect(plain.every((v) => v.reference)).toBe(true);
+
+    expect(((await call({ type: 'set-drafter', drafter: 'lookup' } as Omit<Command, 'id'>)) as Extract<EngineEvent, { type: 'drafter' }>).drafter.spec).toBe('lookup:max_ngram=3,k=10');
+    await call({ type: 'start', prompt, sampler, policy: full } as Omit<Command, 'id'>);
+    const specRun = (await call({ type: 'run', steps: 16, stopAtEos: false } as Omit<Command, 'id'>)) as Extract<EngineEvent, { type: 'done' }>;
+    const speculative = log.of('step', specRun.id).map((e) => e.view);
+    expect(speculative.map((v) => v.token.id)).toEqual(plain.map((v) => v.token.id));
+    // rounds fed several tokens each (one forward for many steps), and still every step was compared
+    const view = ((await call({ type: 'spec' } as Omit<Command, 'id'>)) as Extract<EngineEvent, { type: 'spec' }>).view;
+    expect(Math.max(...view.rounds.map((r) => r.tokens.length))).toBeGreaterThan(1);
+    speculative.forEach((v, i) => {
+      const a = v.reference!;
+      const b = plain[i].reference!;
+      expect(a, `step ${i} has reference metrics`).toBeTruthy();
+      expect(Math.abs(a.kl - b.kl)).toBeLessThan(1e-5);
+      expect(Math.abs(a.mass - b.mass)).toBeLessThan(1e-5);
+      a.massByLayer.forEach((m, l) => expect(Math.abs(m - b.massByLayer[l])).toBeLessThan(1e-5));
+      expect(a.agree).toBe(b.agree);
+      expect(Math.abs(a.memoryRatio - b.memoryRatio)).toBeLessThan(1e-5);
+    });
   });
 });

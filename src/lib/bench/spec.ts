@@ -19,15 +19,8 @@ export interface DrafterChoice {
   on: boolean;
 }
 
-/** The spec each drafter starts with in the picker (registry order); the id alone where none is given. */
-export const DRAFTER_EXAMPLES: Readonly<Record<string, string>> = {
-  model: 'model:gamma=4',
-  lookup: 'lookup',
-  infinigram: 'infinigram:gamma=4',
-  omnidraft: 'omnidraft',
-  online: 'online',
-  self: 'self:gamma=4,policy=streaming(sinks=4,recent=60)',
-};
+/** The spec each drafter starts with in the picker (registry order): the registry's example (DrafterDefinition.example). */
+export const DRAFTER_EXAMPLES: Readonly<Record<string, string>> = Object.fromEntries(DRAFTERS.map((d) => [d.id, d.example.spec]));
 
 /** Chosen at first: a draft model and prompt lookup. */
 const DEFAULT_ON = new Set(['model', 'lookup']);
@@ -117,6 +110,27 @@ export function planSpec(setup: SpecSetup): SpecPlan {
     if (error instanceof PolicySpecError) return { problem: `target policy: ${error.message}` };
     return { problem: (error as Error).message };
   }
+}
+
+/** What an empty `model=` (a drafter's draft model id left to the target's manifest) reads as in the plan. */
+export const MANIFEST_DRAFT = '‹manifest’s draft›';
+
+/**
+ * A run's canonical spec as the plan line shows it: the same string the table will show, except
+ * that a draft model id left empty (`model=`: the one the target's manifest names, only known once
+ * the run has resolved it) reads `model=‹manifest’s draft›`.
+ */
+export function planSpecText(spec: string): string {
+  let depth = 0;
+  let out = '';
+  for (let i = 0; i < spec.length; i++) {
+    const c = spec[i];
+    if (c === '(') depth++;
+    else if (c === ')') depth--;
+    out += c;
+    if (depth === 0 && c === '=' && /(^|[:,])model$/.test(spec.slice(0, i)) && (i + 1 === spec.length || spec[i + 1] === ',')) out += MANIFEST_DRAFT;
+  }
+  return out;
 }
 
 /** A table row: one drafter run on one text set, with the drafter id for its colour. */

@@ -15,7 +15,7 @@ import { EngineClient, EngineFailure } from '../worker/client.ts';
 import type { EngineEvent, LoadProgressView, ModelInfo, PolicyInfo } from '../worker/protocol.ts';
 import type { EvalConfig, EvalProgress, EvalReport, EvalRow, SpecProgress, SpecReport } from '../worker/lab-protocol.ts';
 import { indexesUrlOf } from '../worker/drafter-env.ts';
-import { defaultDrafterChoices, planSpec, type DrafterChoice, type SpecPlan, type SpecTextSet } from './spec.ts';
+import { defaultDrafterChoices, planSpec, planSpecText, type DrafterChoice, type SpecPlan, type SpecTextSet } from './spec.ts';
 import { expandRuns, type EvalRun } from '../../../engine/eval/budgets.ts';
 import { splitPolicyList } from '../../../engine/policies/spec.ts';
 import type { EngineUrls, ShownError } from '../explorer/state.svelte.ts';
@@ -154,7 +154,7 @@ export class BenchState {
       const plan = this.specPlan;
       if ('problem' in plan) return plan;
       const texts = plan.config.settings?.texts ?? [];
-      return { runs: plan.runs.length, text: `${plan.runs.map((r) => r.spec).join(', ')} on ${texts.join(' + ')}, one at a time` };
+      return { runs: plan.runs.length, text: `${plan.runs.map((r) => planSpecText(r.spec)).join(' · ')} on ${texts.join(' + ')}, one at a time` };
     }
     const plan = this.plan;
     if ('problem' in plan) return plan;

@@ -15,6 +15,8 @@ import type { EngineEvent, LoadProgressView, ModelInfo, PolicyChoice, PolicyInfo
 import type { LaneSpecStats, LaneSpeculation, LaneState, LanesStep } from '../worker/lab-protocol.ts';
 import type { ParamValue } from '../../../engine/policies/types.ts';
 import { policyIds } from '../../../engine/policies/spec.ts';
+// the page already has the registry (url.ts parses lanes' drafters with it)
+import { DRAFTERS } from '../../../engine/spec/index.ts';
 import type { EngineUrls, ShownError } from '../explorer/state.svelte.ts';
 import {
   MAX_PICKED_MEMBERS,
@@ -28,6 +30,7 @@ import {
   withoutMember,
 } from '../explorer/policy-choice.ts';
 import { EXAMPLES } from '../explorer/examples.ts';
+import { indexesUrlOf } from '../worker/drafter-env.ts';
 import { decodeCompareQuery, drafterProblem, encodeCompareQuery, laneSpec, MAX_LANES, MIN_LANES, splitLaneSpec, type CompareSetup } from './url.ts';
 
 export type CompareStatus = 'idle' | 'loading' | 'ready' | 'error' | 'crashed';
@@ -57,14 +60,22 @@ export interface LaneSeries {
   callsPerToken: (number | null)[] | null;
 }
 
-/** Drafters the drafter field suggests (datalist), with what they do. */
-export const DRAFTER_SUGGESTIONS: { spec: string; label: string }[] = [
-  { spec: 'lookup', label: 'prompt lookup: continue an earlier match of the last tokens' },
+/**
+ * Variants the drafter field suggests besides the registry's examples (DRAFTER_SUGGESTIONS):
+ * a parameter choice each, to show that a drafter takes parameters.
+ */
+const EXTRA_DRAFTER_SUGGESTIONS: readonly { spec: string; label: string }[] = [
   { spec: 'lookup:max_ngram=2,k=4', label: 'prompt lookup, short matches, 4 tokens per round' },
-  { spec: 'model:gamma=4', label: 'the draft model, 4 tokens per round' },
-  { spec: 'infinigram:gamma=4', label: '∞-gram: continuations from the shipped token index' },
   { spec: 'self:gamma=4,policy=window(size=32)', label: 'self-speculation on a 32-entry window' },
-  { spec: 'self:gamma=4,policy=streaming(sinks=4,recent=60)', label: 'self-speculation on StreamingLLM' },
+];
+
+/**
+ * Drafters the drafter field suggests (datalist), with what they do: every registered drafter's
+ * example (engine/spec/index.ts DRAFTERS, so a new drafter shows up by itself), then the extras.
+ */
+export const DRAFTER_SUGGESTIONS: readonly { spec: string; label: string }[] = [
+  ...DRAFTERS.map((d) => ({ spec: d.example.spec, label: `${d.label}: ${d.example.what}` })),
+  ...EXTRA_DRAFTER_SUGGESTIONS.filter((extra) => !DRAFTERS.some((d) => d.example.spec === extra.spec)),
 ];
 
 export interface LaneSummary {
@@ -376,7 +387,7 @@ export class CompareState {
         drafters: this.lanes.map((_, i) => (this.drafters[i] ?? '').trim() || null),
         modelsUrl: this.urls.models,
         // static/indexes/ sits next to static/models/
-        indexesUrl: new URL('../indexes/', this.urls.models.endsWith('/') ? this.urls.models : `${this.urls.models}/`).href,
+        indexesUrl: indexesUrlOf(this.urls.models),
       });
       this.promptView = started.prompt;
       this.laneStates = started.lanes;

@@ -22,6 +22,11 @@ export class SpecViewState {
   view = $state.raw<SpecView | null>(null);
   /** why the latest view could not be packed (the last good one stays) */
   viewError = $state<string | null>(null);
+  /**
+   * while a Run's plain decoding is being timed (the speed-up measurement, worker `spec-measuring`):
+   * replayed tokens of all; null otherwise
+   */
+  measuring = $state.raw<{ done: number; total: number } | null>(null);
 
   private asked = false;
   private again = false;
@@ -85,6 +90,23 @@ export class SpecViewState {
           this.refresh();
         }
       });
+  }
+
+  /** A new model: no drafter is in charge, nothing was refused. */
+  reset(drafters: DrafterInfo[]): void {
+    this.drafters = drafters;
+    this.drafter = null;
+    this.error = null;
+    this.progress = null;
+    this.measuring = null;
+    this.clear();
+  }
+
+  /** A Run starts: the last speed-up is about to be dropped by the worker, so it is not shown meanwhile. */
+  runStarted(): void {
+    this.measuring = null;
+    const view = this.view;
+    if (view?.speedup) this.view = { ...view, speedup: null };
   }
 
   /** The shown trace was replaced (reset, import): forget the view. */

@@ -13,6 +13,7 @@
  * that would need the model (decoding on, Run, Apply now, the reference lane, Reset) is off until
  * `leaveReplay()` goes back to live mode.
  */
+import { untrack } from 'svelte';
 import { EngineClient, EngineFailure, type CommandInput } from '../worker/client.ts';
 import type {
   CacheMapView,
@@ -416,11 +417,18 @@ export class ExplorerState {
     if (request) this.quantView.want(request);
   }
 
-  /** Asks the worker for the speculative-decoding view when the trace changed (a step, a run, a rewind, a switch, an import). */
+  /**
+   * Asks the worker for the speculative-decoding view when the trace changed: reads only the number
+   * of steps, the activity (a run's end, a rewind, a switch, an import) and the replay, not the shown
+   * step or head.
+   */
   ensureSpec(): void {
     void this.steps.length;
-    const request = this.headViewRequest();
-    if (request) this.spec.refresh();
+    void this.replay;
+    const activity = this.activity;
+    const rebuilding = activity === 'prefilling' || activity === 'rewinding' || activity === 'switching' || activity === 'importing';
+    if (rebuilding || !untrack(() => this.session !== null && this.promptView !== null)) return;
+    this.spec.refresh();
   }
 
   // ---- model ----
@@ -433,8 +441,7 @@ export class ExplorerState {
       const ready = await this.client.loadModel(this.urls, this.threads, (progress) => (this.progress = progress));
       this.model = ready.model;
       this.policies = ready.policies;
-      this.spec.drafters = ready.drafters ?? [];
-      this.spec.drafter = null;
+      this.spec.reset(ready.drafters ?? []);
       this.calibration = ready.calibration ?? null;
       this.cacheInfo = ready.cache;
       this.loadMs = ready.loadMs;
@@ -636,14 +643,17 @@ export class ExplorerState {
     this.notice = null;
     this.selected = null;
     const steps = Math.max(1, Math.floor(this.runSteps) || 1);
+    if (steps > 1) this.spec.runStarted();
     try {
       const done = await this.client.request<Extract<EngineEvent, { type: 'done' }>>({ type: 'run', steps, stopAtEos: this.stopAtEos }, (e) => {
         if (e.type === 'step') this.receiveStep(e.view);
+        else if (e.type === 'spec-measuring') this.spec.measuring = { done: e.done, total: e.total };
       });
       this.onDone(done);
     } catch (error) {
       this.fail(error);
     } finally {
+      this.spec.measuring = null;
       this.activity = 'idle';
     }
   }

@@ -5,14 +5,16 @@
  * model, model-cache.ts), each loaded once per target model, the target itself when the id is its
  * own; and token index files (∞-gram / FM-index drafters) over HTTP from indexes/
  * (engine/spec/ngram/files.ts indexLoader: `<id>/<file>`, '' = the default that index.json names),
- * each fetched once. A host that already loads draft models can hand its own loader in.
- * Framework-free and DOM-free.
+ * each fetched once. The explorer's host (host.ts) uses it too, with its own model loader, Cache API
+ * and thread count (BrowserDrafterEnvOptions), and a progress hook per `env()` so that a draft
+ * model's download is posted under the command that asked for it. Framework-free and DOM-free.
  */
 import { DraftSpecError, ModelError } from '../../../engine/errors.ts';
-import { loadModel, type LoadedModel } from '../../../engine/model/load.ts';
+import { loadModel, type LoadOptions, type LoadProgress, type LoadedModel, type ModelSource } from '../../../engine/model/load.ts';
 import type { DrafterEnv } from '../../../engine/spec/drafter.ts';
 import { indexLoader } from '../../../engine/spec/ngram/files.ts';
-import { cachedModelSource, MODEL_CACHE_NAME, type CacheLike } from './model-cache.ts';
+import { cachedModelSource, MODEL_CACHE_NAME, type CacheLike, type CachedModelSource } from './model-cache.ts';
+import type { LoadProgressView } from './protocol.ts';
 
 type IndexFiles = NonNullable<DrafterEnv['loadIndex']>;
 
@@ -23,6 +25,49 @@ export function indexesUrlOf(modelsUrl: string): string {
   return new URL('../indexes/', withSlash(modelsUrl)).href;
 }
 
+/** A model load's progress as the page shows it (protocol.ts LoadProgressView). */
+export type ProgressHook = (progress: LoadProgressView) => void;
+
+/**
+ * Turns the engine's per-file LoadProgress of `source` into LoadProgressView (overall bytes, cached
+ * or not), at most one update per file every 50 ms (a file's last one always).
+ */
+export function loadProgressReporter(source: CachedModelSource, report: ProgressHook): (p: LoadProgress) => void {
+  let last = 0;
+  let lastKey = '';
+  const done = new Map<string, number>();
+  return (p) => {
+    const now = performance.now();
+    const key = `${p.phase}:${p.file}`;
+    const finished = p.total > 0 && p.loaded >= p.total;
+    if (key === lastKey && !finished && now - last < 50) return;
+    last = now;
+    lastKey = key;
+    if (p.phase === 'download') done.set(p.file, p.loaded);
+    const overallTotal = source.files.reduce((sum, f) => sum + f.bytes, 0);
+    let overallLoaded = 0;
+    for (const value of done.values()) overallLoaded += value;
+    report({
+      phase: p.phase,
+      file: p.file,
+      loaded: p.loaded,
+      total: p.total,
+      overallLoaded: Math.min(overallLoaded, overallTotal || overallLoaded),
+      overallTotal,
+      cached: source.fromCache(p.file),
+    });
+  };
+}
+
+export interface BrowserDrafterEnvOptions {
+  /** loads a model from its source (default: engine/model/load.ts loadModel) */
+  loadModel?: (source: ModelSource, options: LoadOptions) => Promise<LoadedModel>;
+  /** the Cache API the model files are kept in (default: globalThis.caches); null: no caching */
+  caches?: { open(name: string): Promise<CacheLike> } | null;
+  /** wasm threads for the draft model's runtime */
+  numThreads?: number;
+}
+
 export class BrowserDrafterEnvs {
   /** draft models by models URL + id, loaded once per target model (release() drops them) */
   private draftModels = new Map<string, Promise<LoadedModel>>();
@@ -30,16 +75,16 @@ export class BrowserDrafterEnvs {
 
   constructor(
     private readonly fetchFn: typeof fetch,
-    /** loads a draft model by id itself (a host that shares its draft models); null: from modelsUrl */
-    private readonly external: () => ((id: string) => Promise<LoadedModel>) | null = () => null,
+    private readonly options: BrowserDrafterEnvOptions = {},
   ) {}
 
-  /** The env of drafters drafting for `target`: draft models from `modelsUrl`, index files from `indexesUrl`. */
-  env(target: LoadedModel, modelsUrl: string | undefined, indexesUrl: string | undefined): DrafterEnv {
+  /**
+   * The env of drafters drafting for `target`: draft models from `modelsUrl`, index files from
+   * `indexesUrl`; a draft model this env starts loading reports its progress to `onProgress`.
+   */
+  env(target: LoadedModel, modelsUrl: string | undefined, indexesUrl: string | undefined, onProgress?: ProgressHook): DrafterEnv {
     const env: DrafterEnv = { target };
-    const external = this.external();
-    if (external) env.loadModel = (id) => (id === target.manifest.id ? Promise.resolve(target) : external(id));
-    else if (modelsUrl) env.loadModel = (id) => (id === target.manifest.id ? Promise.resolve(target) : this.draftModel(modelsUrl, id));
+    if (modelsUrl) env.loadModel = (id) => (id === target.manifest.id ? Promise.resolve(target) : this.draftModel(modelsUrl, id, onProgress));
     if (indexesUrl) env.loadIndex = this.indexFiles(indexesUrl);
     return env;
   }
@@ -64,12 +109,12 @@ export class BrowserDrafterEnvs {
     return loader;
   }
 
-  private draftModel(modelsUrl: string, id: string): Promise<LoadedModel> {
+  private draftModel(modelsUrl: string, id: string, onProgress: ProgressHook | undefined): Promise<LoadedModel> {
     const base = withSlash(modelsUrl);
     const key = `${base}#${id}`;
     let pending = this.draftModels.get(key);
     if (!pending) {
-      pending = this.loadDraftModel(base, id);
+      pending = this.loadDraftModel(base, id, onProgress);
       // a failed load is not kept: the next try loads again
       pending.catch(() => this.draftModels.delete(key));
       this.draftModels.set(key, pending);
@@ -77,11 +122,12 @@ export class BrowserDrafterEnvs {
     return pending;
   }
 
-  private async loadDraftModel(base: string, id: string): Promise<LoadedModel> {
+  private async loadDraftModel(base: string, id: string, onProgress: ProgressHook | undefined): Promise<LoadedModel> {
     const indexUrl = `${base}index.json`;
     let cache: CacheLike | null = null;
-    const caches = (globalThis as { caches?: { open(name: string): Promise<CacheLike> } }).caches;
+    const caches = this.options.caches === undefined ? (globalThis as { caches?: { open(name: string): Promise<CacheLike> } }).caches : this.options.caches;
     if (caches && typeof caches.open === 'function') cache = await caches.open(MODEL_CACHE_NAME).catch(() => null);
+    onProgress?.({ phase: 'manifest', file: 'index.json', loaded: 0, total: 0, overallLoaded: 0, overallTotal: 0, cached: false });
     let index: { models?: { id?: unknown; path?: unknown }[] };
     try {
       let response: Response | undefined = await this.fetchFn(indexUrl, { cache: 'no-cache' }).catch(() => undefined);
@@ -97,8 +143,14 @@ export class BrowserDrafterEnvs {
       const known = (index.models ?? []).map((m) => String(m.id)).join(', ');
       throw new DraftSpecError(`model: no model ${JSON.stringify(id)} in models/index.json (has ${known || 'none'})`);
     }
+    const source = cachedModelSource(`${base}${entry.path}/`, cache, this.fetchFn);
+    const load = this.options.loadModel ?? loadModel;
     try {
-      return await loadModel(cachedModelSource(`${base}${entry.path}/`, cache, this.fetchFn), { calibration: false });
+      return await load(source, {
+        calibration: false,
+        ...(onProgress ? { onProgress: loadProgressReporter(source, onProgress) } : {}),
+        ...(this.options.numThreads !== undefined ? { numThreads: this.options.numThreads } : {}),
+      });
     } catch (error) {
       if (error instanceof ModelError) throw new DraftSpecError(`model: the draft model ${id} did not load: ${error.message}`);
       throw error;

@@ -9,7 +9,7 @@
  */
 import { yieldToEventLoop } from './yield.ts';
 import { DraftSpecError, ModelError, PolicySpecError, SessionError } from '../../../engine/errors.ts';
-import type { LoadOptions, LoadProgress, LoadedModel, ModelSource } from '../../../engine/model/load.ts';
+import type { LoadOptions, LoadedModel, ModelSource } from '../../../engine/model/load.ts';
 import { logSumExp, topK } from '../../../engine/metrics/softmax.ts';
 import { POLICIES } from '../../../engine/policies/index.ts';
 import { formatPolicyChain } from '../../../engine/policies/spec.ts';
@@ -39,10 +39,9 @@ import { mergeViewAt } from './pack-merges.ts';
 import { quantViewAt } from './pack-quant.ts';
 import { quantTransferables, type QuantView } from './quant-protocol.ts';
 import { packSpecView } from './pack-spec.ts';
-import { drafterInfo, SpeculativeHost } from './spec-host.ts';
+import { drafterInfo, PLAIN_REPLAYS, SpeculativeHost } from './spec-host.ts';
 import type { SpecView } from './spec-protocol.ts';
-import type { DrafterEnv } from '../../../engine/spec/index.ts';
-import { indexLoader } from '../../../engine/spec/ngram/files.ts';
+import { BrowserDrafterEnvs, indexesUrlOf, loadProgressReporter } from './drafter-env.ts';
 import type { RoundResult } from '../../../engine/spec/decoder.ts';
 import {
   viewTransferables,
@@ -148,11 +147,11 @@ export class EngineHost {
   /** an imported trace being replayed read-only (until the next start) */
   private replay: { views: TraceViews; fileName: string } | null = null;
   /** the drafter in charge of the session, its decoder and the last measured speed-up (spec-host.ts) */
-  private speculative = new SpeculativeHost();
+  private speculative = this.speculativeHost();
   /** the load command of the model in use: draft models load from the same index, cache and runtime */
   private loadCommand: LoadCommand | null = null;
-  /** draft models by id, loaded once per target model */
-  private draftModels = new Map<string, Promise<LoadedModel>>();
+  /** draft models (loaded once per target model) and token index files for the drafters (drafter-env.ts) */
+  private drafterEnvs: BrowserDrafterEnvs | null = null;
 
   constructor(
     private readonly post: Post,
@@ -288,12 +287,17 @@ export class EngineHost {
     }
   }
 
+  /** A drafter host whose decoders capture rows for the reference lane while one exists. */
+  private speculativeHost(): SpeculativeHost {
+    return new SpeculativeHost(() => this.lane !== null);
+  }
+
   private async load(command: LoadCommand): Promise<void> {
     const started = performance.now();
     await this.model?.release().catch(() => undefined);
-    for (const draft of this.draftModels.values()) void draft.then((m) => m.release()).catch(() => undefined);
-    this.draftModels.clear();
-    this.speculative = new SpeculativeHost();
+    this.drafterEnvs?.release();
+    this.drafterEnvs = null;
+    this.speculative = this.speculativeHost();
     this.model = null;
     this.session = null;
     this.info = null;
@@ -301,7 +305,6 @@ export class EngineHost {
     this.lane = null;
     this.laneSnapshots.clear();
     this.loadCommand = null;
-    this.indexLoader_ = null;
 
     this.progress(command.id, { phase: 'runtime', file: 'ort-wasm-simd-threaded.wasm' });
     if (typeof WebAssembly !== 'object') {
@@ -310,10 +313,15 @@ export class EngineHost {
     this.deps.configureRuntime?.(command);
     await this.deps.checkRuntime?.(command);
 
-    const { model, source, cache, index, modelsUrl, entry } = await this.loadFromIndex(command, command.modelId, command.id, true);
+    const { model, source, cache, index, modelsUrl, entry } = await this.loadFromIndex(command);
     const stats: CacheStats = { hits: source.stats.hits, misses: source.stats.misses, removed: 0, available: cache !== null };
     if (cache) stats.removed = await this.pruneCache(cache, modelsUrl, index, entry.id, source).catch(() => 0);
     this.loadCommand = command;
+    this.drafterEnvs = new BrowserDrafterEnvs(this.deps.fetch, {
+      loadModel: (source, options) => this.deps.loadModel(source, options),
+      caches: command.cache !== false ? this.deps.caches : null,
+      numThreads: command.threads,
+    });
 
     const m = model.manifest;
     this.model = model;
@@ -350,11 +358,9 @@ export class EngineHost {
     this.post({ type: 'progress', id, progress: { file: '', loaded: 0, total: 0, overallLoaded: 0, overallTotal: 0, cached: false, ...p } });
   }
 
-  /**
-   * Loads model `modelId` (default: the index's default) of the index `command` names, through the
-   * Cache API, posting progress under `progressId`: the target (`load`) and draft models (`set-drafter`).
-   */
-  private async loadFromIndex(command: LoadCommand, modelId: string | undefined, progressId: number, calibration: boolean) {
+  /** Loads the model the command names (default: the index's default) through the Cache API, posting progress under the command. */
+  private async loadFromIndex(command: LoadCommand) {
+    const progressId = command.id;
     let cache: CacheLike | null = null;
     if (command.cache !== false && this.deps.caches) {
       cache = await this.deps.caches.open(MODEL_CACHE_NAME).catch(() => null);
@@ -362,37 +368,14 @@ export class EngineHost {
     const modelsUrl = command.modelsUrl.endsWith('/') ? command.modelsUrl : `${command.modelsUrl}/`;
     this.progress(progressId, { phase: 'manifest', file: 'index.json' });
     const index = (await this.readJson(`${modelsUrl}index.json`, cache)) as IndexJson;
-    const wanted = modelId ?? index.default;
+    const wanted = command.modelId ?? index.default;
     const entry = index.models?.find((m) => m.id === wanted);
     if (!entry) throw new HostError('model', `models/index.json: no model ${JSON.stringify(wanted)} (has ${(index.models ?? []).map((m) => m.id).join(', ') || 'none'})`);
 
     const tryLoad = async (): Promise<{ model: LoadedModel; source: CachedModelSource }> => {
       const source = cachedModelSource(`${modelsUrl}${entry.path}/`, cache, this.deps.fetch);
-      let last = 0;
-      let lastKey = '';
-      const done = new Map<string, number>();
-      const onProgress = (p: LoadProgress) => {
-        const now = performance.now();
-        const key = `${p.phase}:${p.file}`;
-        const finished = p.total > 0 && p.loaded >= p.total;
-        if (key === lastKey && !finished && now - last < 50) return;
-        last = now;
-        lastKey = key;
-        if (p.phase === 'download') done.set(p.file, p.loaded);
-        const overallTotal = source.files.reduce((sum, f) => sum + f.bytes, 0);
-        let overallLoaded = 0;
-        for (const value of done.values()) overallLoaded += value;
-        this.progress(progressId, {
-          phase: p.phase,
-          file: p.file,
-          loaded: p.loaded,
-          total: p.total,
-          overallLoaded: Math.min(overallLoaded, overallTotal || overallLoaded),
-          overallTotal,
-          cached: source.fromCache(p.file),
-        });
-      };
-      const model = await this.deps.loadModel(source, { onProgress, numThreads: command.threads, calibration });
+      const onProgress = loadProgressReporter(source, (progress) => this.post({ type: 'progress', id: progressId, progress }));
+      const model = await this.deps.loadModel(source, { onProgress, numThreads: command.threads, calibration: true });
       return { model, source };
     };
 
@@ -563,6 +546,27 @@ export class EngineHost {
     this.rememberLane(session);
   }
 
+  /**
+   * The reference lane after a speculative round: teacher-forced on each step the round fed, in
+   * order, compared with the row's logits and cache captured as the round committed it (spec-host.ts),
+   * so each step gets the metrics a plain step would have. Without a capture for every step (the
+   * lane was turned on mid-round), the lane only catches up.
+   */
+  private async observeRound(session: Session, round: RoundResult): Promise<void> {
+    const rows = this.speculative.takeRows();
+    const lane = this.lane;
+    if (!lane) return;
+    if (rows.length !== round.steps.length || lane.tokens.length !== round.steps[0]?.tokenIndex) {
+      await lane.catchUp(session);
+      return;
+    }
+    for (let i = 0; i < rows.length; i++) {
+      const trace = round.steps[i];
+      const metrics = await lane.observeCaptured(trace, rows[i].logits, rows[i].held);
+      if (metrics) this.referenceMetrics.set(trace.step, metrics);
+    }
+  }
+
   private async observeLane(session: Session, trace: StepTrace): Promise<ReferenceMetrics | null> {
     if (!this.lane) return null;
     const metrics = await this.lane.observe(session, trace);
@@ -625,7 +629,10 @@ export class EngineHost {
   /**
    * Speculative decoding (a drafter is set): `step` is one verification round, `run` rounds until
    * `steps` tokens; every committed step is posted as in plain decoding (a round may post several).
-   * After a Run of 2 tokens or more, plain decoding of the same tokens is timed (spec-host.ts).
+   * After a Run of 2 tokens or more, plain decoding of the same tokens is timed (spec-host.ts),
+   * `spec-measuring` posted meanwhile; the last Run's speed-up is dropped when a Run starts. With the
+   * reference lane on, every step of a round is compared: from the rows captured as the round
+   * committed them (as /compare does, engine/lanes.ts).
    */
   private async decodeSpeculative(id: number, steps: number, stopAtEos: boolean): Promise<void> {
     const session = this.requireSession();
@@ -642,13 +649,13 @@ export class EngineHost {
         reason = 'context-full';
         message = contextFull;
       } else {
+        if (steps > 1) this.speculative.clearSpeedup();
         const start = steps > 1 ? session.snapshot() : null;
         let engineMs = 0;
         let t0 = performance.now();
         const onRound = async (round: RoundResult) => {
           engineMs += performance.now() - t0;
-          // the reference lane observes one step right after it; a round feeds several: it catches up (no metrics for these steps)
-          if (this.lane) await this.lane.catchUp(session);
+          await this.observeRound(session, round);
           this.remember(session);
           for (const trace of round.steps) {
             count++;
@@ -662,14 +669,25 @@ export class EngineHost {
           const round = await decoder.round(Infinity, stopAtEos);
           engineMs += performance.now() - t0;
           await onRound(round);
-          reason = 'length';
+          // like a plain Step: a round that fed the EOS token ended the text
+          const eos = session.model.manifest.tokenizer.eos_id;
+          reason = stopAtEos && (round.verify.end === 'eos' || round.steps.some((s) => s.token.id === eos)) ? 'eos' : 'length';
+          if (reason === 'eos') message = 'the model produced the end-of-sequence token';
         } else {
           const result = await decoder.run(steps, { signal: abort.signal, stopAtEos, onRound });
           engineMs += performance.now() - t0;
           reason = result.stopReason === 'aborted' ? 'paused' : result.stopReason;
           message = result.stopReason === 'aborted' ? undefined : result.message;
           if (reason === 'context-full') message = contextFull;
-          if (start && reason !== 'paused') await this.speculative.measure(session, start, result.steps, engineMs, abort.signal);
+          if (start && reason !== 'paused' && result.steps.length >= 2) {
+            const onProgress = async (done: number, total: number) => {
+              this.post({ type: 'spec-measuring', id, done, total });
+              // a Pause can land between the replayed steps
+              await yieldToEventLoop();
+            };
+            await onProgress(0, result.steps.length * PLAIN_REPLAYS);
+            await this.speculative.measure(session, start, result.steps, engineMs, abort.signal, onProgress);
+          }
         }
       }
     } finally {
@@ -793,38 +811,11 @@ export class EngineHost {
   /** Sets the session's drafter (`''` / `none`: plain decoding); a bad spec or a draft model that fails changes nothing. */
   private async setDrafter(id: number, text: string): Promise<void> {
     const target = this.requireModel();
-    const env: DrafterEnv = { target, loadModel: (modelId) => this.draftModel(modelId, id), ...(this.loadCommand ? { loadIndex: this.indexes(this.loadCommand) } : {}) };
+    const modelsUrl = this.loadCommand?.modelsUrl;
+    // a draft model's download is posted under this command
+    const env = this.drafterEnvs!.env(target, modelsUrl, modelsUrl ? indexesUrlOf(modelsUrl) : undefined, (progress) => this.post({ type: 'progress', id, progress }));
     const drafter = await this.speculative.set(text, env, this.session);
     this.post({ type: 'drafter', id, drafter });
-  }
-
-  /** Token indexes (static/indexes/, next to static/models/) for the n-gram drafters, loaded once each. */
-  private indexes(command: LoadCommand): NonNullable<DrafterEnv['loadIndex']> {
-    if (this.indexLoader_) return this.indexLoader_;
-    const base = new URL('../indexes/', command.modelsUrl.endsWith('/') ? command.modelsUrl : `${command.modelsUrl}/`).href;
-    const fetchBytes = async (url: string): Promise<Uint8Array> => {
-      const response = await this.deps.fetch(url);
-      if (!response.ok) throw new DraftSpecError(`${url}: HTTP ${response.status}`);
-      return new Uint8Array(await response.arrayBuffer());
-    };
-    this.indexLoader_ = indexLoader(fetchBytes, base);
-    return this.indexLoader_;
-  }
-  private indexLoader_: NonNullable<DrafterEnv['loadIndex']> | null = null;
-
-  /** A draft model of the same models index, loaded once (its progress posted under the set-drafter command). */
-  private draftModel(modelId: string, progressId: number): Promise<LoadedModel> {
-    const command = this.loadCommand;
-    if (!command) return Promise.reject(new HostError('session', 'the model is not loaded yet'));
-    if (modelId === this.model?.manifest.id) return Promise.resolve(this.model);
-    let pending = this.draftModels.get(modelId);
-    if (!pending) {
-      pending = this.loadFromIndex(command, modelId, progressId, false).then(({ model }) => model);
-      // a failed load is not kept: the next try loads again
-      pending.catch(() => this.draftModels.delete(modelId));
-      this.draftModels.set(modelId, pending);
-    }
-    return pending;
   }
 
   /** The speculative-decoding view: the live session's rounds and statistics, or the imported trace's. */

@@ -7,8 +7,7 @@
  *
  * Speculative lanes and the speculative evaluation (eval-spec): their drafters get a DrafterEnv
  * from drafter-env.ts — draft models by id from the models index the page names (modelsUrl), each
- * once per target model, and token index files from indexesUrl. A host that already loads draft
- * models can hand its loader in (`draftModelLoader`) so both share them. eval-spec runs in this
+ * once per target model, and token index files from indexesUrl. eval-spec runs in this
  * worker only, never spread over evaluation workers: parallel decodes would distort its timings.
  */
 import { ContextFullError, DraftSpecError } from '../../../engine/errors.ts';
@@ -18,6 +17,7 @@ import { LaneGroup } from '../../../engine/lanes.ts';
 import type { LoadedModel } from '../../../engine/model/load.ts';
 import { heldoutDocuments, type HeldoutDocument } from '../../../engine/spec/ngram/heldout-split.ts';
 import { formatPolicyChain } from '../../../engine/policies/spec.ts';
+import { parseDrafter } from '../../../engine/spec/index.ts';
 import { BrowserDrafterEnvs } from './drafter-env.ts';
 import { createEvalWebWorker, EvalWorkerPool, type WorkerLike } from './eval-pool.ts';
 import type { LabCommand, LabEvent } from './lab-protocol.ts';
@@ -28,7 +28,7 @@ export type LabPost = (event: LabEvent | EngineEvent) => void;
 
 export class LabError extends Error {
   constructor(
-    readonly kind: 'session' | 'policy' | 'prompt' | 'internal',
+    readonly kind: 'session' | 'policy' | 'drafter' | 'prompt' | 'internal',
     message: string,
   ) {
     super(message);
@@ -41,11 +41,6 @@ export class LabHost {
   private abort: AbortController | null = null;
   private heldout = new Map<string, Promise<unknown>>();
   private evalPool: EvalWorkerPool | null = null;
-  /**
-   * loads a draft model by id for the host's target (set by a host that loads draft models
-   * itself, so /compare and the explorer share them); null: LabHost loads them from modelsUrl
-   */
-  draftModelLoader: ((id: string) => Promise<LoadedModel>) | null = null;
   /** draft models and token index files for the drafters (drafter-env.ts) */
   private readonly drafterEnvs: BrowserDrafterEnvs;
 
@@ -55,7 +50,7 @@ export class LabHost {
     /** starts an evaluation worker; null where this runtime cannot start workers (Node, old Safari) */
     private readonly createEvalWorker: (() => WorkerLike) | null = typeof Worker === 'function' ? createEvalWebWorker : null,
   ) {
-    this.drafterEnvs = new BrowserDrafterEnvs(fetchFn, () => this.draftModelLoader);
+    this.drafterEnvs = new BrowserDrafterEnvs(fetchFn);
   }
 
   /** Stops a running compare or evaluation between steps. */
@@ -75,7 +70,7 @@ export class LabHost {
       await this.dispatch(command, model);
     } catch (error) {
       if (error instanceof EvalSettingsError) throw new LabError('session', error.message);
-      if (error instanceof DraftSpecError) throw new LabError('policy', `drafter: ${error.message}`);
+      if (error instanceof DraftSpecError) throw new LabError('drafter', `drafter: ${error.message}`);
       throw error;
     }
   }
@@ -111,13 +106,20 @@ export class LabHost {
     }
     const specs = lanes.map((lane) => formatPolicyChain(policyMembers(lane)));
     const t0 = performance.now();
-    const group = new LaneGroup(model, {
-      policies: specs,
-      drafters,
-      drafterEnv: this.drafterEnvs.env(model, command.modelsUrl, command.indexesUrl),
-      sampler: { temperature: sampler.temperature, topK: sampler.topK, topP: sampler.topP, seed: sampler.seed },
-    });
-    const state = await group.start(ids);
+    let group: LaneGroup;
+    let state: Awaited<ReturnType<LaneGroup['start']>>;
+    try {
+      group = new LaneGroup(model, {
+        policies: specs,
+        drafters,
+        drafterEnv: this.drafterEnvs.env(model, command.modelsUrl, command.indexesUrl),
+        sampler: { temperature: sampler.temperature, topK: sampler.topK, topP: sampler.topP, seed: sampler.seed },
+      });
+      state = await group.start(ids);
+    } catch (error) {
+      if (error instanceof DraftSpecError) throw new LabError('drafter', `${drafterLanes(drafters)} drafter: ${error.message}`);
+      throw error;
+    }
     this.group = group;
     const pieces = ids.map((t) => model.tokenizer.tokenPiece(t));
     this.post({ type: 'compare-started', id, prompt: { ids: [...ids], pieces }, lanes: state, prefillMs: performance.now() - t0 });
@@ -277,4 +279,23 @@ export class LabHost {
     this.evalPool?.close();
     this.evalPool = null;
   }
+}
+
+/**
+ * Which lane's drafter a DraftSpecError is about, for its message ("lane 2"): the lanes whose spec
+ * does not parse, else (a drafter that failed to start, e.g. a draft model not in the index) the
+ * lanes that have a drafter.
+ */
+function drafterLanes(drafters: readonly (string | null)[]): string {
+  const given = drafters.flatMap((d, i) => ((d ?? '').trim() && (d ?? '').trim() !== 'none' ? [i] : []));
+  const bad = given.filter((i) => {
+    try {
+      parseDrafter(drafters[i] ?? '');
+      return false;
+    } catch {
+      return true;
+    }
+  });
+  const lanes = (bad.length > 0 ? bad : given).map((i) => i + 1);
+  return lanes.length === 1 ? `lane ${lanes[0]}` : lanes.length > 1 ? `lanes ${lanes.join(', ')}` : 'a lane';
 }

@@ -15,7 +15,7 @@ import type { MemoryReport } from '../../../engine/cache/store.ts';
 import type { TokenProb, TraceModel } from '../../../engine/trace/schema.ts';
 import { LAB_STREAM_EVENTS, type LabCommand, type LabEvent } from './lab-protocol.ts';
 import type { QuantView } from './quant-protocol.ts';
-import type { DrafterInfo, DrafterState, SpecView } from './spec-protocol.ts';
+import type { DrafterInfo, DrafterState, SpecMeasuringEvent, SpecView } from './spec-protocol.ts';
 
 export type * from './quant-protocol.ts';
 export type * from './spec-protocol.ts';
@@ -491,6 +491,7 @@ export type EngineEvent =
   | { type: 'quant'; id: number; view: QuantView }
   | { type: 'drafter'; id: number; drafter: DrafterState }
   | { type: 'spec'; id: number; view: SpecView }
+  | SpecMeasuringEvent
   | { type: 'trace'; id: number; json: string; fileName: string }
   | { type: 'imported'; id: number; trace: ImportedTraceView }
   | { type: 'reference'; id: number; on: boolean; state: SessionState }
@@ -498,10 +499,10 @@ export type EngineEvent =
   | { type: 'error'; id: number | null; kind: ErrorKind; message: string }
   | LabEvent;
 
-export type ReplyEvent = Exclude<EngineEvent, { type: 'progress' } | { type: 'step' } | { type: 'compare-step' } | { type: 'eval-progress' } | { type: 'eval-row' } | { type: 'eval-spec-progress' }>;
+export type ReplyEvent = Exclude<EngineEvent, { type: 'progress' } | { type: 'step' } | { type: 'spec-measuring' } | { type: 'compare-step' } | { type: 'eval-progress' } | { type: 'eval-row' } | { type: 'eval-spec-progress' }>;
 
 export function isReply(event: EngineEvent): event is ReplyEvent {
-  return event.type !== 'progress' && event.type !== 'step' && !LAB_STREAM_EVENTS.has(event.type);
+  return event.type !== 'progress' && event.type !== 'step' && event.type !== 'spec-measuring' && !LAB_STREAM_EVENTS.has(event.type);
 }
 
 /** Typed arrays of a view that can be transferred (not copied) with postMessage. */

@@ -10,10 +10,18 @@
  * pays it too). Then, on a fork of the session restored to the snapshot taken when the Run started,
  * the same tokens are fed one decode step at a time (Session.step with the token given: the forward
  * path and trace recording a plain decode takes; only the draw from the sampler is skipped) and
- * timed the same way. Same model, same cache and policy, same worker, seconds apart.
+ * timed the same way, twice (PLAIN_REPLAYS, each on a fresh fork); the faster replay counts. The Run
+ * itself is one sample (it cannot be re-run without re-drafting), so the figure is one Run's and,
+ * with plain decoding given its best of two, if anything an understatement; both replays' times are
+ * kept so the view can show their spread. Same model, same cache and policy, same worker, seconds apart.
+ *
+ * The reference lane (host.ts) compares every step of a round: while `capture()` says a lane exists,
+ * each committed row's logits and what its cache held when its query attended are captured as the
+ * round commits it (the decoder's onRow), and handed to the host after the round (takeRows).
  */
 import { createDrafter, DRAFTERS, formatDrafter, parseDrafter, SpeculativeDecoder, type Drafter, type DrafterEnv } from '../../../engine/spec/index.ts';
-import type { Session, SessionSnapshot } from '../../../engine/session.ts';
+import { heldBeforeDecision } from '../../../engine/reference.ts';
+import type { BlockRowInfo, Session, SessionSnapshot } from '../../../engine/session.ts';
 import type { StepTrace, TraceEvent } from '../../../engine/trace/schema.ts';
 import { packSpecView } from './pack-spec.ts';
 import type { DrafterInfo, DrafterState, SpecView, SpeedupView } from './spec-protocol.ts';
@@ -29,6 +37,15 @@ export function drafterInfo(): DrafterInfo[] {
   }));
 }
 
+/** plain replays of a Run's tokens in a speed-up measurement (the faster counts) */
+export const PLAIN_REPLAYS = 2;
+
+/** What a round's row left behind, captured while the round committed it (for the reference lane). */
+export interface CapturedRow {
+  logits: Float32Array;
+  held: Uint8Array[][];
+}
+
 export class SpeculativeHost {
   private spec: string | null = null;
   private drafter: Drafter | null = null;
@@ -36,6 +53,10 @@ export class SpeculativeHost {
   /** decode steps when the drafter was set (statistics count from here) */
   private since = 0;
   private speedup: SpeedupView | null = null;
+  private rows: CapturedRow[] = [];
+
+  /** `capture`: whether rows are to be captured for a reference lane (one exists) */
+  constructor(private readonly capture: () => boolean = () => false) {}
 
   get decoder(): SpeculativeDecoder | null {
     return this.decoder_;
@@ -56,7 +77,8 @@ export class SpeculativeHost {
     this.drafter = drafter;
     this.speedup = null;
     this.since = session?.stepCount ?? 0;
-    this.decoder_ = drafter && session ? new SpeculativeDecoder(session, drafter) : null;
+    this.decoder_ = drafter && session ? this.decoderOver(session, drafter) : null;
+    this.rows = [];
     return this.state();
   }
 
@@ -64,7 +86,27 @@ export class SpeculativeHost {
   attach(session: Session): void {
     this.since = 0;
     this.speedup = null;
-    this.decoder_ = this.drafter ? new SpeculativeDecoder(session, this.drafter) : null;
+    this.decoder_ = this.drafter ? this.decoderOver(session, this.drafter) : null;
+    this.rows = [];
+  }
+
+  private decoderOver(session: Session, drafter: Drafter): SpeculativeDecoder {
+    const onRow = (info: BlockRowInfo) => {
+      if (this.capture()) this.rows.push({ logits: info.logits, held: heldBeforeDecision(session, info.step) });
+    };
+    return new SpeculativeDecoder(session, drafter, { onRow });
+  }
+
+  /** The rows captured since the last call (the last round's, in order); empty while nothing captures. */
+  takeRows(): CapturedRow[] {
+    const rows = this.rows;
+    this.rows = [];
+    return rows;
+  }
+
+  /** A Run starts: the last speed-up no longer describes the session's latest Run. */
+  clearSpeedup(): void {
+    this.speedup = null;
   }
 
   /** The session was cut back to `steps` decode steps: nothing counted lies beyond it. */
@@ -82,32 +124,53 @@ export class SpeculativeHost {
   }
 
   /**
-   * Times plain decoding of `steps` (the tokens a speculative Run fed from `start`) on a fork of
-   * `session` restored to `start`, and keeps the result against the Run's own `speculativeMs`.
-   * Returns null when the Run fed fewer than 2 tokens or the measurement was stopped.
+   * Times plain decoding of `steps` (the tokens a speculative Run fed from `start`) PLAIN_REPLAYS
+   * times, each on a fresh fork of `session` restored to `start`, and keeps the faster against the
+   * Run's own `speculativeMs`. `onProgress` hears replayed tokens (all replays together). Returns
+   * null (and keeps no figure) when the Run fed fewer than 2 tokens or the measurement was stopped.
    */
-  async measure(session: Session, start: SessionSnapshot, steps: readonly StepTrace[], speculativeMs: number, signal: AbortSignal | null): Promise<SpeedupView | null> {
+  async measure(
+    session: Session,
+    start: SessionSnapshot,
+    steps: readonly StepTrace[],
+    speculativeMs: number,
+    signal: AbortSignal | null,
+    onProgress?: (done: number, total: number) => void | Promise<void>,
+  ): Promise<SpeedupView | null> {
+    this.speedup = null;
     if (!this.spec || steps.length < 2) return null;
-    const fork = session.fork();
-    fork.restore(start);
+    const drafter = this.spec;
     const greedy = session.samplerOptions.temperature === 0;
-    let same = true;
-    let plainMs = 0;
-    for (const step of steps) {
-      if (signal?.aborted) return null;
-      if (greedy) same &&= argmax(fork.nextTokenLogits!) === step.token.id;
-      const t0 = performance.now();
-      await fork.step({ token: step.token.id });
-      plainMs += performance.now() - t0;
-    }
     const tokens = steps.length;
+    const total = tokens * PLAIN_REPLAYS;
+    let same = true;
+    const runs: number[] = [];
+    for (let replay = 0; replay < PLAIN_REPLAYS; replay++) {
+      const fork = session.fork();
+      fork.restore(start);
+      let ms = 0;
+      for (let i = 0; i < tokens; i++) {
+        if (signal?.aborted) return null;
+        const step = steps[i];
+        if (greedy && replay === 0) same &&= argmax(fork.nextTokenLogits!) === step.token.id;
+        const t0 = performance.now();
+        await fork.step({ token: step.token.id });
+        ms += performance.now() - t0;
+        // between steps, outside the timed span
+        if ((i + 1) % 8 === 0 || i === tokens - 1) await onProgress?.(replay * tokens + i + 1, total);
+      }
+      runs.push(ms);
+    }
+    if (signal?.aborted) return null;
+    const plainMs = Math.min(...runs);
     this.speedup = {
-      drafter: this.spec,
+      drafter,
       fromStep: steps[0].step,
       toStep: steps[tokens - 1].step + 1,
       tokens,
       speculativeMs,
       plainMs,
+      plainRunsMs: runs,
       speculativeMsPerToken: speculativeMs / tokens,
       plainMsPerToken: plainMs / tokens,
       ratio: speculativeMs > 0 ? plainMs / speculativeMs : 0,

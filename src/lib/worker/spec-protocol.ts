@@ -80,14 +80,30 @@ export interface SpeedupView {
   tokens: number;
   /** the run's rounds, ms: drafting + verification + committing (view packing and posting excluded, a plain run pays them too) */
   speculativeMs: number;
-  /** the same tokens fed one step at a time on a fork of the session taken at the run's start, ms */
+  /**
+   * the same tokens fed one step at a time on a fork of the session taken at the run's start, ms:
+   * the faster of `plainRunsMs` (the Run itself is timed once: the speed-up is, if anything, understated)
+   */
   plainMs: number;
+  /** each plain replay's time, ms, in the order they ran (their spread says how noisy the timing is) */
+  plainRunsMs: number[];
   speculativeMsPerToken: number;
   plainMsPerToken: number;
   /** plainMs / speculativeMs (> 1: speculative decoding was faster) */
   ratio: number;
   /** at temperature 0: the plain replay's argmax was the Run's token at every step (both decoded the same thing); null otherwise */
   sameTokens: boolean | null;
+}
+
+/**
+ * Posted under a `run` command while plain decoding of the Run's tokens is timed after its rounds
+ * (the speed-up measurement): `done` of `total` replayed tokens (all replays together).
+ */
+export interface SpecMeasuringEvent {
+  type: 'spec-measuring';
+  id: number;
+  done: number;
+  total: number;
 }
 
 /** rounds the moving average of acceptance over time spans */

@@ -123,7 +123,7 @@ export interface SpecView {
   rounds: SpecRoundView[];
   /** over the counted rounds (engine/spec/stats.ts); null when none */
   summary: SpeculativeSummary | null;
-  /** per counted round: accepted / drafted (null: nothing drafted) */
+  /** per counted round: accepted / verified drafts (null: none verified) */
   perRound: (number | null)[];
   /** moving average of perRound over the last SPEC_AVERAGE_WINDOW rounds that drafted */
   perRoundAverage: (number | null)[];

@@ -74,6 +74,8 @@ interface GenerateJson {
 
 /** The keys first (docs/cli.md), then the rest of the summary; --compare-plain adds the timings. */
 type SpeculativeJson = SpeculativeSummary & {
+  /** the drafter's own numbers (Drafter.describe: index bytes and lookup µs, cache entries, updates …) */
+  drafter_stats?: Record<string, number | string>;
   plain_ms?: number;
   speculative_ms?: number;
   speedup?: number;
@@ -209,6 +211,8 @@ export async function generate(args: string[], io: CliIO): Promise<number> {
     const perToken = seconds / Math.max(1, generated.length);
     if (decoder) {
       speculative = speculativeJson(decoder.stats.summary());
+      const stats = drafter?.describe?.();
+      if (stats) speculative.drafter_stats = stats;
       if (values['compare-plain']) {
         // plain decoding of the same prompt and length (it stops where the speculative run did, at EOS too)
         const plain = new Session(model, { policy, sampler, trace: { attention: false, fullSteps: 0, topTokens: 0 } });

@@ -52,6 +52,10 @@ describe('kvscope generate --draft (tiny fixture)', () => {
     // the model drafting for itself: every draft accepted, γ + 1 tokens per target call
     expect(self.speculative).toMatchObject({ drafter: 'model:gamma=4,model=tiny-fixture,policy=full', gamma: 4, acceptance_rate: 1, drafted: 7, accepted: 7, rounds: 2, mean_accepted_length: 4.5 });
     expect(self.speculative!.plain_ms).toBeUndefined(); // only with --compare-plain
+    // a drafter with numbers of its own reports them (Drafter.describe)
+    const cache = JSON.parse((await run([...base, '--draft', 'omnidraft:model=none'])).stdout) as GenerateJson & { speculative: { drafter_stats?: Record<string, number> } };
+    expect(cache.speculative.drafter_stats).toMatchObject({ cache_entries: expect.any(Number), cache_lookups: expect.any(Number) });
+    expect(cache.tokens).toEqual(self.tokens);
   }, 60_000);
 
   it('a bad --draft is a usage error (exit 2) and nothing is loaded', async () => {

@@ -37,6 +37,10 @@ export const SPEC_TESTS: TestCase[] = [
       await page.uncheck('[data-testid="stop-at-eos"]');
       await page.click('[data-testid="reset"]');
       await waitIdle(page);
+      // the view is packed by the worker after the prompt: it says "Packing…" until then
+      await page
+        .waitForFunction(() => !/Packing/.test(document.querySelector('[data-testid="spec-view"]')?.textContent ?? 'Packing'), null, { timeout: 30_000 })
+        .catch(() => undefined);
       const empty = (await page.textContent('[data-testid="spec-view"]')) ?? '';
       assert(/No drafter is set/.test(empty), `the empty state says how to set a drafter (${empty.slice(0, 120)})`);
 

@@ -79,6 +79,9 @@ export const SPEC_TESTS: TestCase[] = [
       await applyDrafter(page, 'none');
       await runTokens(page, 32);
       assertEqual(await generated(page), speculative, 'speculative tokens equal plain greedy decoding');
+      await page
+        .waitForFunction(() => /No drafter is set/.test(document.querySelector('[data-testid="spec-view"]')?.textContent ?? ''), null, { timeout: 30_000 })
+        .catch(() => undefined);
       assert(/No drafter is set/.test((await page.textContent('[data-testid="spec-view"]')) ?? ''), 'plain decoding shows the empty state again');
     },
   },

@@ -7,11 +7,11 @@
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
-import { KvscopeError, ModelError } from '../errors.ts';
+import { KvscopeError } from '../errors.ts';
+import { loadTokenizer } from '../model/load.ts';
 import { directorySource } from '../model/load-node.ts';
-import { validateManifest } from '../model/manifest.ts';
 import { sha256Hex } from '../model/sha256.ts';
-import { KvTokenizer } from '../model/tokenizer.ts';
+import type { KvTokenizer } from '../model/tokenizer.ts';
 import { FmIndex, DEFAULT_SAMPLE_RATE } from '../spec/ngram/fm-index.ts';
 import { INDEX_MANIFEST_FILE, INDEX_MANIFEST_FORMAT, isIndexId, VARIANT_FILES, type IndexManifest } from '../spec/ngram/files.ts';
 import { serializeIndex } from '../spec/ngram/format.ts';
@@ -55,26 +55,8 @@ export interface TokenizerOfModel {
 
 /** The tokenizer of a model directory, without loading its graph. */
 export async function loadModelTokenizer(modelDir: string): Promise<TokenizerOfModel> {
-  const source = directorySource(modelDir);
-  const text = new TextDecoder().decode(await source.read('manifest.json'));
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw new ModelError(`manifest.json: not valid JSON (${source.location})`);
-  }
-  const manifest = validateManifest(json);
-  const bytes = await source.read(manifest.tokenizer.file);
-  const sha = await sha256Hex(bytes);
-  const listed = manifest.files.find((f) => f.path === manifest.tokenizer.file);
-  if (listed && listed.sha256 !== sha) throw new ModelError(`${manifest.tokenizer.file}: sha256 ${sha} does not match manifest.json (${listed.sha256})`);
-  let tokenizerJson: unknown;
-  try {
-    tokenizerJson = JSON.parse(new TextDecoder().decode(bytes));
-  } catch {
-    throw new ModelError(`${manifest.tokenizer.file}: not valid JSON`);
-  }
-  return { tokenizer: new KvTokenizer(tokenizerJson, manifest.tokenizer), modelId: manifest.id, vocabSize: manifest.architecture.vocab_size, tokenizerSha256: sha };
+  const { manifest, tokenizer, sha256 } = await loadTokenizer(directorySource(modelDir));
+  return { tokenizer, modelId: manifest.id, vocabSize: manifest.architecture.vocab_size, tokenizerSha256: sha256 };
 }
 
 export interface IndexBuildInput {

@@ -142,6 +142,42 @@ async function readManifest(source: ModelSource): Promise<Manifest> {
   return validateManifest(json);
 }
 
+/** Checks a listed file's byte size and sha256 (`sized` runs between the two: progress). */
+async function verifyFile(entry: Manifest['files'][number], bytes: Uint8Array, sized?: () => void): Promise<void> {
+  if (bytes.length !== entry.bytes) {
+    throw new ModelError(`${entry.path}: size mismatch (expected ${entry.bytes} bytes, got ${bytes.length})`);
+  }
+  sized?.();
+  const digest = await sha256Hex(bytes);
+  if (digest !== entry.sha256) {
+    throw new ModelError(`${entry.path}: sha256 mismatch (expected ${entry.sha256}, got ${digest})`);
+  }
+}
+
+/** The tokenizer from its tokenizer.json bytes. */
+function parseTokenizer(manifest: Manifest, bytes: Uint8Array): KvTokenizer {
+  let tokenizerJson: unknown;
+  try {
+    tokenizerJson = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (error) {
+    throw new ModelError(`${manifest.tokenizer.file}: not valid JSON (${(error as Error).message})`);
+  }
+  return new KvTokenizer(tokenizerJson, manifest.tokenizer);
+}
+
+/**
+ * A model's manifest and tokenizer without its graph (token indexes need only these), the
+ * tokenizer checked against the manifest like loadModel checks it; `sha256` as listed.
+ */
+export async function loadTokenizer(source: ModelSource): Promise<{ manifest: Manifest; tokenizer: KvTokenizer; sha256: string }> {
+  const manifest = await readManifest(source);
+  const entry = manifest.files.find((f) => f.path === manifest.tokenizer.file);
+  if (!entry) throw new ModelError(`${manifest.tokenizer.file}: file is missing (not listed in manifest.json files)`);
+  const bytes = await source.read(entry.path);
+  await verifyFile(entry, bytes);
+  return { manifest, tokenizer: parseTokenizer(manifest, bytes), sha256: entry.sha256 };
+}
+
 /** Reads every file the manifest lists, checking byte size and sha256 of each. */
 async function readVerifiedFiles(
   source: ModelSource,
@@ -154,14 +190,7 @@ async function readVerifiedFiles(
       onProgress?.({ phase: 'download', loaded, total: total || entry.bytes, file: entry.path }),
     );
     onProgress?.({ phase: 'download', loaded: bytes.length, total: entry.bytes, file: entry.path });
-    if (bytes.length !== entry.bytes) {
-      throw new ModelError(`${entry.path}: size mismatch (expected ${entry.bytes} bytes, got ${bytes.length})`);
-    }
-    onProgress?.({ phase: 'verify', loaded: 0, total: entry.bytes, file: entry.path });
-    const digest = await sha256Hex(bytes);
-    if (digest !== entry.sha256) {
-      throw new ModelError(`${entry.path}: sha256 mismatch (expected ${entry.sha256}, got ${digest})`);
-    }
+    await verifyFile(entry, bytes, () => onProgress?.({ phase: 'verify', loaded: 0, total: entry.bytes, file: entry.path }));
     onProgress?.({ phase: 'verify', loaded: entry.bytes, total: entry.bytes, file: entry.path });
     files.set(entry.path, bytes);
   }
@@ -184,14 +213,7 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
     return bytes;
   };
 
-  let tokenizerJson: unknown;
-  try {
-    tokenizerJson = JSON.parse(new TextDecoder().decode(take(manifest.tokenizer.file)));
-  } catch (error) {
-    if (error instanceof ModelError) throw error;
-    throw new ModelError(`${manifest.tokenizer.file}: not valid JSON (${(error as Error).message})`);
-  }
-  const tokenizer = new KvTokenizer(tokenizerJson, manifest.tokenizer);
+  const tokenizer = parseTokenizer(manifest, take(manifest.tokenizer.file));
 
   const graph = concatBytes(manifest.graph.parts.map(take));
   const graphFile = manifest.graph.parts.length === 1 ? manifest.graph.parts[0] : manifest.graph.parts.join(' + ');

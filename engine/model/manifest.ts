@@ -72,6 +72,11 @@ export interface Manifest {
   provenance?: Record<string, unknown>;
 }
 
+/** The sha256 the manifest lists for its tokenizer.json (what token indexes and draft models are matched by). */
+export function tokenizerSha256(manifest: Pick<Manifest, 'tokenizer' | 'files'>): string | undefined {
+  return manifest.files.find((f) => f.path === manifest.tokenizer.file)?.sha256;
+}
+
 /** Graph inputs in manifest order: ids, positions, then per layer past_key, past_value, attn_bias. */
 export function expectedGraphInputs(nLayers: number): string[] {
   const names = ['input_ids', 'position_ids'];

@@ -18,6 +18,7 @@
  * corpus alone, as Infini-gram defines it.
  */
 import { DraftSpecError } from '../../errors.ts';
+import { tokenizerSha256 } from '../../model/manifest.ts';
 import type { Drafter, DrafterDefinition, DraftProposal, DraftRequest } from '../drafter.ts';
 import { INDEX_MANIFEST_FILE, isIndexId, parseIndexManifest, VARIANT_FILES, type IndexManifest } from '../ngram/files.ts';
 import { parseIndex } from '../ngram/format.ts';
@@ -106,11 +107,6 @@ export class InfiniGramDrafter implements Drafter {
       mean_suffix_tokens: this.lookups ? this.matchedTokens / this.lookups : 0,
     };
   }
-}
-
-/** The sha256 of the target's tokenizer file, as its manifest lists it. */
-function tokenizerSha256(manifest: { tokenizer: { file: string }; files: readonly { path: string; sha256: string }[] }): string | undefined {
-  return manifest.files.find((f) => f.path === manifest.tokenizer.file)?.sha256;
 }
 
 const VARIANTS: readonly IndexVariant[] = ['suffix-array', 'fm-index'];

@@ -11,6 +11,7 @@
  * or reset it) cannot be rewound to: the draft session starts over and prefills it.
  */
 import { DraftSpecError } from '../../errors.ts';
+import { tokenizerSha256 } from '../../model/manifest.ts';
 import { softmax } from '../../metrics/softmax.ts';
 import { samplingDistribution } from '../../sampling.ts';
 import { Session, type EngineModel } from '../../session.ts';
@@ -27,8 +28,8 @@ export function tokenizerMismatch(target: EngineModel, draft: EngineModel): stri
   for (const key of ['bos_id', 'eos_id', 'pad_id', 'add_bos'] as const) {
     if (a.tokenizer[key] !== b.tokenizer[key]) return `its tokenizer.${key} is ${String(b.tokenizer[key])}, the target's ${String(a.tokenizer[key])}`;
   }
-  const shaOf = (m: typeof a) => m.files.find((f) => f.path === m.tokenizer.file)?.sha256;
-  if (shaOf(a) !== undefined && shaOf(a) === shaOf(b)) return null;
+  const sha = tokenizerSha256(a);
+  if (sha !== undefined && sha === tokenizerSha256(b)) return null;
   const ta = target.tokenizer;
   const tb = draft.tokenizer;
   if (!ta || !tb) return 'its tokenizer.json differs from the target\'s (another sha256) and cannot be compared token by token';

@@ -211,13 +211,9 @@ export class BenchState {
     if (this.task === 'spec') return this.runSpec();
     const plan = this.plan;
     if (this.status !== 'ready' || this.running || 'problem' in plan) return;
-    this.running = true;
-    this.cancelling = false;
-    this.error = null;
     this.report = null;
     this.rows = [];
-    this.progress = { done: 0, total: 1, run: 0, runs: plan.runs.length, spec: '', message: 'starting…' };
-    try {
+    await this.evaluate({ done: 0, total: 1, run: 0, runs: plan.runs.length, spec: '', message: 'starting…' }, async () => {
       const parallel = this.evalWorkers > 1 ? { workers: this.evalWorkers, modelsUrl: this.urls.models, wasmUrl: this.urls.wasm } : undefined;
       const command = { type: 'eval' as const, config: plan.config, heldoutUrl: this.urls.heldout, parallel };
       const done = await this.client.request<Extract<EngineEvent, { type: 'eval-done' }>>(command, (event) => {
@@ -226,34 +222,35 @@ export class BenchState {
         else if (event.type === 'eval-row') this.rows = [...this.rows, { record: event.record, policy: event.policy, row: event.row, run: event.run }].sort((a, b) => a.run - b.run);
       });
       this.report = done.report;
-      const last = this.progress;
-      if (last) this.progress = { ...last, done: done.report.cancelled ? last.done : last.total, message: done.report.cancelled ? 'cancelled' : 'done' };
-    } catch (error) {
-      const failure = EngineFailure.from(error);
-      if (failure.kind !== 'crash') this.error = { kind: failure.kind, message: failure.message, action: 'dismiss' };
-    } finally {
-      this.running = false;
-      this.cancelling = false;
-    }
+      return done.report.cancelled;
+    });
   }
 
   /** The spec task: in the engine worker only, never spread over evaluation workers (see the header). */
   private async runSpec(): Promise<void> {
     const plan = this.specPlan;
     if (this.status !== 'ready' || this.running || 'problem' in plan) return;
-    this.running = true;
-    this.cancelling = false;
-    this.error = null;
     this.specReport = null;
-    this.progress = { done: 0, total: 1, message: 'starting…' };
-    try {
+    await this.evaluate({ done: 0, total: 1, message: 'starting…' }, async () => {
       const command = { type: 'eval-spec' as const, config: plan.config, heldoutUrl: this.urls.heldout, modelsUrl: this.urls.models, indexesUrl: indexesUrlOf(this.urls.models) };
       const done = await this.client.request<Extract<EngineEvent, { type: 'eval-spec-done' }>>(command, (event) => {
         if (event.type === 'eval-spec-progress') this.progress = event.progress;
       });
       this.specReport = done.report;
+      return done.report.cancelled;
+    });
+  }
+
+  /** One evaluation of either task: the running flags, the error shown, the closing progress line. `work` says whether it was cancelled. */
+  private async evaluate(start: EvalProgress | SpecProgress, work: () => Promise<boolean>): Promise<void> {
+    this.running = true;
+    this.cancelling = false;
+    this.error = null;
+    this.progress = start;
+    try {
+      const cancelled = await work();
       const last = this.progress;
-      if (last) this.progress = { ...last, done: done.report.cancelled ? last.done : last.total, message: done.report.cancelled ? 'cancelled' : 'done' };
+      if (last) this.progress = { ...last, done: cancelled ? last.done : last.total, message: cancelled ? 'cancelled' : 'done' };
     } catch (error) {
       const failure = EngineFailure.from(error);
       if (failure.kind !== 'crash') this.error = { kind: failure.kind, message: failure.message, action: 'dismiss' };

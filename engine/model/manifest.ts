@@ -5,6 +5,7 @@
  * message names the exact field, e.g. `manifest.json: architecture.n_kv_heads is missing`.
  */
 import { ModelError } from '../errors.ts';
+import { sha256Hex } from './sha256.ts';
 
 export const MANIFEST_FORMAT = 'kvscope-explorer-graph';
 export const MANIFEST_FORMAT_VERSION = 1;
@@ -75,6 +76,16 @@ export interface Manifest {
 /** The sha256 the manifest lists for its tokenizer.json (what token indexes and draft models are matched by). */
 export function tokenizerSha256(manifest: Pick<Manifest, 'tokenizer' | 'files'>): string | undefined {
   return manifest.files.find((f) => f.path === manifest.tokenizer.file)?.sha256;
+}
+
+/**
+ * The model's own sha256: of its file list written as `sha256sum` writes it (one "<sha256>  <path>"
+ * line per listed file, sorted by path), so it changes when any file does and names the model in
+ * experiment links and notebooks (src/lib/links/).
+ */
+export async function modelSha256(manifest: Pick<Manifest, 'files'>): Promise<string> {
+  const lines = [...manifest.files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)).map((f) => `${f.sha256}  ${f.path}\n`);
+  return sha256Hex(new TextEncoder().encode(lines.join('')));
 }
 
 /** Graph inputs in manifest order: ids, positions, then per layer past_key, past_value, attn_bias. */

@@ -18,6 +18,7 @@ import {
 } from './harness.ts';
 import { LAB_TESTS } from './lab.ts';
 import { SPEC_TESTS } from './spec.ts';
+import { LINK_TESTS } from './links.ts';
 
 const MODEL = '/models/kvscope-llama-8l';
 
@@ -684,5 +685,5 @@ const tests: TestCase[] = [
   },
 ];
 
-const failed = await runTests([...tests, ...LAB_TESTS, ...SPEC_TESTS]);
+const failed = await runTests([...tests, ...LAB_TESTS, ...SPEC_TESTS, ...LINK_TESTS]);
 process.exit(failed > 0 ? 1 : 0);

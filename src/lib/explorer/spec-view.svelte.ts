@@ -28,6 +28,9 @@ export class SpecViewState {
    */
   measuring = $state.raw<{ done: number; total: number } | null>(null);
 
+  /** hears every drafter the worker took (the explorer's experiment log records it) */
+  onApplied: ((spec: string | null) => void) | null = null;
+
   private asked = false;
   private again = false;
   private epoch = 0;
@@ -51,6 +54,7 @@ export class SpecViewState {
       });
       this.drafter = reply.drafter;
       this.error = null;
+      this.onApplied?.(reply.drafter.spec);
       this.refresh();
       return true;
     } catch (error) {

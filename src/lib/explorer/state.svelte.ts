@@ -59,6 +59,8 @@ import { MergeViewState, type MergePick, type TokenHighlight } from './merge-vie
 import { QuantViewState } from './quant-view.svelte.ts';
 import { SpecViewState } from './spec-view.svelte.ts';
 import type { HeadViewRequest } from './head-view-requests.svelte.ts';
+import { ExperimentLog } from './experiment-log.ts';
+import type { Experiment, ExperimentAction } from '../links/experiment.ts';
 
 /** What the page keeps of every step (compact; `topK` is dropped: it equals the previous step's `next`). */
 export type StepRecord = Omit<StepView, 'attention' | 'attentionTopOnly' | 'cacheMap' | 'topK' | 'scores'>;
@@ -151,6 +153,8 @@ export class ExplorerState {
   stopAtEos = $state(true);
   appliedPrompt = $state<string | null>(null);
   appliedSampler = $state<string | null>(null);
+  /** the policy the session started with (canonical): the experiment's first policy */
+  startedPolicy = $state<string | null>(null);
 
   // ---- session ----
   promptView = $state.raw<PromptView | null>(null);
@@ -183,6 +187,9 @@ export class ExplorerState {
   inspected = $state.raw<StepView | null>(null);
   inspecting = $state<number | null>(null);
 
+  /** what shaped the session's tokens, for its link (experiment-log.ts); `logVersion` makes it reactive */
+  private readonly log = new ExperimentLog();
+  private logVersion = $state(0);
   private ring = new Map<number, StepView>();
   private incoming: StepView[] = [];
   private flushScheduled = false;
@@ -207,7 +214,43 @@ export class ExplorerState {
     this.mergeView = new MergeViewState(client, selection, fail);
     this.quantView = new QuantViewState(client, selection, fail);
     this.spec = new SpecViewState(client);
+    this.spec.onApplied = (spec) => {
+      if (this.session && !this.replay) this.logged(() => this.log.drafter(spec));
+    };
   }
+
+  private logged(change: () => void): void {
+    change();
+    this.logVersion++;
+  }
+
+  /**
+   * The live session as an experiment (src/lib/links/): the inputs that replay it exactly and what
+   * the page shows. Null before a session, during a replay of an imported trace, and while the
+   * model is unknown.
+   */
+  readonly experiment = $derived.by((): Experiment | null => {
+    void this.logVersion;
+    const model = this.model;
+    if (!model || this.replay || !this.session || this.appliedPrompt === null || this.appliedSampler === null || this.startedPolicy === null) return null;
+    return {
+      model: { id: model.id, sha256: model.sha256 },
+      prompt: this.appliedPrompt,
+      sampler: JSON.parse(this.appliedSampler) as SamplerSettings,
+      policy: this.startedPolicy,
+      actions: this.log.actions.slice(),
+      steps: this.steps.length,
+      view: {
+        step: this.selected,
+        layer: this.layer,
+        head: this.head,
+        scale: this.scale,
+        excludeSink: this.excludeSink,
+        forgotten: this.forgottenMode,
+        live: this.viewsLive,
+      },
+    };
+  });
 
   // ---- derived ----
 
@@ -567,6 +610,11 @@ export class ExplorerState {
       this.selected = null;
       this.lastStop = null;
       this.activePolicy = started.state.policy;
+      this.startedPolicy = started.state.policy;
+      const initial: ExperimentAction[] = [];
+      if (this.spec.active) initial.push({ kind: 'drafter', spec: this.spec.active });
+      if (this.reference) initial.push({ kind: 'reference', on: true });
+      this.logged(() => this.log.reset(initial));
       this.appliedPrompt = this.prompt;
       this.appliedSampler = JSON.stringify(this.sampler);
       this.promptTokens = started.prompt.ids.length;
@@ -625,6 +673,8 @@ export class ExplorerState {
     if (!this.canStep) return;
     this.activity = 'stepping';
     this.notice = null;
+    const before = this.steps.length;
+    const speculative = this.spec.active !== null;
     try {
       const done = await this.client.request<Extract<EngineEvent, { type: 'done' }>>({ type: 'step' }, (e) => {
         if (e.type === 'step') this.receiveStep(e.view);
@@ -633,26 +683,38 @@ export class ExplorerState {
     } catch (error) {
       this.fail(error);
     } finally {
+      this.flush();
+      const taken = this.steps.length - before;
+      if (taken > 0) this.logged(() => (speculative ? this.log.speculated({ kind: 'round' }) : this.log.decoded(taken)));
       this.activity = 'idle';
     }
   }
 
-  async run(): Promise<void> {
+  /** Runs `runSteps` steps (or the given ones: a link's replay), stopping at EOS when `stopAtEos`. */
+  async run(steps = Math.max(1, Math.floor(this.runSteps) || 1), stopAtEos = this.stopAtEos): Promise<void> {
     if (!this.canStep) return;
     this.activity = 'running';
     this.notice = null;
     this.selected = null;
-    const steps = Math.max(1, Math.floor(this.runSteps) || 1);
     if (steps > 1) this.spec.runStarted();
+    const before = this.steps.length;
+    const speculative = this.spec.active !== null;
+    let paused = false;
     try {
-      const done = await this.client.request<Extract<EngineEvent, { type: 'done' }>>({ type: 'run', steps, stopAtEos: this.stopAtEos }, (e) => {
+      const done = await this.client.request<Extract<EngineEvent, { type: 'done' }>>({ type: 'run', steps, stopAtEos }, (e) => {
         if (e.type === 'step') this.receiveStep(e.view);
         else if (e.type === 'spec-measuring') this.spec.measuring = { done: e.done, total: e.total };
       });
       this.onDone(done);
+      paused = done.reason === 'paused';
     } catch (error) {
       this.fail(error);
+      paused = true;
     } finally {
+      this.flush();
+      const taken = this.steps.length - before;
+      // a Run cut short is recorded as the Run of the steps it took
+      if (taken > 0) this.logged(() => (speculative ? this.log.speculated({ kind: 'run', steps: paused ? taken : steps, stopAtEos }) : this.log.decoded(taken)));
       this.spec.measuring = null;
       this.activity = 'idle';
     }
@@ -678,6 +740,8 @@ export class ExplorerState {
     try {
       const rewound = await this.client.request<Extract<EngineEvent, { type: 'rewound' }>>({ type: 'back', steps: n });
       const keep = rewound.state.stepCount;
+      const taken = this.steps.length - keep;
+      if (taken > 0) this.logged(() => this.log.back(taken));
       this.steps = this.steps.slice(0, keep);
       this.switches = this.switches.filter((s) => s.atStep <= keep);
       for (const step of [...this.ring.keys()]) if (step >= keep) this.ring.delete(step);
@@ -732,6 +796,7 @@ export class ExplorerState {
         ...(event.withoutHistory ? { withoutHistory: event.withoutHistory } : {}),
       };
       this.switches = this.switches.filter((s) => s.atStep !== atStep).concat(record);
+      this.logged(() => this.log.switched(event.to));
       this.notice = `Policy switched to ${event.to} after step ${event.state.stepCount}${event.note ? `: ${event.note}` : ''}.${event.withoutHistory ? ` Without history: ${event.withoutHistory}.` : ''}`;
       this.selected = null;
       return true;
@@ -808,6 +873,7 @@ export class ExplorerState {
       if (reply.type === 'reference') {
         this.session = reply.state;
         this.reference = reply.on;
+        if (!this.replay) this.logged(() => this.log.reference(reply.on));
       }
     } catch (error) {
       this.fail(error);

@@ -10,6 +10,7 @@
 import { yieldToEventLoop } from './yield.ts';
 import { DraftSpecError, ModelError, PolicySpecError, SessionError } from '../../../engine/errors.ts';
 import type { LoadOptions, LoadedModel, ModelSource } from '../../../engine/model/load.ts';
+import { modelSha256 } from '../../../engine/model/manifest.ts';
 import { logSumExp, topK } from '../../../engine/metrics/softmax.ts';
 import { POLICIES } from '../../../engine/policies/index.ts';
 import { formatPolicyChain } from '../../../engine/policies/spec.ts';
@@ -338,6 +339,7 @@ export class EngineHost {
       bosId: m.tokenizer.bos_id,
       eosId: m.tokenizer.eos_id,
       bytes: m.files.reduce((sum, f) => sum + f.bytes, 0),
+      sha256: await modelSha256(m),
       calibration: Boolean(model.calibration),
       ...(model.calibrationError ? { calibrationError: model.calibrationError } : {}),
     };
@@ -453,7 +455,7 @@ export class EngineHost {
     this.referenceMetrics.clear();
     this.checkpoints.clear();
     this.checkpoints.add(0, session.snapshot(), true);
-    this.speculative.attach(session);
+    await this.speculative.attach(session);
     this.lane = null;
     this.laneSnapshots.clear();
     if (this.referenceOn) await this.startLane(session);

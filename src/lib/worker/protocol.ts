@@ -320,6 +320,8 @@ export interface ModelInfo extends TraceModel {
   eosId: number;
   /** bytes of all model files */
   bytes: number;
+  /** the model's sha256 (engine/model/manifest.ts modelSha256): what links and notebooks name it by */
+  sha256: string;
   /** a calibration.json was loaded (policies with needs.calibration can run) */
   calibration: boolean;
   /** why a calibration.json next to the model was not used, if one was found */

@@ -20,6 +20,7 @@
  * round commits it (the decoder's onRow), and handed to the host after the round (takeRows).
  */
 import { createDrafter, DRAFTERS, formatDrafter, parseDrafter, SpeculativeDecoder, type Drafter, type DrafterEnv } from '../../../engine/spec/index.ts';
+import type { DraftSpec } from '../../../engine/spec/spec.ts';
 import { heldBeforeDecision } from '../../../engine/reference.ts';
 import type { BlockRowInfo, Session, SessionSnapshot } from '../../../engine/session.ts';
 import type { StepTrace, TraceEvent } from '../../../engine/trace/schema.ts';
@@ -49,6 +50,8 @@ export interface CapturedRow {
 export class SpeculativeHost {
   private spec: string | null = null;
   private drafter: Drafter | null = null;
+  /** how the drafter was made, to make a learning one afresh for a new session */
+  private made: { parsed: DraftSpec; env: DrafterEnv } | null = null;
   private decoder_: SpeculativeDecoder | null = null;
   /** decode steps when the drafter was set (statistics count from here) */
   private since = 0;
@@ -75,6 +78,7 @@ export class SpeculativeHost {
     const drafter = parsed ? await createDrafter(parsed, env) : null;
     this.spec = parsed ? formatDrafter(parsed) : null;
     this.drafter = drafter;
+    this.made = parsed ? { parsed, env } : null;
     this.speedup = null;
     this.since = session?.stepCount ?? 0;
     this.decoder_ = drafter && session ? this.decoderOver(session, drafter) : null;
@@ -82,8 +86,13 @@ export class SpeculativeHost {
     return this.state();
   }
 
-  /** A new session (start / reset): a new decoder over it, statistics from its first step. */
-  attach(session: Session): void {
+  /**
+   * A new session (start / reset): a new decoder over it, statistics from its first step. A drafter
+   * that learns from verdicts (`observe`: OmniDraft, OSD) is made afresh, so that a Reset decodes
+   * what the same setup decodes in a new tab (experiment links replay it).
+   */
+  async attach(session: Session): Promise<void> {
+    if (this.drafter?.observe && this.made) this.drafter = await createDrafter(this.made.parsed, this.made.env);
     this.since = 0;
     this.speedup = null;
     this.decoder_ = this.drafter ? this.decoderOver(session, this.drafter) : null;

@@ -1,0 +1,137 @@
+/**
+ * The explorer's address and share link (issue 11): opening the experiment a link carries, keeping
+ * the address in sync with the session (replaced, never pushed: no flood of history entries), and
+ * Copy link. The address also carries the edited prompt while it is not applied (the wire's `e`),
+ * and the tab's session storage keeps it before any session exists, so a reload never loses it.
+ */
+import { experimentQuery, linkTooLong, readExperimentQuery, type LinkReading } from '../links/codec.ts';
+import type { Experiment } from '../links/experiment.ts';
+import { OpenError, replayExperiment, showView, takeSetup } from './open-experiment.ts';
+import type { ExplorerState } from './state.svelte.ts';
+
+const DRAFT_KEY = 'kvscope:explorer-prompt';
+
+export class ExplorerLink {
+  /** why the link in the address could not be opened (stays until dismissed) */
+  error = $state<string | null>(null);
+  /** a link's replay in progress: decode steps done of those it asks for */
+  opening = $state.raw<{ done: number; total: number } | null>(null);
+  /** the link Copy link made last, and what happened to the clipboard */
+  shared = $state.raw<{ url: string; copied: boolean } | null>(null);
+
+  private pending: { experiment: Experiment; draft: string | null } | null = null;
+
+  constructor(private readonly app: ExplorerState) {}
+
+  /** the edited prompt when it differs from the session's */
+  get draft(): string | null {
+    return this.app.appliedPrompt !== null && this.app.prompt !== this.app.appliedPrompt ? this.app.prompt : null;
+  }
+
+  /** the address's query for the session now (with the unapplied edit); null: none to write */
+  get addressQuery(): string | null {
+    const experiment = this.app.experiment;
+    if (!experiment || this.opening) return null;
+    return experimentQuery(experiment, this.draft) ?? experimentQuery(experiment);
+  }
+
+  /** why the session has no share link (it would pass the 8 KB cap), or null */
+  get tooLong(): string | null {
+    return this.app.experiment ? linkTooLong(this.app.experiment) : null;
+  }
+
+  get canShare(): boolean {
+    return this.app.experiment !== null && this.opening === null && this.tooLong === null;
+  }
+
+  /**
+   * Reads the page's address before the model loads: a link's setup is taken at once (the first
+   * prefill is then already the link's); its actions run once the model is ready (afterLoad).
+   * Without a link, the prompt this tab was editing comes back.
+   */
+  beforeLoad(search: string): LinkReading {
+    const reading = readExperimentQuery(search);
+    if (reading.kind === 'error') this.error = reading.message;
+    else if (reading.kind === 'experiment') {
+      try {
+        takeSetup(this.app, reading.experiment);
+        this.pending = { experiment: reading.experiment, draft: reading.draft };
+      } catch (error) {
+        this.error = `This link cannot be opened: ${error instanceof Error ? error.message : String(error)}.`;
+      }
+    } else {
+      const saved = readDraft();
+      if (saved !== null) this.app.prompt = saved;
+    }
+    return reading;
+  }
+
+  /** Replays the link read by beforeLoad (the model is loaded and the first session started). */
+  async afterLoad(): Promise<void> {
+    const pending = this.pending;
+    this.pending = null;
+    if (!pending || this.app.status !== 'ready') return;
+    await this.open(pending.experiment, pending.draft);
+  }
+
+  /** Opens an experiment: replays it, shows its view, puts the unapplied prompt edit back. */
+  async open(experiment: Experiment, draft: string | null = null): Promise<boolean> {
+    this.error = null;
+    this.opening = { done: 0, total: 0 };
+    try {
+      await replayExperiment(this.app, experiment, (done, total) => (this.opening = { done, total }));
+      if (draft !== null) this.app.setPrompt(draft);
+      return true;
+    } catch (error) {
+      const reason = error instanceof OpenError ? error.message : error instanceof Error ? error.message : String(error);
+      this.error = `This link cannot be opened: ${reason}.`;
+      // what did replay is shown as far as it got; the view the link names where it exists
+      if (this.app.steps.length > 0) showView(this.app, { ...experiment, view: { ...experiment.view, step: null } });
+      return false;
+    } finally {
+      this.opening = null;
+    }
+  }
+
+  dismissError(): void {
+    this.error = null;
+  }
+
+  /** Keeps the tab's edited prompt for a reload that comes before any session. */
+  rememberDraft(): void {
+    try {
+      sessionStorage.setItem(DRAFT_KEY, this.app.prompt);
+    } catch {
+      // storage off (private mode, quota): the address still carries the edit once a session exists
+    }
+  }
+
+  /** The share link of the session now (absolute, without the unapplied edit), or null. */
+  shareUrl(base: string): string | null {
+    const experiment = this.app.experiment;
+    const query = experiment ? experimentQuery(experiment) : null;
+    return query ? new URL(`${base}/?${query}`, location.href).href : null;
+  }
+
+  /** Copy link: writes the share link to the clipboard; `shared` shows it either way. */
+  async copy(base: string): Promise<void> {
+    const url = this.shareUrl(base);
+    if (!url) return;
+    let copied = false;
+    try {
+      await navigator.clipboard.writeText(url);
+      copied = true;
+    } catch {
+      // no clipboard permission: the link is shown selected for Ctrl+C instead
+    }
+    this.shared = { url, copied };
+  }
+}
+
+function readDraft(): string | null {
+  try {
+    return sessionStorage.getItem(DRAFT_KEY);
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * An explorer experiment (issue 11): the inputs that reproduce a session exactly — never its
+ * outputs. Runs are deterministic (DESIGN.md §1: same model + prompt + config + seed ⇒ identical
+ * tokens), so replaying these inputs gives the same tokens bit for bit and the same view.
+ *
+ * The policy timeline, the drafter and the steps decoded are one ordered list of actions, exactly
+ * as the session took them. Plain decoding is deterministic per token (Back restores the sampler),
+ * so its steps fold into counts and a Back over plain steps folds into them too
+ * (experiment-log.ts); speculative rounds depend on how the user cut them (a Step is one round,
+ * a Run stops rounds at its length), so they stay as the commands that made them.
+ *
+ * The wire form (link-codec.ts) is this object as JSON; validation (link-validate.ts) checks
+ * every field of an untrusted one.
+ */
+import type { SamplerSettings } from '../worker/protocol.ts';
+
+/** The version of the experiment a link carries; a link with a newer one is refused politely. */
+export const EXPERIMENT_VERSION = 1;
+
+export type ForgottenMode = 'off' | 'all' | 'head';
+
+export type ExperimentAction =
+  /** plain decoding: this many steps (Steps and Runs alike: each step samples one token) */
+  | { kind: 'decode'; steps: number }
+  /** a Step while a drafter is in charge: one verification round */
+  | { kind: 'round' }
+  /** a Run while a drafter is in charge: rounds until `steps` tokens (or EOS when `stopAtEos`) */
+  | { kind: 'run'; steps: number; stopAtEos: boolean }
+  /** ← Back by this many steps, where it cannot fold into the steps before it */
+  | { kind: 'back'; steps: number }
+  /** a live policy switch (canonical spec) */
+  | { kind: 'policy'; spec: string }
+  /** the drafter in charge from here (canonical spec; null: plain decoding) */
+  | { kind: 'drafter'; spec: string | null }
+  /** the full-cache reference lane turned on or off here */
+  | { kind: 'reference'; on: boolean };
+
+/** What the page showed: the selected step, layer and head and the view toggles. */
+export interface ExperimentView {
+  /** selected step; null follows the newest */
+  step: number | null;
+  layer: number;
+  head: number;
+  scale: 'linear' | 'log';
+  excludeSink: boolean;
+  forgotten: ForgottenMode;
+  /** attention views drawn while decoding */
+  live: boolean;
+}
+
+export interface Experiment {
+  model: { id: string; sha256: string };
+  prompt: string;
+  sampler: SamplerSettings;
+  /** the policy the session started with (canonical spec) */
+  policy: string;
+  actions: ExperimentAction[];
+  /** decode steps at the end: what the replay must arrive at */
+  steps: number;
+  view: ExperimentView;
+}
+
+export const DEFAULT_VIEW: ExperimentView = { step: null, layer: 0, head: 0, scale: 'linear', excludeSink: false, forgotten: 'all', live: true };
+
+/** The steps the actions arrive at, when they are all plain (null: speculative actions decide at run time). */
+export function plainSteps(actions: readonly ExperimentAction[]): number | null {
+  let steps = 0;
+  for (const action of actions) {
+    if (action.kind === 'decode') steps += action.steps;
+    else if (action.kind === 'back') steps = Math.max(0, steps - action.steps);
+    else if (action.kind === 'round' || action.kind === 'run') return null;
+  }
+  return steps;
+}
+
+/** One line for people: model, policy timeline, drafter, steps. */
+export function describeExperiment(experiment: Experiment): string {
+  const switches = experiment.actions.filter((a) => a.kind === 'policy').length;
+  const drafter = [...experiment.actions].reverse().find((a) => a.kind === 'drafter');
+  const parts = [experiment.model.id, experiment.policy];
+  if (switches > 0) parts.push(`${switches} policy switch${switches === 1 ? '' : 'es'}`);
+  if (drafter?.kind === 'drafter' && drafter.spec) parts.push(`drafter ${drafter.spec}`);
+  parts.push(`${experiment.steps} step${experiment.steps === 1 ? '' : 's'}`);
+  const s = experiment.sampler;
+  parts.push(s.temperature === 0 ? 'greedy' : `T ${s.temperature}, seed ${s.seed}`);
+  return parts.join(' · ');
+}
+
+/**
+ * The experiment of a setup decoded in one go (a /compare lane, a /bench cell): the prompt, the
+ * sampler, the policy and, when there is one, the drafter, then `steps` tokens.
+ */
+export function experimentOfRun(run: {
+  model: { id: string; sha256: string };
+  prompt: string;
+  sampler: SamplerSettings;
+  policy: string;
+  drafter?: string | null;
+  steps: number;
+  view?: Partial<ExperimentView>;
+}): Experiment {
+  const steps = Math.max(0, Math.floor(run.steps));
+  const actions: ExperimentAction[] = [];
+  if (run.drafter) {
+    actions.push({ kind: 'drafter', spec: run.drafter });
+    if (steps > 0) actions.push({ kind: 'run', steps, stopAtEos: false });
+  } else if (steps > 0) actions.push({ kind: 'decode', steps });
+  return { model: run.model, prompt: run.prompt, sampler: { ...run.sampler }, policy: run.policy, actions, steps, view: { ...DEFAULT_VIEW, ...run.view } };
+}

@@ -1,4 +1,5 @@
 import { svelte } from '@sveltejs/vite-plugin-svelte';
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
@@ -16,7 +17,8 @@ export default defineConfig({
       {
         // Svelte components and runes state in a DOM (happy-dom)
         plugins: [svelte({ compilerOptions: { runes: true } })],
-        resolve: { conditions: ['browser'] },
+        // $app/paths has no SvelteKit runtime here: plain paths (tests/components/app-paths.ts)
+        resolve: { conditions: ['browser'], alias: { '$app/paths': fileURLToPath(new URL('./tests/components/app-paths.ts', import.meta.url)) } },
         test: { name: 'components', include: ['tests/components/**/*.test.ts'], environment: 'happy-dom', testTimeout: 30_000 },
       },
     ],

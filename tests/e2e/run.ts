@@ -19,6 +19,7 @@ import {
 import { LAB_TESTS } from './lab.ts';
 import { SPEC_TESTS } from './spec.ts';
 import { LINK_TESTS } from './links.ts';
+import { NOTEBOOK_TESTS } from './notebooks.ts';
 
 const MODEL = '/models/kvscope-llama-8l';
 
@@ -685,5 +686,5 @@ const tests: TestCase[] = [
   },
 ];
 
-const failed = await runTests([...tests, ...LAB_TESTS, ...SPEC_TESTS, ...LINK_TESTS]);
+const failed = await runTests([...tests, ...LAB_TESTS, ...SPEC_TESTS, ...LINK_TESTS, ...NOTEBOOK_TESTS]);
 process.exit(failed > 0 ? 1 : 0);

@@ -15,6 +15,17 @@ import { CompareState, COMPARE_DEFAULTS } from '../../src/lib/compare/state.svel
 import { BenchState, parseNumberList } from '../../src/lib/bench/state.svelte.ts';
 import { decodeCompareQuery } from '../../src/lib/compare/url.ts';
 import { fakeServer, MemoryCache, MODELS_URL, ORIGIN } from '../ui/helpers.ts';
+import { fetchSource, loadTokenizer } from '../../engine/model/load.ts';
+import { heldoutDocuments } from '../../engine/spec/ngram/heldout-split.ts';
+import { fillerSentences, heldoutWindows } from '../../engine/metrics/heldout.ts';
+import { needlePrompts, type NeedleSettings } from '../../engine/eval/needle.ts';
+import { EvalCellLinks, SpecRowLinks, type CellInputs } from '../../src/lib/bench/cell-links.ts';
+import { readExperimentQuery } from '../../src/lib/links/codec.ts';
+import type { Experiment } from '../../src/lib/links/experiment.ts';
+import { comparisonCell } from '../../src/lib/compare/notebook-cell.ts';
+import { evaluationCell } from '../../src/lib/bench/notebook-cell.ts';
+
+const FIGURE = { name: 'fig', title: 'A figure', caption: 'caption', svg: '<svg xmlns="http://www.w3.org/2000/svg"></svg>' };
 
 const HELDOUT_URL = `${ORIGIN}/data/heldout.json`;
 
@@ -96,6 +107,45 @@ describe('CompareState', () => {
     app.client.dispose();
   });
 
+  it('runs a link with a run length to it by itself, selects its step, and writes both back', async () => {
+    const app = new CompareState(new EngineClient(() => new InProcessWorker()), URLS);
+    const link = 'v=1&lane=full&lane=window%3Asize%3D8&prompt=The+cat+sat+on+the+mat.&seed=3&t=0&k=40&p=0.95&steps=6&at=3';
+    expect(app.applyQuery(link)).toEqual([]);
+    expect(app.query()).toBe(link);
+    void app.load();
+    await until(() => app.status === 'ready' && app.steps.length === 6 && app.selected === 3 && app.activity === 'idle', 'the link run');
+    expect(app.summaries.map((l) => l.tokens.length)).toEqual([6, 6]);
+    expect(app.query()).toBe(link);
+    // "Add to notebook": the link of the page now, one line, a row per lane with its header's numbers
+    const cell = await comparisonCell(app, FIGURE);
+    expect(cell).toMatchObject({ kind: 'comparison', link: `/compare?${link}`, summary: 'Tiny random fixture (tests only) · “The cat sat on the mat.” · 2 lanes · 6 steps', figure: FIGURE });
+    if (cell.kind !== 'comparison') throw new Error('not a comparison cell');
+    expect(cell.table.columns.slice(0, 4)).toEqual(['lane', 'policy', 'drafter', 'tokens']);
+    expect(cell.table.rows.map((r) => r.slice(0, 4))).toEqual([
+      [1, 'full', '', 6],
+      [2, 'window:size=8', '', 6],
+    ]);
+    expect(cell.table.rows[1][cell.table.columns.indexOf('entries per head')]).toBe(8);
+    app.select(5);
+    expect(decodeCompareQuery(app.query(), COMPARE_DEFAULTS).setup.at).toBe(5);
+    await app.back(2);
+    expect(app.selected).toBeNull();
+    expect(decodeCompareQuery(app.query(), COMPARE_DEFAULTS).setup).toMatchObject({ steps: 4 });
+    expect(decodeCompareQuery(app.query(), COMPARE_DEFAULTS).setup.at).toBeUndefined();
+    app.client.dispose();
+  });
+
+  it('keeps what a link had wrong on screen after the lanes start', async () => {
+    const app = new CompareState(new EngineClient(() => new InProcessWorker()), URLS);
+    app.applyQuery('lane=full&lane=window%3Asize%3D8&steps=3&at=9&seed=-1');
+    void app.load();
+    await until(() => app.status === 'ready' && app.steps.length === 3 && app.activity === 'idle', 'the link run');
+    expect(app.linkProblems).toMatch(/seed/);
+    expect(app.linkProblems).toMatch(/selected step 9/);
+    expect(app.selected).toBeNull();
+    app.client.dispose();
+  });
+
   it('adds and removes lanes within 2–4 and marks the setup as changed until Reset', async () => {
     const app = new CompareState(new EngineClient(() => new InProcessWorker()), URLS);
     app.applyQuery('');
@@ -169,6 +219,21 @@ describe('CompareState: compositions', () => {
   });
 });
 
+/** The fixture's tokenizer and the shipped held-out text: what the page loads for its cells' links. */
+async function cellInputsOfFixture(): Promise<CellInputs> {
+  const { tokenizer } = await loadTokenizer(fetchSource(`${MODELS_URL}tiny/`, fakeServer().fetch));
+  return { tokenizer, documents: heldoutDocuments(JSON.parse(readFileSync(resolve('static/data/heldout.json'), 'utf8'))) };
+}
+
+function experimentOf(href: string | null): Experiment {
+  expect(href).toMatch(/^\/\?v=1&x=/);
+  const reading = readExperimentQuery(href!.slice(2));
+  if (reading.kind !== 'experiment') throw new Error(`the link does not read: ${JSON.stringify(reading)}`);
+  return reading.experiment;
+}
+
+const MODEL = { id: 'tiny-fixture', sha256: 'a'.repeat(64) };
+
 describe('BenchState', () => {
   it('runs a small evaluation to completion with progress and rows, then offers the JSON', async () => {
     const app = new BenchState(new EngineClient(() => new InProcessWorker()), { ...URLS, heldout: HELDOUT_URL });
@@ -191,6 +256,30 @@ describe('BenchState', () => {
     expect(file.fileName).toBe('kvscope-eval-ppl-tiny-fixture.json');
     expect(JSON.parse(file.json).format).toBe('kvscope-eval');
 
+    // a perplexity cell opens the first held-out window as text, under the row's spec, greedy
+    const inputs = await cellInputsOfFixture();
+    const texts = inputs.documents.map((d) => d.text).filter(Boolean);
+    const window = heldoutWindows(inputs.tokenizer, texts, { windows: 1, tokens: 48, seed: app.seed })[0];
+    const pplRow = app.report!.records[1].rows[0];
+    const ppl = new EvalCellLinks('/', MODEL, app.report!, inputs).link(pplRow);
+    expect(ppl.what).toMatch(/^perplexity is measured teacher-forced; the explorer decodes the same text under the same policy/);
+    const pplRun = experimentOf(ppl.href);
+    expect(inputs.tokenizer.encode(pplRun.prompt)).toEqual(window);
+    expect(pplRun).toMatchObject({ model: MODEL, policy: 'window:size=16', sampler: { temperature: 0 }, steps: 16 });
+
+    // "Add to notebook": the setup the report ran with, and the table as shown
+    const ranWith = app.query();
+    app.budgets = '99';
+    const cell = await evaluationCell(app, FIGURE);
+    expect(cell).toMatchObject({ kind: 'evaluation', link: `/bench?${ranWith}`, figure: FIGURE });
+    expect(cell.kind === 'evaluation' && cell.summary).toMatch(/^Tiny random fixture \(tests only\) · perplexity · 2 rows · [\d.]+ s$/);
+    expect(cell.kind === 'evaluation' && cell.table.columns).toEqual(['policy', 'B = 16', 'B = 32', 'as given']);
+    expect(cell.kind === 'evaluation' && cell.table.rows.map((r) => r.map((v) => (typeof v === 'string' ? v.replace(/^\d+\.\d\d \(\d+\)$/, 'perplexity (entries)') : v)))).toEqual([
+      ['full', null, null, 'perplexity (entries)'],
+      ['window', 'perplexity (entries)', 'perplexity (entries)', null],
+    ]);
+    app.budgets = '16, 32';
+
     app.task = 'needle';
     app.lengths = '80';
     app.depths = '0, 1';
@@ -199,6 +288,33 @@ describe('BenchState', () => {
     await app.run();
     expect(app.report!.task).toBe('needle');
     expect(app.report!.records[0].rows[0].needle!.cells).toHaveLength(2);
+
+    // a passkey cell opens the prompt the evaluation built for its first wrong trial (else the first)
+    const row = app.report!.records[0].rows[0];
+    const settings = app.report!.settings as NeedleSettings;
+    const prompts = needlePrompts(inputs.tokenizer, fillerSentences(texts), settings);
+    const wrong = row.needle!.cells.findIndex((c) => c.examples.some((e) => !e.success));
+    const needle = new EvalCellLinks('/', MODEL, app.report!, inputs).link(row);
+    const needleRun = experimentOf(needle.href);
+    expect(needleRun.prompt).toBe(prompts[Math.max(0, wrong)][0].text);
+    expect(needleRun).toMatchObject({ policy: row.spec, sampler: { temperature: 0 }, steps: settings.decodeTokens, actions: [{ kind: 'decode', steps: 7 }] });
+    expect(needle.what).toMatch(new RegExp(`^the passkey prompt of length 80, depth ${wrong === 1 ? 1 : 0}, trial 1 \\((right|wrong): answered`));
+    app.client.dispose();
+  });
+
+  it('takes its setup from a link (never running it), names what it ignored, and writes the same link back', async () => {
+    const app = new BenchState(new EngineClient(() => new InProcessWorker()), { ...URLS, heldout: HELDOUT_URL });
+    const problems = app.applyQuery('?v=1&task=needle&policies=full,window&budgets=16%2C+32&lengths=80&depths=0%2C+1&trials=2&seed=7&windows=99');
+    expect(problems).toEqual([expect.stringMatching(/^ignored windows="99" in the link: not an integer in 1\.\.16$/)]);
+    expect(app.linkProblems).toBe(problems[0]);
+    expect([app.task, app.chosen, app.budgets, app.lengths, app.depths, app.trials, app.seed, app.windows]).toEqual(['needle', ['full', 'window'], '16, 32', '80', '0, 1', 2, 7, 1]);
+    void app.load();
+    await until(() => app.status === 'ready', 'ready');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(app.running).toBe(false);
+    expect(app.report).toBeNull();
+    const q = new URLSearchParams(app.query());
+    expect([q.get('task'), q.get('policies'), q.get('budgets'), q.get('trials'), q.get('windows')]).toEqual(['needle', 'full,window', '16, 32', '2', '1']);
     app.client.dispose();
   });
 
@@ -263,6 +379,15 @@ describe('BenchState: the spec task', () => {
     const file = app.reportJson()!;
     expect(file.fileName).toBe('kvscope-eval-spec-tiny-fixture.json');
     expect(JSON.parse(file.json)).toMatchObject({ format: 'kvscope-eval', task: 'spec' });
+
+    // a row opens the text set's first held-out prompt, drafted by the row's drafter on the target policy
+    const inputs = await cellInputsOfFixture();
+    const link = new SpecRowLinks('/', MODEL, report, inputs).link(rows[1]);
+    const run = experimentOf(link.href);
+    expect(run).toMatchObject({ policy: 'full', sampler: { temperature: 0, seed: 0 }, steps: 8 });
+    expect(run.actions).toEqual([{ kind: 'drafter', spec: rows[1].spec }, { kind: 'run', steps: 8, stopAtEos: false }]);
+    expect(inputs.tokenizer.encode(run.prompt)).toHaveLength(24);
+    expect(link.what).toBe(`the first python-doc prompt (24 tokens) drafted by ${rows[1].spec} on full, greedy, 8 steps`);
 
     // a drafter whose index cannot be fetched is reported, the report kept
     app.toggleDrafter('model', false);

@@ -20,6 +20,7 @@ import { LAB_TESTS } from './lab.ts';
 import { SPEC_TESTS } from './spec.ts';
 import { LINK_TESTS } from './links.ts';
 import { NOTEBOOK_TESTS } from './notebooks.ts';
+import { LINK_LAB_TESTS } from './lab-links.ts';
 
 const MODEL = '/models/kvscope-llama-8l';
 
@@ -686,5 +687,5 @@ const tests: TestCase[] = [
   },
 ];
 
-const failed = await runTests([...tests, ...LAB_TESTS, ...SPEC_TESTS, ...LINK_TESTS, ...NOTEBOOK_TESTS]);
+const failed = await runTests([...tests, ...LAB_TESTS, ...SPEC_TESTS, ...LINK_TESTS, ...LINK_LAB_TESTS, ...NOTEBOOK_TESTS]);
 process.exit(failed > 0 ? 1 : 0);

@@ -110,3 +110,42 @@ describe('compare URL: speculative lanes (`policy | drafter`)', () => {
     expect(drafterProblem('')).toBeNull();
   });
 });
+
+describe('compare URL: the run length (`steps`) and the selected step (`at`)', () => {
+  it('round-trips both; a setup without them writes the link it always wrote', () => {
+    const setup: CompareSetup = { ...DEFAULTS, steps: 6, at: 3 };
+    const query = encodeCompareQuery(setup);
+    expect(query).toMatch(/&steps=6&at=3$/);
+    expect(decodeCompareQuery(query, DEFAULTS)).toEqual({ setup, problems: [], present: true });
+    // following the newest step: no `at`
+    const newest = encodeCompareQuery({ ...DEFAULTS, steps: 40, at: null });
+    expect(newest).toMatch(/&steps=40$/);
+    expect(decodeCompareQuery(newest, DEFAULTS).setup).toEqual({ ...DEFAULTS, steps: 40 });
+    expect(encodeCompareQuery(DEFAULTS)).not.toMatch(/steps|at=/);
+  });
+
+  it('an old link has neither: nothing is decoded when it opens', () => {
+    const { setup } = decodeCompareQuery('v=1&lane=full&lane=window%3Asize%3D32&prompt=hi&seed=2&t=0.8&k=40&p=0.95', DEFAULTS);
+    expect(setup.steps).toBeUndefined();
+    expect(setup.at).toBeUndefined();
+  });
+
+  it('names a bad run length or selected step and falls back (the rest of the link stands)', () => {
+    for (const bad of ['0', '-2', '2.5', 'abc', '', '99999']) {
+      const { setup, problems } = decodeCompareQuery(`lane=full&lane=window%3Asize%3D8&prompt=hi&steps=${bad}`, DEFAULTS);
+      expect(setup.steps, bad).toBeUndefined();
+      expect(setup.prompt).toBe('hi');
+      expect(problems, bad).toEqual([`ignored run length (steps) ${JSON.stringify(bad)} in the link`]);
+    }
+    const bad = decodeCompareQuery('lane=full&lane=full&steps=6&at=x', DEFAULTS);
+    expect(bad.setup.steps).toBe(6);
+    expect(bad.setup.at).toBeUndefined();
+    expect(bad.problems).toEqual(['ignored selected step (at) "x" in the link']);
+    const past = decodeCompareQuery('lane=full&lane=full&steps=6&at=6', DEFAULTS);
+    expect(past.setup.at).toBeUndefined();
+    expect(past.problems).toEqual(['ignored the selected step 6 in the link: it decodes 6 step(s), numbered from 0']);
+    const none = decodeCompareQuery('lane=full&lane=full&at=2', DEFAULTS);
+    expect(none.setup.at).toBeUndefined();
+    expect(none.problems).toEqual(['ignored the selected step 2 in the link: it decodes no steps']);
+  });
+});

@@ -15,13 +15,16 @@ import { EngineClient, EngineFailure } from '../worker/client.ts';
 import type { EngineEvent, LoadProgressView, ModelInfo, PolicyInfo } from '../worker/protocol.ts';
 import type { EvalConfig, EvalProgress, EvalReport, EvalRow, SpecProgress, SpecReport } from '../worker/lab-protocol.ts';
 import { indexesUrlOf } from '../worker/drafter-env.ts';
-import { defaultDrafterChoices, planSpec, planSpecText, type DrafterChoice, type SpecPlan, type SpecTextSet } from './spec.ts';
+import { planSpec, planSpecText, type DrafterChoice, type SpecPlan, type SpecTextSet } from './spec.ts';
+import { benchDefaults, parseNumberList, type BenchSetup, type EvalTaskName } from './setup.ts';
+import { decodeBenchQuery, encodeBenchQuery } from './url.ts';
 import { expandRuns, type EvalRun } from '../../../engine/eval/budgets.ts';
 import { splitPolicyList } from '../../../engine/policies/spec.ts';
 import type { EngineUrls, ShownError } from '../explorer/state.svelte.ts';
 
 export type BenchStatus = 'idle' | 'loading' | 'ready' | 'error' | 'crashed';
-export type EvalTaskName = EvalConfig['task'] | 'spec';
+export type { EvalTaskName };
+export { parseNumberList };
 
 /** One colour (and dash) per policy id, stable across charts: Okabe–Ito, dashed past eight. */
 export const POLICY_STYLE: Record<string, { color: string; dash: string }> = {
@@ -42,16 +45,7 @@ export function policyStyle(id: string): { color: string; dash: string } {
   return POLICY_STYLE[id] ?? { color: '#666666', dash: '2 2' };
 }
 
-/** "64, 128 256" → [64, 128, 256]; throws with a readable message on anything else. */
-export function parseNumberList(text: string, what: string, integer = true): number[] {
-  const parts = text.split(/[\s,]+/).filter(Boolean);
-  if (parts.length === 0) throw new Error(`${what}: give at least one value`);
-  return parts.map((p) => {
-    const n = Number(p);
-    if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new Error(`${what}: ${JSON.stringify(p)} is not ${integer ? 'an integer' : 'a number'}`);
-    return n;
-  });
-}
+const DEFAULTS: BenchSetup = benchDefaults();
 
 export class BenchState {
   status = $state<BenchStatus>('idle');
@@ -60,30 +54,32 @@ export class BenchState {
   policies = $state.raw<PolicyInfo[]>([]);
   error = $state.raw<ShownError | null>(null);
 
-  // ---- setup ----
-  task = $state<EvalTaskName>('ppl');
-  chosen = $state<string[]>(['full', 'window', 'streaming', 'h2o', 'razor']);
+  // ---- setup (setup.ts: BenchSetup; the link carries all of it, url.ts) ----
+  task = $state<EvalTaskName>(DEFAULTS.task);
+  chosen = $state<string[]>([...DEFAULTS.chosen]);
   /** extra policy specs, whitespace-separated (e.g. h2o:accumulate=mean) */
-  extra = $state('');
-  budgets = $state('64, 128, 256');
-  seed = $state(0);
-  windows = $state(1);
-  tokens = $state(512);
-  prefix = $state(32);
-  lengths = $state('256, 512');
-  depths = $state('0, 0.5, 1');
-  trials = $state(1);
+  extra = $state(DEFAULTS.extra);
+  budgets = $state(DEFAULTS.budgets);
+  seed = $state(DEFAULTS.seed);
+  windows = $state(DEFAULTS.windows);
+  tokens = $state(DEFAULTS.tokens);
+  prefix = $state(DEFAULTS.prefix);
+  lengths = $state(DEFAULTS.lengths);
+  depths = $state(DEFAULTS.depths);
+  trials = $state(DEFAULTS.trials);
   // spec task
-  drafters = $state<DrafterChoice[]>(defaultDrafterChoices());
+  drafters = $state<DrafterChoice[]>(DEFAULTS.drafters.map((d) => ({ ...d })));
   /** the target's KV-cache policy */
-  targetPolicy = $state('full');
+  targetPolicy = $state(DEFAULTS.targetPolicy);
   /** γ values each drafter runs at; blank = each spec as given */
-  gammas = $state('');
-  specPrompts = $state(2);
-  specPromptTokens = $state(128);
-  specTokens = $state(64);
-  temperature = $state(0);
-  texts = $state<SpecTextSet[]>(['prose', 'python-doc']);
+  gammas = $state(DEFAULTS.gammas);
+  specPrompts = $state(DEFAULTS.specPrompts);
+  specPromptTokens = $state(DEFAULTS.specPromptTokens);
+  specTokens = $state(DEFAULTS.specTokens);
+  temperature = $state(DEFAULTS.temperature);
+  texts = $state<SpecTextSet[]>([...DEFAULTS.texts]);
+  /** what the opened link had wrong (named fields that fell back to defaults); stays until dismissed */
+  linkProblems = $state<string | null>(null);
 
   // ---- run ----
   running = $state(false);
@@ -94,6 +90,8 @@ export class BenchState {
   report = $state.raw<EvalReport | null>(null);
   /** the spec task's last report */
   specReport = $state.raw<SpecReport | null>(null);
+  /** the link of the setup each task's last report ran with (a notebook cell links the run, not later edits) */
+  private ranQueries: { eval: string | null; spec: string | null } = { eval: null, spec: null };
 
   constructor(
     readonly client: EngineClient,
@@ -213,6 +211,7 @@ export class BenchState {
     if (this.status !== 'ready' || this.running || 'problem' in plan) return;
     this.report = null;
     this.rows = [];
+    this.ranQueries.eval = this.query();
     await this.evaluate({ done: 0, total: 1, run: 0, runs: plan.runs.length, spec: '', message: 'starting…' }, async () => {
       const parallel = this.evalWorkers > 1 ? { workers: this.evalWorkers, modelsUrl: this.urls.models, wasmUrl: this.urls.wasm } : undefined;
       const command = { type: 'eval' as const, config: plan.config, heldoutUrl: this.urls.heldout, parallel };
@@ -231,6 +230,7 @@ export class BenchState {
     const plan = this.specPlan;
     if (this.status !== 'ready' || this.running || 'problem' in plan) return;
     this.specReport = null;
+    this.ranQueries.spec = this.query();
     await this.evaluate({ done: 0, total: 1, message: 'starting…' }, async () => {
       const command = { type: 'eval-spec' as const, config: plan.config, heldoutUrl: this.urls.heldout, modelsUrl: this.urls.models, indexesUrl: indexesUrlOf(this.urls.models) };
       const done = await this.client.request<Extract<EngineEvent, { type: 'eval-spec-done' }>>(command, (event) => {
@@ -264,6 +264,52 @@ export class BenchState {
     if (!this.running) return;
     this.cancelling = true;
     this.client.send({ type: 'pause' });
+  }
+
+  /** The setup as the form holds it (copies: a link or a cell must not see the runes' proxies). */
+  setup(): BenchSetup {
+    return {
+      task: this.task,
+      chosen: [...this.chosen],
+      extra: this.extra,
+      budgets: this.budgets,
+      seed: this.seed,
+      windows: this.windows,
+      tokens: this.tokens,
+      prefix: this.prefix,
+      lengths: this.lengths,
+      depths: this.depths,
+      trials: this.trials,
+      drafters: this.drafters.map((d) => ({ ...d })),
+      targetPolicy: this.targetPolicy,
+      gammas: this.gammas,
+      specPrompts: this.specPrompts,
+      specPromptTokens: this.specPromptTokens,
+      specTokens: this.specTokens,
+      temperature: this.temperature,
+      texts: [...this.texts],
+    };
+  }
+
+  /** The setup as a link query (url.ts). */
+  query(): string {
+    return encodeBenchQuery(this.setup());
+  }
+
+  /** The link query of the setup the shown task's report ran with (the form now before any report). */
+  reportQuery(): string {
+    return (this.task === 'spec' ? this.ranQueries.spec : this.ranQueries.eval) ?? this.query();
+  }
+
+  /**
+   * Takes the setup from a link's query string (setup only: a link never starts an evaluation);
+   * returns the problems found, kept on screen until dismissed.
+   */
+  applyQuery(search: string): string[] {
+    const { setup, problems } = decodeBenchQuery(search, DEFAULTS);
+    Object.assign(this, setup);
+    this.linkProblems = problems.length ? problems.join('; ') : null;
+    return problems;
   }
 
   /** The report as a JSON file name + text. */

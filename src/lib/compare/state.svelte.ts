@@ -31,7 +31,7 @@ import {
 } from '../explorer/policy-choice.ts';
 import { EXAMPLES } from '../explorer/examples.ts';
 import { indexesUrlOf } from '../worker/drafter-env.ts';
-import { decodeCompareQuery, drafterProblem, encodeCompareQuery, laneSpec, MAX_LANES, MIN_LANES, splitLaneSpec, type CompareSetup } from './url.ts';
+import { decodeCompareQuery, drafterProblem, encodeCompareQuery, laneSpec, MAX_LANES, MAX_LINK_STEPS, MIN_LANES, splitLaneSpec, type CompareSetup } from './url.ts';
 
 export type CompareStatus = 'idle' | 'loading' | 'ready' | 'error' | 'crashed';
 export type CompareActivity = 'idle' | 'prefilling' | 'stepping' | 'running' | 'rewinding';
@@ -113,6 +113,8 @@ export class CompareState {
   policies = $state.raw<PolicyInfo[]>([]);
   error = $state.raw<ShownError | null>(null);
   notice = $state<string | null>(null);
+  /** what the opened link had wrong (named fields, what fell back to defaults); stays until dismissed */
+  linkProblems = $state<string | null>(null);
 
   // ---- setup ----
   prompt = $state(COMPARE_DEFAULTS.prompt);
@@ -126,6 +128,8 @@ export class CompareState {
   /** lane specs from a link, resolved into `lanes` once the policies are known */
   private pendingSpecs: string[] = [...COMPARE_DEFAULTS.lanes];
   runSteps = $state(32);
+  /** a link's run still to decode and the step it selects (cleared once the page has arrived there) */
+  private opening = $state.raw<{ steps: number; at: number | null } | null>(null);
 
   // ---- running ----
   promptView = $state.raw<PromptView | null>(null);
@@ -137,6 +141,10 @@ export class CompareState {
   laneStates = $state.raw<LaneState[]>([]);
   activity = $state<CompareActivity>('idle');
   lastStop = $state<StopReason | null>(null);
+  /** the prompt and sampler the running lanes started with (Reset): what their tokens came from */
+  ranWith = $state.raw<{ prompt: string; sampler: SamplerSettings } | null>(null);
+  /** the selected step (0-based) of every lane; null follows the newest */
+  selected = $state<number | null>(null);
 
   constructor(
     readonly client: EngineClient,
@@ -202,7 +210,19 @@ export class CompareState {
     return JSON.stringify({ prompt: this.prompt, sampler: this.sampler, lanes: this.currentSpecs, drafters: this.drafters.map((d) => d.trim()) });
   }
 
-  /** The setup as a link query (lanes as edited — a lane with an invalid parameter as it last ran —, prompt, sampler + seed). */
+  /** The run length a link carries: the steps decoded, or (none yet) what Run decodes; a link's own while it is being opened. */
+  linkSteps(): number {
+    if (this.opening) return this.opening.steps;
+    if (this.steps.length > 0) return this.steps.length;
+    return Math.min(MAX_LINK_STEPS, Math.max(1, Math.floor(this.runSteps) || 1));
+  }
+
+  /** Selects a step of every lane (null: follow the newest); out of range selects nothing. */
+  select(step: number | null): void {
+    this.selected = step !== null && Number.isInteger(step) && step >= 0 && step < this.steps.length ? step : null;
+  }
+
+  /** The setup as a link query (lanes as edited — a lane with an invalid parameter as it last ran —, prompt, sampler + seed, run length, selected step). */
   query(): string {
     // a lane with no valid spec and none that ran is left out (the link decoder fills in defaults);
     // a drafter that does not parse is written as the lane last ran
@@ -214,18 +234,45 @@ export class CompareState {
           return [laneSpec(policy, this.drafterErrors[i] ? (this.activeDrafters[i] ?? null) : typed)];
         })
       : this.pendingSpecs;
-    return encodeCompareQuery({ prompt: this.prompt, sampler: { ...this.sampler }, lanes });
+    const at = this.opening ? this.opening.at : this.selected;
+    return encodeCompareQuery({ prompt: this.prompt, sampler: { ...this.sampler }, lanes, steps: this.linkSteps(), at });
   }
 
-  /** Takes the setup from a link's query string; returns the problems found (shown as a notice). */
+  /**
+   * Takes the setup from a link's query string; returns the problems found (shown until
+   * dismissed). A link with a run length runs every lane to it once they have started (load).
+   */
   applyQuery(search: string): string[] {
     const { setup, problems } = decodeCompareQuery(search, COMPARE_DEFAULTS);
     this.prompt = setup.prompt;
     this.sampler = { ...setup.sampler };
     this.pendingSpecs = setup.lanes;
+    if (setup.steps !== undefined) {
+      this.runSteps = setup.steps;
+      this.opening = { steps: setup.steps, at: setup.at ?? null };
+    }
+    this.linkProblems = problems.length ? problems.join('; ') : null;
     if (this.policies.length) this.resolveLanes();
-    if (problems.length) this.notice = problems.join('; ');
     return problems;
+  }
+
+  /** Decodes a link's run in every lane, then selects its step (load, after the lanes started). */
+  private async openRun(): Promise<void> {
+    const open = this.opening;
+    if (!open) return;
+    try {
+      if (this.activeSpecs.length) await this.advance(open.steps, 'running');
+      if (open.at !== null) {
+        if (open.at < this.steps.length) this.selected = open.at;
+        else this.addLinkProblem(`the link selects step ${open.at}, but the lanes decoded ${this.steps.length} step(s): following the newest`);
+      }
+    } finally {
+      this.opening = null;
+    }
+  }
+
+  private addLinkProblem(problem: string): void {
+    this.linkProblems = this.linkProblems ? `${this.linkProblems}; ${problem}` : problem;
   }
 
   /**
@@ -258,7 +305,7 @@ export class CompareState {
     this.lanes = lanes;
     this.drafters = drafters;
     this.laneSpecErrors = lanes.map(() => null);
-    if (problems.length) this.notice = problems.join('; ');
+    for (const problem of problems) this.addLinkProblem(problem);
   }
 
   async load(): Promise<void> {
@@ -271,6 +318,7 @@ export class CompareState {
       this.resolveLanes();
       this.status = 'ready';
       await this.start();
+      await this.openRun();
     } catch (error) {
       if ((this.status as CompareStatus) === 'crashed') return;
       const failure = EngineFailure.from(error);
@@ -394,7 +442,9 @@ export class CompareState {
       this.activeSpecs = started.lanes.map((l) => l.policy);
       this.activeDrafters = started.lanes.map((l) => l.drafter ?? null);
       this.steps = [];
+      this.selected = null;
       this.lastStop = null;
+      this.ranWith = { prompt: this.prompt, sampler: { ...this.sampler } };
       this.appliedSetup = this.setupKey();
     } catch (error) {
       this.fail(error);
@@ -461,6 +511,7 @@ export class CompareState {
     try {
       const rewound = await this.client.request<Extract<EngineEvent, { type: 'compare-rewound' }>>({ type: 'compare-back', steps: n });
       this.steps = this.steps.slice(0, rewound.stepCount);
+      if (this.selected !== null && this.selected >= this.steps.length) this.selected = null;
       this.laneStates = rewound.lanes;
       this.lastStop = null;
     } catch (error) {

@@ -20,6 +20,15 @@
  * (a bad one is dropped from the lane — the lane stays, plain — with a problem message saying
  * why); a draft model that cannot be loaded is reported by the worker when the lanes start.
  *
+ * The run travels too (optional fields, added within version 1: a link without them means what it
+ * always did — the lanes set up, nothing decoded):
+ *
+ *   steps=6        the run length: the tokens every lane decoded (before any decoding, the length
+ *                  the Run button decodes); opening the link runs every lane to it by itself
+ *   at=3           the selected step (0-based; absent: follow the newest step)
+ *
+ *   /compare?v=1&lane=full&lane=window%3Asize%3D32&prompt=Once+upon&seed=1&t=0&k=40&p=0.95&steps=6&at=3
+ *
  * Decoding validates every field and falls back to the defaults (with a problem message) for what
  * is missing or malformed; lane specs are checked for shape here and against the model's policies
  * by the worker when the lanes start.
@@ -37,6 +46,8 @@ export const MAX_PROMPT_CHARS = 6000;
 const MAX_SPEC_CHARS = 600;
 /** longest drafter spec a lane carries (a self drafter with a composed draft policy) */
 const MAX_DRAFTER_CHARS = 400;
+/** the longest run a link asks for (the worker stops earlier when the context is full) */
+export const MAX_LINK_STEPS = 4096;
 /** between a lane's policy and its drafter */
 export const DRAFTER_SEPARATOR = '|';
 
@@ -45,6 +56,10 @@ export interface CompareSetup {
   sampler: SamplerSettings;
   /** lane spec per lane, 2–4: a policy spec, optionally ` | drafter spec` (laneSpec / splitLaneSpec) */
   lanes: string[];
+  /** the run length (see the header); absent: nothing is decoded when the link opens */
+  steps?: number;
+  /** the selected step, 0-based (< steps); absent or null: follow the newest */
+  at?: number | null;
 }
 
 /** A lane's parts: the policy spec and the drafter spec (null: plain decoding). */
@@ -89,6 +104,8 @@ export function encodeCompareQuery(setup: CompareSetup): string {
   q.set('t', String(setup.sampler.temperature));
   q.set('k', String(setup.sampler.topK));
   q.set('p', String(setup.sampler.topP));
+  if (setup.steps !== undefined) q.set('steps', String(setup.steps));
+  if (setup.at !== undefined && setup.at !== null) q.set('at', String(setup.at));
   return q.toString();
 }
 
@@ -144,5 +161,14 @@ export function decodeCompareQuery(search: string, defaults: CompareSetup): { se
     topK: numberField(q, 'k', 'top-k', (v) => Number.isInteger(v) && v >= 0, d.topK, problems),
     topP: numberField(q, 'p', 'top-p', (v) => v > 0 && v <= 1, d.topP, problems),
   };
-  return { setup: { prompt, sampler, lanes: finalLanes }, problems, present: given.length > 0 };
+  const setup: CompareSetup = { prompt, sampler, lanes: finalLanes };
+  const steps = numberField(q, 'steps', 'run length (steps)', (v) => Number.isInteger(v) && v >= 1 && v <= MAX_LINK_STEPS, NaN, problems);
+  if (!Number.isNaN(steps)) setup.steps = steps;
+  const at = numberField(q, 'at', 'selected step (at)', (v) => Number.isInteger(v) && v >= 0, NaN, problems);
+  if (!Number.isNaN(at)) {
+    if (setup.steps === undefined) problems.push(`ignored the selected step ${at} in the link: it decodes no steps`);
+    else if (at >= setup.steps) problems.push(`ignored the selected step ${at} in the link: it decodes ${setup.steps} step(s), numbered from 0`);
+    else setup.at = at;
+  }
+  return { setup, problems, present: given.length > 0 };
 }

@@ -1,0 +1,29 @@
+/**
+ * Keeps the address's query string equal to a lab page's state (/compare, /bench) as the user
+ * works: history.replaceState, never pushState (no history entry per edit), at most once per
+ * `ms` while the state keeps changing (a run updates it every few milliseconds); the last state
+ * always lands. The first change after a quiet spell is written at once, so a copied address is
+ * never behind a finished action.
+ */
+export class AddressSync {
+  private last = -Infinity;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(private readonly ms = 250) {}
+
+  write(query: string): void {
+    clearTimeout(this.timer);
+    const wait = this.last + this.ms - performance.now();
+    if (wait <= 0) this.replace(query);
+    else this.timer = setTimeout(() => this.replace(query), wait);
+  }
+
+  dispose(): void {
+    clearTimeout(this.timer);
+  }
+
+  private replace(query: string): void {
+    this.last = performance.now();
+    if (location.search.slice(1) !== query) history.replaceState(history.state, '', `${location.pathname}?${query}`);
+  }
+}

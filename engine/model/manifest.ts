@@ -79,13 +79,14 @@ export function tokenizerSha256(manifest: Pick<Manifest, 'tokenizer' | 'files'>)
 }
 
 /**
- * The model's own sha256: of its file list written as `sha256sum` writes it (one "<sha256>  <path>"
- * line per listed file, sorted by path), so it changes when any file does and names the model in
- * experiment links and notebooks (src/lib/links/).
+ * The model's own sha256, naming it in experiment links and notebooks (src/lib/links/): of its
+ * file list as `sha256sum` writes it (one "<sha256>  <path>" line per listed file, sorted by path)
+ * followed by the manifest as parsed (JSON), so it changes when any file or any manifest field
+ * (context length, special tokens, the draft it names) does.
  */
-export async function modelSha256(manifest: Pick<Manifest, 'files'>): Promise<string> {
+export async function modelSha256(manifest: Manifest): Promise<string> {
   const lines = [...manifest.files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)).map((f) => `${f.sha256}  ${f.path}\n`);
-  return sha256Hex(new TextEncoder().encode(lines.join('')));
+  return sha256Hex(new TextEncoder().encode(`${lines.join('')}${JSON.stringify(manifest)}\n`));
 }
 
 /** Graph inputs in manifest order: ids, positions, then per layer past_key, past_value, attn_bias. */

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { experimentQuery, readExperimentQuery } from '../../src/lib/links/codec.ts';
-import type { Experiment } from '../../src/lib/links/experiment.ts';
+import { experimentOfRun, type Experiment } from '../../src/lib/links/experiment.ts';
 import { modelProblem, replayExperiment, takeSetup } from '../../src/lib/explorer/open-experiment.ts';
 import type { ExplorerState } from '../../src/lib/explorer/state.svelte.ts';
 import { explorer, until } from './in-process.ts';
@@ -92,7 +92,8 @@ describe('explorer links', () => {
     await app.back(2);
     await app.step();
     const experiment = app.experiment!;
-    expect(experiment.actions.map((a) => a.kind)).toEqual(['drafter', 'round', 'round', 'run', 'back', 'round']);
+    expect(experiment.actions.map((a) => a.kind)).toEqual(['drafter', 'round', 'run', 'back', 'round']);
+    expect(experiment.actions[1]).toEqual({ kind: 'round', count: 2 });
 
     const copy = await replayed(throughLink(experiment));
     expect(ids(copy)).toEqual(ids(app));
@@ -115,19 +116,41 @@ describe('explorer links', () => {
     expect(ids(copy)).toEqual(first);
   });
 
-  it('replay a speculative Run cut short by Pause as the Run of the steps it took', async () => {
+  it('replay a speculative Run cut short by Pause exactly: its rounds cut to the Run, stopped where it was paused', async () => {
     const app = explorer();
-    app.sampler = { temperature: 0, topK: 0, topP: 1, seed: 1 };
+    app.sampler = { temperature: 1, topK: 0, topP: 1, seed: 9 };
     await ready(app);
-    await app.spec.apply('lookup');
+    await app.spec.apply('self:gamma=4,policy=window(size=2)');
     const running = app.run(200, false);
     await until(() => app.steps.length >= 5, 'a few rounds');
     app.pause();
     await running;
+    const taken = app.steps.length;
+    await app.run(12, false);
     const experiment = app.experiment!;
-    expect(experiment.actions.at(-1)).toEqual({ kind: 'run', steps: app.steps.length, stopAtEos: false });
+    expect(experiment.actions.slice(1)).toEqual([
+      { kind: 'run', steps: 200, stopAtEos: false, cut: taken },
+      { kind: 'run', steps: 12, stopAtEos: false },
+    ]);
     const copy = await replayed(throughLink(experiment));
     expect(ids(copy)).toEqual(ids(app));
+  });
+
+  it('replay a /compare lane with a drafter as its uncut rounds kept to the step it showed', async () => {
+    const app = explorer();
+    app.sampler = { temperature: 1, topK: 0, topP: 1, seed: 4 };
+    await ready(app);
+    await app.spec.apply('self:gamma=4,policy=window(size=2)');
+    for (let i = 0; i < 4; i++) await app.step();
+    const shown = app.steps.length - 1;
+    const lane = experimentOfRun({ model: app.experiment!.model, prompt: app.prompt, sampler: app.sampler, policy: 'full', drafter: 'self:gamma=4,policy=window(size=2)', steps: shown, rounds: 4 });
+    expect(lane.actions).toEqual([
+      { kind: 'drafter', spec: 'self:gamma=4,policy=window(size=2)' },
+      { kind: 'round', count: 4 },
+      { kind: 'keep', steps: shown },
+    ]);
+    const copy = await replayed(throughLink(lane));
+    expect(ids(copy)).toEqual(ids(app).slice(0, shown));
   });
 
   it('refuse a link made with another model, and one whose policy the model cannot run, saying why', async () => {

@@ -1,7 +1,7 @@
 /** validateManifest: every malformed field is named exactly. */
 import { describe, expect, it } from 'vitest';
 import { ModelError } from '../../engine/errors.ts';
-import { expectedGraphInputs, expectedGraphOutputs, validateManifest } from '../../engine/model/manifest.ts';
+import { expectedGraphInputs, expectedGraphOutputs, modelSha256, validateManifest } from '../../engine/model/manifest.ts';
 
 const HASH = 'a'.repeat(64);
 
@@ -102,5 +102,19 @@ describe('validateManifest', () => {
     expectError((m) => (m.tokenizer.file = '../secret.json'), 'manifest.json: tokenizer.file must be a plain relative path inside the model directory, got "../secret.json"');
     expectError((m) => (m.files[2].path = '/etc/passwd'), 'manifest.json: files[2].path must be a plain relative path inside the model directory, got "/etc/passwd"');
     expectError((m) => m.files.push({ ...m.files[0] }), 'manifest.json: files[3].path lists model.onnx.part0 a second time');
+  });
+});
+
+describe('modelSha256 (what links and notebooks name a model by)', () => {
+  it('changes with any file or manifest field, and is the same for the same manifest', async () => {
+    const base = await modelSha256(validateManifest(goodManifest()));
+    expect(base).toMatch(/^[0-9a-f]{64}$/);
+    const file = goodManifest();
+    file.files[1].sha256 = 'b'.repeat(64);
+    expect(await modelSha256(validateManifest(file))).not.toBe(base);
+    const context = goodManifest();
+    context.architecture.context_length = 512;
+    expect(await modelSha256(validateManifest(context))).not.toBe(base);
+    expect(await modelSha256(validateManifest(goodManifest()))).toBe(base);
   });
 });

@@ -49,8 +49,10 @@ const plainAction: fc.Arbitrary<ExperimentAction> = fc.oneof(
 );
 const anyAction: fc.Arbitrary<ExperimentAction> = fc.oneof(
   plainAction,
-  fc.constant({ kind: 'round' as const }),
+  fc.integer({ min: 1, max: 9 }).map((count) => ({ kind: 'round' as const, count })),
   fc.record({ kind: fc.constant('run' as const), steps: fc.integer({ min: 1, max: 500 }), stopAtEos: fc.boolean() }),
+  fc.integer({ min: 2, max: 500 }).chain((steps) => fc.integer({ min: 1, max: steps - 1 }).map((cut) => ({ kind: 'run' as const, steps, stopAtEos: false, cut }))),
+  fc.integer({ min: 0, max: 50 }).map((steps) => ({ kind: 'keep' as const, steps })),
   fc.integer({ min: 1, max: 50 }).map((steps) => ({ kind: 'back' as const, steps })),
   fc.option(drafters, { nil: null }).map((spec) => ({ kind: 'drafter' as const, spec })),
 );

@@ -32,9 +32,11 @@ export class ExperimentLog {
     else this.list.push({ kind: 'decode', steps });
   }
 
-  /** A speculative Step (one round) or Run was taken. */
+  /** A speculative Step (one round; consecutive ones fold into a count) or Run was taken. */
   speculated(action: Extract<ExperimentAction, { kind: 'round' | 'run' }>): void {
-    this.list.push(action);
+    const last = this.list.at(-1);
+    if (action.kind === 'round' && last?.kind === 'round') this.list[this.list.length - 1] = { kind: 'round', count: last.count + action.count };
+    else this.list.push(action);
   }
 
   /** The policy was switched live. */

@@ -2,7 +2,11 @@
  * The explorer's address and share link (issue 11): opening the experiment a link carries, keeping
  * the address in sync with the session (replaced, never pushed: no flood of history entries), and
  * Copy link. The address also carries the edited prompt while it is not applied (the wire's `e`),
- * and the tab's session storage keeps it before any session exists, so a reload never loses it.
+ * and the tab's session storage keeps it too (with the prompt it was edited from), for a reload
+ * before any session exists or of a session too long for a link: a reload never loses it.
+ *
+ * A link that cannot be opened stays in the address until the session changes, so that the user
+ * still has it (to load the model it names, or to report it).
  */
 import { experimentQuery, linkTooLong, readExperimentQuery, type LinkReading } from '../links/codec.ts';
 import type { Experiment } from '../links/experiment.ts';
@@ -20,6 +24,9 @@ export class ExplorerLink {
   shared = $state.raw<{ url: string; copied: boolean } | null>(null);
 
   private pending: { experiment: Experiment; draft: string | null } | null = null;
+  /** the address is held: 'first' = until the first session exists, a query = while the session is that one */
+  private hold: string | null = null;
+  private stopRequested = false;
 
   constructor(private readonly app: ExplorerState) {}
 
@@ -28,11 +35,21 @@ export class ExplorerLink {
     return this.app.appliedPrompt !== null && this.app.prompt !== this.app.appliedPrompt ? this.app.prompt : null;
   }
 
-  /** the address's query for the session now (with the unapplied edit); null: none to write */
+  /**
+   * The address's query for the session now (with the unapplied edit when it fits): '' for a
+   * session too long for a link (the address then carries none), null to leave the address as it
+   * is (no session yet, a link being opened, a link that failed held).
+   */
   get addressQuery(): string | null {
     const experiment = this.app.experiment;
     if (!experiment || this.opening) return null;
-    return experimentQuery(experiment, this.draft) ?? experimentQuery(experiment);
+    const query = experimentQuery(experiment, this.draft) ?? experimentQuery(experiment) ?? '';
+    if (this.hold === 'first') this.hold = query;
+    if (this.hold !== null) {
+      if (this.hold === query) return null;
+      this.hold = null;
+    }
+    return query;
   }
 
   /** why the session has no share link (it would pass the 8 KB cap), or null */
@@ -51,17 +68,20 @@ export class ExplorerLink {
    */
   beforeLoad(search: string): LinkReading {
     const reading = readExperimentQuery(search);
-    if (reading.kind === 'error') this.error = reading.message;
-    else if (reading.kind === 'experiment') {
+    if (reading.kind === 'error') {
+      this.error = reading.message;
+      this.hold = 'first';
+    } else if (reading.kind === 'experiment') {
       try {
         takeSetup(this.app, reading.experiment);
         this.pending = { experiment: reading.experiment, draft: reading.draft };
       } catch (error) {
         this.error = `This link cannot be opened: ${error instanceof Error ? error.message : String(error)}.`;
+        this.hold = 'first';
       }
     } else {
       const saved = readDraft();
-      if (saved !== null) this.app.prompt = saved;
+      if (saved !== null) this.app.prompt = saved.prompt;
     }
     return reading;
   }
@@ -74,17 +94,24 @@ export class ExplorerLink {
     await this.open(pending.experiment, pending.draft);
   }
 
-  /** Opens an experiment: replays it, shows its view, puts the unapplied prompt edit back. */
+  /**
+   * Opens an experiment: replays it, shows its view, puts the unapplied prompt edit back (the
+   * link's, or this tab's own edit of the same prompt from before a reload).
+   */
   async open(experiment: Experiment, draft: string | null = null): Promise<boolean> {
     this.error = null;
+    this.stopRequested = false;
     this.opening = { done: 0, total: 0 };
     try {
-      await replayExperiment(this.app, experiment, (done, total) => (this.opening = { done, total }));
-      if (draft !== null) this.app.setPrompt(draft);
+      await replayExperiment(this.app, experiment, (done, total) => (this.opening = { done, total }), () => this.stopRequested);
+      const saved = readDraft();
+      const edit = draft ?? (saved && saved.applied === experiment.prompt ? saved.prompt : null);
+      if (edit !== null && edit !== experiment.prompt) this.app.setPrompt(edit);
       return true;
     } catch (error) {
       const reason = error instanceof OpenError ? error.message : error instanceof Error ? error.message : String(error);
       this.error = `This link cannot be opened: ${reason}.`;
+      if (!this.stopRequested) this.hold = 'first';
       // what did replay is shown as far as it got; the view the link names where it exists
       if (this.app.steps.length > 0) showView(this.app, { ...experiment, view: { ...experiment.view, step: null } });
       return false;
@@ -93,14 +120,21 @@ export class ExplorerLink {
     }
   }
 
+  /** Stops a link's replay between its steps (the session stays where it got to). */
+  stop(): void {
+    if (!this.opening) return;
+    this.stopRequested = true;
+    this.app.pause();
+  }
+
   dismissError(): void {
     this.error = null;
   }
 
-  /** Keeps the tab's edited prompt for a reload that comes before any session. */
+  /** Keeps the tab's edited prompt, with the prompt it was edited from, for a reload. */
   rememberDraft(): void {
     try {
-      sessionStorage.setItem(DRAFT_KEY, this.app.prompt);
+      sessionStorage.setItem(DRAFT_KEY, JSON.stringify({ prompt: this.app.prompt, applied: this.app.appliedPrompt }));
     } catch {
       // storage off (private mode, quota): the address still carries the edit once a session exists
     }
@@ -128,9 +162,12 @@ export class ExplorerLink {
   }
 }
 
-function readDraft(): string | null {
+function readDraft(): { prompt: string; applied: string | null } | null {
   try {
-    return sessionStorage.getItem(DRAFT_KEY);
+    const saved: unknown = JSON.parse(sessionStorage.getItem(DRAFT_KEY) ?? 'null');
+    if (typeof saved !== 'object' || saved === null) return null;
+    const { prompt, applied } = saved as Record<string, unknown>;
+    return typeof prompt === 'string' ? { prompt, applied: typeof applied === 'string' ? applied : null } : null;
   } catch {
     return null;
   }

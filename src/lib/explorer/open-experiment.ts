@@ -40,11 +40,13 @@ function describe(action: ExperimentAction): string {
     case 'decode':
       return `decoding ${action.steps} step${action.steps === 1 ? '' : 's'}`;
     case 'round':
-      return 'a speculative step';
+      return action.count === 1 ? 'a speculative step' : `${action.count} speculative steps`;
     case 'run':
-      return `a speculative run of ${action.steps} tokens`;
+      return `a speculative run of ${action.steps} tokens${action.cut ? ` paused after ${action.cut}` : ''}`;
     case 'back':
       return `going back ${action.steps} step${action.steps === 1 ? '' : 's'}`;
+    case 'keep':
+      return `going back to step ${action.steps}`;
     case 'policy':
       return `switching to ${action.spec}`;
     case 'drafter':
@@ -54,27 +56,37 @@ function describe(action: ExperimentAction): string {
   }
 }
 
+/** The decode steps an action asks for, where it says (the replay's progress bar). */
+function decodedBy(action: ExperimentAction): number {
+  if (action.kind === 'decode') return action.steps;
+  if (action.kind === 'run') return action.cut ?? action.steps;
+  return 0;
+}
+
 /** Total decode steps the actions ask for (the replay's progress bar). */
 export function stepsAsked(experiment: Experiment): number {
   let total = 0;
-  for (const a of experiment.actions) if (a.kind === 'decode' || a.kind === 'run') total += a.steps;
+  for (const a of experiment.actions) total += decodedBy(a);
   return total;
 }
 
-async function take(app: ExplorerState, action: ExperimentAction): Promise<string | null> {
+async function take(app: ExplorerState, action: ExperimentAction, stopped: () => boolean): Promise<string | null> {
   const errorNow = () => app.error?.message ?? null;
   switch (action.kind) {
     case 'decode':
       await app.run(action.steps, false);
       return errorNow();
     case 'round':
-      await app.step();
+      for (let i = 0; i < action.count && !errorNow() && !stopped(); i++) await app.step();
       return errorNow();
     case 'run':
-      await app.run(action.steps, action.stopAtEos);
+      await app.run(action.steps, action.stopAtEos, action.cut);
       return errorNow();
     case 'back':
       await app.back(action.steps);
+      return errorNow();
+    case 'keep':
+      if (app.steps.length > action.steps) await app.back(app.steps.length - action.steps);
       return errorNow();
     case 'policy':
       return (await app.applySpec(action.spec)) ? null : (app.policyError ?? errorNow() ?? 'the policy was refused');
@@ -91,7 +103,12 @@ async function take(app: ExplorerState, action: ExperimentAction): Promise<strin
  * link's freshly started one), every action, then the view. Throws OpenError naming what failed
  * (the session then stays where the replay got to, usable).
  */
-export async function replayExperiment(app: ExplorerState, experiment: Experiment, onProgress?: (done: number, total: number) => void): Promise<void> {
+export async function replayExperiment(
+  app: ExplorerState,
+  experiment: Experiment,
+  onProgress?: (done: number, total: number) => void,
+  stopped: () => boolean = () => false,
+): Promise<void> {
   const problem = modelProblem(app, experiment);
   if (problem) throw new OpenError(problem);
   app.dismissError();
@@ -115,9 +132,10 @@ export async function replayExperiment(app: ExplorerState, experiment: Experimen
   let done = 0;
   onProgress?.(0, total);
   for (const [index, action] of experiment.actions.entries()) {
-    const failure = await take(app, action);
+    const failure = stopped() ? null : await take(app, action, stopped);
+    if (stopped()) throw new OpenError(`its replay was stopped at step ${app.steps.length} of ${experiment.steps}; the session stays there`);
     if (failure) throw new OpenError(`action ${index + 1} of ${experiment.actions.length} (${describe(action)}) failed: ${failure}`);
-    if (action.kind === 'decode' || action.kind === 'run') done += action.steps;
+    done += decodedBy(action);
     onProgress?.(Math.min(done, total), total);
   }
   if (app.steps.length !== experiment.steps) {

@@ -685,13 +685,16 @@ export class ExplorerState {
     } finally {
       this.flush();
       const taken = this.steps.length - before;
-      if (taken > 0) this.logged(() => (speculative ? this.log.speculated({ kind: 'round' }) : this.log.decoded(taken)));
+      if (taken > 0) this.logged(() => (speculative ? this.log.speculated({ kind: 'round', count: 1 }) : this.log.decoded(taken)));
       this.activity = 'idle';
     }
   }
 
-  /** Runs `runSteps` steps (or the given ones: a link's replay), stopping at EOS when `stopAtEos`. */
-  async run(steps = Math.max(1, Math.floor(this.runSteps) || 1), stopAtEos = this.stopAtEos): Promise<void> {
+  /**
+   * Runs `runSteps` steps (or the given ones: a link's replay), stopping at EOS when `stopAtEos`;
+   * `stopAfter` (a link's replay of a paused speculative Run): stop between rounds there.
+   */
+  async run(steps = Math.max(1, Math.floor(this.runSteps) || 1), stopAtEos = this.stopAtEos, stopAfter?: number): Promise<void> {
     if (!this.canStep) return;
     this.activity = 'running';
     this.notice = null;
@@ -701,7 +704,7 @@ export class ExplorerState {
     const speculative = this.spec.active !== null;
     let paused = false;
     try {
-      const done = await this.client.request<Extract<EngineEvent, { type: 'done' }>>({ type: 'run', steps, stopAtEos }, (e) => {
+      const done = await this.client.request<Extract<EngineEvent, { type: 'done' }>>({ type: 'run', steps, stopAtEos, ...(stopAfter ? { stopAfter } : {}) }, (e) => {
         if (e.type === 'step') this.receiveStep(e.view);
         else if (e.type === 'spec-measuring') this.spec.measuring = { done: e.done, total: e.total };
       });
@@ -713,8 +716,8 @@ export class ExplorerState {
     } finally {
       this.flush();
       const taken = this.steps.length - before;
-      // a Run cut short is recorded as the Run of the steps it took
-      if (taken > 0) this.logged(() => (speculative ? this.log.speculated({ kind: 'run', steps: paused ? taken : steps, stopAtEos }) : this.log.decoded(taken)));
+      // a speculative Run cut short is the Run it was, paused where it was (its rounds were cut to `steps`)
+      if (taken > 0) this.logged(() => (speculative ? this.log.speculated({ kind: 'run', steps, stopAtEos, ...(paused && taken < steps ? { cut: taken } : {}) }) : this.log.decoded(taken)));
       this.spec.measuring = null;
       this.activity = 'idle';
     }

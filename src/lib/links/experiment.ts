@@ -9,8 +9,8 @@
  * (experiment-log.ts); speculative rounds depend on how the user cut them (a Step is one round,
  * a Run stops rounds at its length), so they stay as the commands that made them.
  *
- * The wire form (link-codec.ts) is this object as JSON; validation (link-validate.ts) checks
- * every field of an untrusted one.
+ * The wire form (codec.ts) is this object as JSON with short keys; validation (validate.ts)
+ * checks every field of an untrusted one.
  */
 import type { SamplerSettings } from '../worker/protocol.ts';
 
@@ -22,12 +22,18 @@ export type ForgottenMode = 'off' | 'all' | 'head';
 export type ExperimentAction =
   /** plain decoding: this many steps (Steps and Runs alike: each step samples one token) */
   | { kind: 'decode'; steps: number }
-  /** a Step while a drafter is in charge: one verification round */
-  | { kind: 'round' }
-  /** a Run while a drafter is in charge: rounds until `steps` tokens (or EOS when `stopAtEos`) */
-  | { kind: 'run'; steps: number; stopAtEos: boolean }
+  /** Steps while a drafter is in charge: `count` verification rounds, one per Step */
+  | { kind: 'round'; count: number }
+  /**
+   * a Run while a drafter is in charge: rounds until `steps` tokens (or EOS when `stopAtEos`),
+   * each cut to what is left of `steps`; `cut`: the Run was paused between rounds once that many
+   * tokens were in
+   */
+  | { kind: 'run'; steps: number; stopAtEos: boolean; cut?: number }
   /** ← Back by this many steps, where it cannot fold into the steps before it */
   | { kind: 'back'; steps: number }
+  /** back to this many steps (a /compare lane: its rounds decoded past the step it showed) */
+  | { kind: 'keep'; steps: number }
   /** a live policy switch (canonical spec) */
   | { kind: 'policy'; spec: string }
   /** the drafter in charge from here (canonical spec; null: plain decoding) */
@@ -68,6 +74,7 @@ export function plainSteps(actions: readonly ExperimentAction[]): number | null 
   for (const action of actions) {
     if (action.kind === 'decode') steps += action.steps;
     else if (action.kind === 'back') steps = Math.max(0, steps - action.steps);
+    else if (action.kind === 'keep') steps = Math.min(steps, action.steps);
     else if (action.kind === 'round' || action.kind === 'run') return null;
   }
   return steps;
@@ -88,7 +95,9 @@ export function describeExperiment(experiment: Experiment): string {
 
 /**
  * The experiment of a setup decoded in one go (a /compare lane, a /bench cell): the prompt, the
- * sampler, the policy and, when there is one, the drafter, then `steps` tokens.
+ * sampler, the policy and, when there is one, the drafter, then `steps` tokens. A /compare lane
+ * with a drafter runs uncut rounds (a Step each) and holds back what passes the shown step: with
+ * `rounds` given, the experiment is that many Steps kept to `steps` — the same draws at T > 0.
  */
 export function experimentOfRun(run: {
   model: { id: string; sha256: string };
@@ -97,13 +106,16 @@ export function experimentOfRun(run: {
   policy: string;
   drafter?: string | null;
   steps: number;
+  /** verification rounds the drafter ran to reach `steps` (a /compare lane) */
+  rounds?: number | null;
   view?: Partial<ExperimentView>;
 }): Experiment {
   const steps = Math.max(0, Math.floor(run.steps));
   const actions: ExperimentAction[] = [];
   if (run.drafter) {
     actions.push({ kind: 'drafter', spec: run.drafter });
-    if (steps > 0) actions.push({ kind: 'run', steps, stopAtEos: false });
+    if (steps > 0 && run.rounds) actions.push({ kind: 'round', count: run.rounds }, { kind: 'keep', steps });
+    else if (steps > 0) actions.push({ kind: 'run', steps, stopAtEos: false });
   } else if (steps > 0) actions.push({ kind: 'decode', steps });
   return { model: run.model, prompt: run.prompt, sampler: { ...run.sampler }, policy: run.policy, actions, steps, view: { ...DEFAULT_VIEW, ...run.view } };
 }

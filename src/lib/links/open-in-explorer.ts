@@ -26,6 +26,8 @@ export interface LaneRun {
   drafter: string | null;
   /** the steps the lane decoded (before any: the run length) */
   steps: number;
+  /** a speculative lane: the index of the round that fed its last shown step (null: none yet, or plain) */
+  lastRound?: number | null;
   /** the selected step (null: follow the newest) */
   step: number | null;
 }
@@ -39,6 +41,7 @@ export function laneExplorerLink(root: string, lane: LaneRun): ExplorerHref {
     policy: lane.policy,
     drafter: lane.drafter,
     steps: lane.steps,
+    rounds: lane.lastRound === null || lane.lastRound === undefined ? null : lane.lastRound + 1,
     view: { step: lane.step },
   });
   return explorerLink(root, experiment);

@@ -7,8 +7,9 @@
  *   { m: [modelId, sha256], p: prompt, s: [temperature, topK, topP, seed], P: policy,
  *     a: [action…], n: steps, w: [step (-1: newest), layer, head, log 0|1, excludeSink 0|1,
  *     forgotten, live 0|1], e?: the edited prompt not yet applied (address bar only) }
- *   actions: ['d', n] decode · ['r'] round · ['R', n, stopAtEos 0|1] run · ['b', n] back ·
- *            ['p', spec] policy · ['D', spec | null] drafter · ['f', 0|1] reference lane
+ *   actions: ['d', n] decode · ['r', k?] k rounds (1) · ['R', n, stopAtEos 0|1, cut?] run ·
+ *            ['b', n] back · ['k', n] back to n steps · ['p', spec] policy ·
+ *            ['D', spec | null] drafter · ['f', 0|1] reference lane
  */
 import { looksLikePolicySpec } from '../../../engine/policies/spec.ts';
 import { drafterProblem } from '../compare/url.ts';
@@ -19,8 +20,8 @@ export const LIMITS = {
   policyChars: 600,
   modelIdChars: 200,
   actions: 4_000,
-  /** decode steps in one action and in all (far past any context the engine loads) */
-  steps: 1_000_000,
+  /** decode steps in one action and in all (a replay of 100,000 steps takes half an hour or more: it can be stopped) */
+  steps: 100_000,
   layers: 4_096,
 } as const;
 
@@ -65,22 +66,28 @@ function policySpec(value: unknown, field: string): string {
 function action(value: unknown, field: string): ExperimentAction {
   if (!Array.isArray(value) || value.length === 0) fail(field, 'must be a non-empty list');
   const [kind, ...args] = value as unknown[];
-  const arity = (n: number) => {
-    if (args.length !== n) fail(field, `(${JSON.stringify(kind)}) must have ${n} argument${n === 1 ? '' : 's'}`);
+  const arity = (n: number, most = n) => {
+    if (args.length < n || args.length > most) fail(field, `(${JSON.stringify(kind)}) must have ${n === most ? n : `${n} to ${most}`} argument${most === 1 ? '' : 's'}`);
   };
   switch (kind) {
     case 'd':
       arity(1);
       return { kind: 'decode', steps: integer(args[0], `${field}[1]`, 1, LIMITS.steps) };
     case 'r':
-      arity(0);
-      return { kind: 'round' };
-    case 'R':
-      arity(2);
-      return { kind: 'run', steps: integer(args[0], `${field}[1]`, 1, LIMITS.steps), stopAtEos: flag(args[1], `${field}[2]`) };
+      arity(0, 1);
+      return { kind: 'round', count: args.length === 0 ? 1 : integer(args[0], `${field}[1]`, 1, LIMITS.steps) };
+    case 'R': {
+      arity(2, 3);
+      const steps = integer(args[0], `${field}[1]`, 1, LIMITS.steps);
+      const run: ExperimentAction = { kind: 'run', steps, stopAtEos: flag(args[1], `${field}[2]`) };
+      return args.length === 3 ? { ...run, cut: integer(args[2], `${field}[3]`, 1, steps) } : run;
+    }
     case 'b':
       arity(1);
       return { kind: 'back', steps: integer(args[0], `${field}[1]`, 1, LIMITS.steps) };
+    case 'k':
+      arity(1);
+      return { kind: 'keep', steps: integer(args[0], `${field}[1]`, 0, LIMITS.steps) };
     case 'p':
       arity(1);
       return { kind: 'policy', spec: policySpec(args[0], `${field}[1]`) };
@@ -138,6 +145,8 @@ export function readWire(wire: unknown): { experiment: Experiment; draft: string
   if (o.a.length > LIMITS.actions) fail('a (the actions)', `has more than ${LIMITS.actions} entries`);
   const actions = o.a.map((a, i) => action(a, `a[${i}]`));
   const steps = integer(o.n, 'n (steps decoded)', 0, LIMITS.steps);
+  const asked = actions.reduce((sum, a) => sum + (a.kind === 'decode' || a.kind === 'run' ? a.steps : a.kind === 'round' ? a.count : 0), 0);
+  if (asked > LIMITS.steps) fail('a (the actions)', `decode ${asked} steps in all, more than a link may replay (${LIMITS.steps})`);
   const decoded = plainSteps(actions);
   if (decoded !== null && decoded !== steps) fail('n (steps decoded)', `is ${steps}, but the actions decode ${decoded} steps`);
   const experiment: Experiment = {
@@ -174,11 +183,13 @@ function actionWire(action: ExperimentAction): unknown[] {
     case 'decode':
       return ['d', action.steps];
     case 'round':
-      return ['r'];
+      return action.count === 1 ? ['r'] : ['r', action.count];
     case 'run':
-      return ['R', action.steps, action.stopAtEos ? 1 : 0];
+      return action.cut === undefined ? ['R', action.steps, action.stopAtEos ? 1 : 0] : ['R', action.steps, action.stopAtEos ? 1 : 0, action.cut];
     case 'back':
       return ['b', action.steps];
+    case 'keep':
+      return ['k', action.steps];
     case 'policy':
       return ['p', action.spec];
     case 'drafter':

@@ -232,7 +232,7 @@ export class EngineHost {
       case 'step':
         return this.decode(command.id, 1, false);
       case 'run':
-        return this.decode(command.id, command.steps, command.stopAtEos);
+        return this.decode(command.id, command.steps, command.stopAtEos, command.stopAfter);
       case 'back':
         return this.back(command.id, command.steps);
       case 'set-policy':
@@ -592,9 +592,9 @@ export class EngineHost {
     this.post({ type: 'reference', id, on, state }, viewTransferables(state));
   }
 
-  private async decode(id: number, steps: number, stopAtEos: boolean): Promise<void> {
+  private async decode(id: number, steps: number, stopAtEos: boolean, stopAfter?: number): Promise<void> {
     const session = this.requireSession();
-    if (this.speculative.decoder) return this.decodeSpeculative(id, steps, stopAtEos);
+    if (this.speculative.decoder) return this.decodeSpeculative(id, steps, stopAtEos, stopAfter);
     const context = session.dims.contextLength;
     this.abort = new AbortController();
     let reason: StopReason;
@@ -636,7 +636,7 @@ export class EngineHost {
    * reference lane on, every step of a round is compared: from the rows captured as the round
    * committed them (as /compare does, engine/lanes.ts).
    */
-  private async decodeSpeculative(id: number, steps: number, stopAtEos: boolean): Promise<void> {
+  private async decodeSpeculative(id: number, steps: number, stopAtEos: boolean, stopAfter?: number): Promise<void> {
     const session = this.requireSession();
     const decoder = this.speculative.decoder!;
     const context = session.dims.contextLength;
@@ -664,6 +664,7 @@ export class EngineHost {
             const view = this.view(session, trace, this.viewsOn);
             this.post({ type: 'step', id, view }, viewTransferables(view));
           }
+          if (stopAfter !== undefined && count >= stopAfter) abort.abort();
           if (steps > 1) await yieldToEventLoop();
           t0 = performance.now();
         };

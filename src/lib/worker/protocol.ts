@@ -78,7 +78,12 @@ export type Command =
   | { type: 'tokenize'; id: number; text: string }
   | { type: 'start'; id: number; prompt: string; sampler: SamplerSettings; policy: PolicyComposition }
   | { type: 'step'; id: number }
-  | { type: 'run'; id: number; steps: number; stopAtEos: boolean }
+  /**
+   * `stopAfter` (speculative decoding only): stop between rounds once this many tokens are in, as
+   * a Pause landing there would — the rounds are still cut to `steps`, so a link replays a paused
+   * Run exactly (src/lib/links/)
+   */
+  | { type: 'run'; id: number; steps: number; stopAtEos: boolean; stopAfter?: number }
   | { type: 'pause'; id: number }
   | { type: 'back'; id: number; steps: number }
   | { type: 'set-policy'; id: number; policy: PolicyComposition }

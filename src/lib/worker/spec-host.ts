@@ -92,7 +92,18 @@ export class SpeculativeHost {
    * what the same setup decodes in a new tab (experiment links replay it).
    */
   async attach(session: Session): Promise<void> {
-    if (this.drafter?.observe && this.made) this.drafter = await createDrafter(this.made.parsed, this.made.env);
+    // nothing drives the new session until its drafter is made (a failure leaves plain decoding, said)
+    this.decoder_ = null;
+    if (this.drafter?.observe && this.made) {
+      try {
+        this.drafter = await createDrafter(this.made.parsed, this.made.env);
+      } catch (error) {
+        this.drafter = null;
+        this.spec = null;
+        this.made = null;
+        throw error;
+      }
+    }
     this.since = 0;
     this.speedup = null;
     this.decoder_ = this.drafter ? this.decoderOver(session, this.drafter) : null;

@@ -1,24 +1,26 @@
 /** "Add to notebook" on a figure: the popover, the cell the page's source builds, and what lands in the store. */
 import { flushSync } from 'svelte';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { IDBFactory, IDBKeyRange } from 'fake-indexeddb';
+import { Dexie } from 'dexie';
 import { render, unmountAll } from './render.ts';
 import AddToNotebookHarness from './AddToNotebookHarness.svelte';
 import Figure from '../../src/lib/components/Figure.svelte';
-import { openNotebookDb } from '../../src/lib/notebooks/db.ts';
-import { NotebookStore } from '../../src/lib/notebooks/store.ts';
+import { SCHEMA_V2, type NotebookDb } from '../../src/lib/notebooks/db.ts';
+import { QUOTA_MESSAGE, type NotebookStore } from '../../src/lib/notebooks/store.ts';
 import { TRACE_MAX_CHARS } from '../../src/lib/notebooks/validate.ts';
 import type { CellSource } from '../../src/lib/notebooks/cell-source.ts';
 import type { FigureSnapshot } from '../../src/lib/notebooks/types.ts';
+import { allNotebooks, IDBKeyRange, indexedDB, testDbName, testNotebookDb, testNotebookStore } from './fake-notebook-db.ts';
 
 // the app's base path is SvelteKit's; in a component test links are the plain paths
 vi.mock('$app/paths', () => ({ resolve: (path: string) => path }));
 
+let db: NotebookDb;
 let store: NotebookStore;
-let dbCount = 0;
 
 beforeEach(() => {
-  store = new NotebookStore(openNotebookDb({ name: `add-to-notebook-${++dbCount}`, indexedDB: new IDBFactory(), IDBKeyRange }));
+  db = testNotebookDb(testDbName('add-to-notebook'));
+  store = testNotebookStore(db);
   // happy-dom lays nothing out: give every element a box so composeSvg keeps the figure's SVG
   vi.spyOn(Element.prototype, 'getBoundingClientRect').mockReturnValue({ x: 0, y: 0, left: 0, top: 0, width: 120, height: 40, right: 120, bottom: 40, toJSON: () => ({}) } as DOMRect);
 });
@@ -29,11 +31,11 @@ afterEach(() => {
 });
 
 /** A source building an experiment cell around the snapshot, remembering the snapshots it got. */
-function experimentSource(trace: string | null = '{"version":1}'): { source: CellSource; seen: FigureSnapshot[] } {
+function experimentSource(trace: string | null = '{"version":1}', link = '/?x=abc'): { source: CellSource; seen: FigureSnapshot[] } {
   const seen: FigureSnapshot[] = [];
   const source: CellSource = async (figure) => {
     seen.push(figure);
-    return { kind: 'experiment', link: '/?x=abc', trace, summary: 'tiny-model · h2o · 3 steps', text: 'Hello world', figure };
+    return { kind: 'experiment', link, trace, summary: 'tiny-model · h2o · 3 steps', text: 'Hello world', figure };
   };
   return { source, seen };
 }
@@ -87,7 +89,7 @@ describe('Add to notebook', () => {
     query<HTMLButtonElement>(dialog, 'add-to-notebook-new')!.click();
 
     const note = await until(() => query(el, 'add-to-notebook-added'));
-    const [summary] = await store.all();
+    const [summary] = await allNotebooks(db);
     expect(summary.title).toBe('Cache map — notes');
     expect(note.textContent).toContain('Added to Cache map — notes');
     expect(query<HTMLAnchorElement>(note, 'add-to-notebook-open')!.getAttribute('href')).toBe(`/notebooks?id=${encodeURIComponent(summary.id)}`);
@@ -113,7 +115,7 @@ describe('Add to notebook', () => {
     query<HTMLButtonElement>(await openPopover(el), 'add-to-notebook-new')!.click();
     await until(() => query(el, 'add-to-notebook-added'));
     expect(seen).toEqual([{ name: 'cache-map', title: 'Cache map', caption: 'tiny-model · step 3', svg: '' }]);
-    const [notebook] = await store.all();
+    const [notebook] = await allNotebooks(db);
     expect(notebook.cells[0]).toMatchObject({ kind: 'experiment', figure: { svg: '' } });
   });
 
@@ -135,7 +137,7 @@ describe('Add to notebook', () => {
     expect(notebook.cells.map((c) => c.kind)).toEqual(['markdown', 'experiment']);
     expect(notebook.cells[0]).toMatchObject({ text: 'What H2O keeps' });
     expect(notebook.cells[1]).toMatchObject({ kind: 'experiment', link: '/?x=abc', figure: { name: 'cache-map' } });
-    expect(await store.all()).toHaveLength(1);
+    expect(await allNotebooks(db)).toHaveLength(1);
   });
 
   it('a source that throws shows the error until dismissed and writes nothing', async () => {
@@ -153,7 +155,7 @@ describe('Add to notebook', () => {
 
     query<HTMLButtonElement>(dialog, 'add-to-notebook-choice')!.click();
     await until(() => query<HTMLButtonElement>(el, 'add-to-notebook-cache-map')?.disabled === false && query(dialog, 'add-to-notebook-error'));
-    expect(await store.all()).toEqual([existing]);
+    expect(await allNotebooks(db)).toEqual([existing]);
     expect(query(el, 'add-to-notebook-added')).toBeNull();
 
     // the error stays (a press outside does not close it) until Dismiss
@@ -175,12 +177,80 @@ describe('Add to notebook', () => {
     query<HTMLButtonElement>((await openPopover(el)), 'add-to-notebook-new')!.click();
     const note = await until(() => query(el, 'add-to-notebook-added'));
     expect(note.textContent).toContain('The trace was too large to keep; the link still replays the run.');
-    const [notebook] = await store.all();
+    const [notebook] = await allNotebooks(db);
     expect(notebook.cells).toHaveLength(1);
     expect(notebook.cells[0]).toMatchObject({ kind: 'experiment', trace: null, link: '/?x=abc' });
   });
 
-  it('a store error is shown as the store words it, and a notebook made for the figure is removed again', async () => {
+  it('a new notebook and its cell are written in one transaction, with no empty notes cell in between', async () => {
+    const transactions = vi.spyOn(db, 'transaction');
+    const removeCell = vi.spyOn(store, 'removeCell');
+    const remove = vi.spyOn(store, 'remove');
+    const { source } = experimentSource();
+    const el = render(AddToNotebookHarness, { source, store });
+
+    query<HTMLButtonElement>(await openPopover(el), 'add-to-notebook-new')!.click();
+    await until(() => query(el, 'add-to-notebook-added'));
+    expect(transactions).toHaveBeenCalledTimes(1);
+    expect(removeCell).not.toHaveBeenCalled();
+    expect(remove).not.toHaveBeenCalled();
+    const [notebook] = await allNotebooks(db);
+    expect(notebook.cells.map((c) => c.kind)).toEqual(['experiment']);
+  });
+
+  it('a full disk shows the quota sentence, not "the trace was too large", and saves nothing', async () => {
+    const existing = await store.create('Reading notes');
+    // the disk is full for this write only: a retry without the trace would have gone through
+    const quota = new DOMException('The quota has been exceeded.', 'QuotaExceededError');
+    vi.spyOn(db.notebooks, 'put').mockRejectedValueOnce(new Dexie.AbortError('Transaction aborted', quota));
+    const { source } = experimentSource();
+    const el = render(AddToNotebookHarness, { source, store });
+
+    const dialog = await openPopover(el);
+    (await until(() => query<HTMLButtonElement>(dialog, 'add-to-notebook-choice'))).click();
+    const error = await until(() => query(dialog, 'add-to-notebook-error'));
+    expect(error.querySelector('span')!.textContent).toBe(QUOTA_MESSAGE);
+    expect(query(el, 'add-to-notebook-added')).toBeNull();
+    expect(await allNotebooks(db)).toEqual([existing]);
+  });
+
+  it('an experiment past the link cap keeps its trace, and is refused when the trace is too large too', async () => {
+    const { source } = experimentSource('{"version":1}', '');
+    const el = render(AddToNotebookHarness, { source, store });
+    query<HTMLButtonElement>(await openPopover(el), 'add-to-notebook-new')!.click();
+    await until(() => query(el, 'add-to-notebook-added'));
+    const [kept] = await allNotebooks(db);
+    expect(kept.cells[0]).toMatchObject({ kind: 'experiment', link: '', trace: '{"version":1}' });
+    unmountAll();
+
+    const neither = experimentSource('x'.repeat(TRACE_MAX_CHARS + 1), '');
+    const again = render(AddToNotebookHarness, { source: neither.source, store });
+    const dialog = await openPopover(again);
+    query<HTMLButtonElement>(dialog, 'add-to-notebook-new')!.click();
+    const error = await until(() => query(dialog, 'add-to-notebook-error'));
+    expect(error.querySelector('span')!.textContent).toBe(
+      'This experiment cannot be added: its trace is too large for a notebook and its prompt too long for a link, so the cell could neither replay nor show the run. Nothing was added.',
+    );
+    expect(await allNotebooks(db)).toEqual([kept]);
+  });
+
+  it('a database a newer kvscope wrote is named as such, not as a raw error', async () => {
+    const name = testDbName('add-to-notebook-newer');
+    const v3 = new Dexie(name, { indexedDB, IDBKeyRange });
+    v3.version(3).stores({ ...SCHEMA_V2, tags: 'id' });
+    await v3.open();
+    v3.close();
+    const { source } = experimentSource();
+    const el = render(AddToNotebookHarness, { source, store: testNotebookStore(testNotebookDb(name)) });
+
+    query<HTMLButtonElement>(el, 'add-to-notebook-cache-map')!.click();
+    const error = await until(() => query(el, 'add-to-notebook-error'));
+    expect(error.querySelector('span')!.textContent).toBe(
+      'These notebooks were saved by a newer kvscope (database version 3); this app reads version 2. Reload to update the app.',
+    );
+  });
+
+  it('a store error is shown as the store words it, and no notebook is left behind', async () => {
     const source: CellSource = async (figure) => ({ kind: 'comparison', link: 'https://elsewhere.example/', summary: 's', table: { columns: [], rows: [] }, figure });
     // the sentence the store itself gives for this cell
     const scratch = await store.create('scratch');
@@ -196,7 +266,7 @@ describe('Add to notebook', () => {
     query<HTMLButtonElement>(dialog, 'add-to-notebook-new')!.click();
     const error = await until(() => query(dialog, 'add-to-notebook-error'));
     expect(error.querySelector('span')!.textContent).toBe(refusal);
-    expect(await store.all()).toEqual([]);
+    expect(await allNotebooks(db)).toEqual([]);
   });
 
   it('is keyboard-friendly: arrows move through the choices, Escape closes and gives focus back', async () => {

@@ -75,12 +75,29 @@ describe('markdownHtml', () => {
     }
   });
 
-  it('keeps safe links and images', () => {
-    const root = dom(markdownHtml('[mail](mailto:a@b.example) [rel](/compare?l=1) [frag](#top) <https://kvscope.example>\n\n![chart](https://img.example/c.png "C")'));
+  it('keeps safe links and relative images', () => {
+    const root = dom(markdownHtml('[mail](mailto:a@b.example) [rel](/compare?l=1) [frag](#top) <https://kvscope.example>\n\n![chart](figures/c.png "C")'));
     expect([...root.querySelectorAll('a')].map((a) => a.getAttribute('href'))).toEqual(['mailto:a@b.example', '/compare?l=1', '#top', 'https://kvscope.example']);
-    expect(root.querySelector('img')?.getAttribute('src')).toBe('https://img.example/c.png');
+    expect(root.querySelector('img')?.getAttribute('src')).toBe('figures/c.png');
     expect(root.querySelector('img')?.getAttribute('alt')).toBe('chart');
     expect(root.querySelector('img')?.getAttribute('title')).toBe('C');
+  });
+
+  it('shows a remote image as a link named by its alt text, never as an <img> (nothing is fetched)', () => {
+    const remote = ['https://img.example/c.png', 'HTTP://img.example/c.png', '//img.example/c.png', '/\\img.example/c.png', ' https://img.example/c.png'];
+    for (const url of remote) {
+      const root = dom(markdownHtml(`![chart <b>1</b>](${url} "C")`));
+      expect(root.querySelector('img'), url).toBeNull();
+      const link = root.querySelector('a')!;
+      expect(link.getAttribute('href'), url).toBe(url.trim());
+      expect(link.textContent, url).toBe('chart <b>1</b>');
+      expect([link.getAttribute('title'), link.getAttribute('target'), link.getAttribute('rel')]).toEqual(['C', '_blank', 'noopener noreferrer']);
+    }
+    // without alt text the link shows its address
+    expect(dom(markdownHtml('![](https://img.example/c.png)')).querySelector('a')?.textContent).toBe('https://img.example/c.png');
+    // a scheme that could run keeps only the text
+    const data = dom(markdownHtml('![pixel](data:image/png;base64,AAAA)'));
+    expect([data.querySelector('img, a'), data.textContent?.trim()]).toEqual([null, 'pixel']);
   });
 
   it('shows raw HTML as the text it is', () => {
@@ -156,6 +173,7 @@ describe('notebookHtml', () => {
     const plain = new DOMParser().parseFromString(notebookHtml(sample()), 'text/html');
     expect(plain.querySelectorAll('section a')).toHaveLength(0);
     expect([...plain.querySelectorAll('.record code')].map((code) => code.textContent)).toEqual(['/?x=a&b=<c>', '/compare?l=1', '/bench?c=1']);
-    expect(notebookHtmlFileName({ ...sample(), title: 'H2O vs TOVA' })).toBe('h2o-vs-tova.html');
+    expect(notebookHtmlFileName({ ...sample(), title: 'H2O vs TOVA: notes!' })).toBe('H2O-vs-TOVA-notes.html');
+    expect(notebookHtmlFileName({ ...sample(), title: '★★★' })).toBe('notebook.html');
   });
 });

@@ -5,16 +5,15 @@
  * from a version-1 database, declared with the same SCHEMA_V1 that db.ts ships.
  */
 import { Dexie } from 'dexie';
-import { IDBKeyRange, indexedDB } from 'fake-indexeddb';
 import { describe, expect, it, vi } from 'vitest';
-import { declareSchemaV1, EXPLORER_DRAFT_KEY, NOTEBOOK_SCHEMA_VERSION, openNotebookDb, type NotebookDb } from '../../src/lib/notebooks/db.ts';
-import { NotebookStore, QUOTA_MESSAGE, StoreError, type NotebookSummary } from '../../src/lib/notebooks/store.ts';
+import { declareSchemaV1, NOTEBOOK_SCHEMA_VERSION, SCHEMA_V2, type NotebookDb } from '../../src/lib/notebooks/db.ts';
+import { databaseProblem, NotebookStore, QUOTA_MESSAGE, StoreError, type NotebookSummary } from '../../src/lib/notebooks/store.ts';
 import type { Cell, NewCell, Notebook } from '../../src/lib/notebooks/types.ts';
+import { allNotebooks, IDBKeyRange, indexedDB, testDbName, testNotebookDb } from './fake-notebook-db.ts';
 
-let dbCount = 0;
 function fresh(): { db: NotebookDb; store: NotebookStore; name: string } {
-  const name = `notebooks-test-${++dbCount}-${crypto.randomUUID()}`;
-  const db = openNotebookDb({ name, indexedDB, IDBKeyRange });
+  const name = testDbName();
+  const db = testNotebookDb(name);
   return { db, store: new NotebookStore(db), name };
 }
 
@@ -51,7 +50,7 @@ const quota = () => new DOMException('The quota has been exceeded.', 'QuotaExcee
 
 describe('NotebookStore edits', () => {
   it('creates notebooks with one empty markdown cell and unique default titles', async () => {
-    const { store } = fresh();
+    const { store, db } = fresh();
     const first = await store.create();
     expect(first.cells).toEqual([{ kind: 'markdown', id: expect.any(String), text: '' }]);
     expect(first.id).toMatch(/^[0-9a-f-]{36}$/);
@@ -59,7 +58,7 @@ describe('NotebookStore edits', () => {
     expect((await store.create()).title).toBe('Untitled notebook 3');
     expect((await store.create('  Cache notes  ')).title).toBe('Cache notes');
     expect(await store.get(first.id)).toEqual(first);
-    expect((await store.all()).map((n) => n.title)).toEqual(['Cache notes', 'Untitled notebook 3', 'Untitled notebook 2', 'Untitled notebook']);
+    expect((await allNotebooks(db)).map((n) => n.title)).toEqual(['Cache notes', 'Untitled notebook 3', 'Untitled notebook 2', 'Untitled notebook']);
   });
 
   it('renames with a trimmed 1–200 character title, and names the problem otherwise', async () => {
@@ -118,14 +117,14 @@ describe('NotebookStore edits', () => {
   });
 
   it('removes a notebook and restores it (undo)', async () => {
-    const { store } = fresh();
+    const { store, db } = fresh();
     const kept = await store.create('Kept');
     const gone = await store.create('Gone');
     await store.addCell(gone.id, EVALUATION);
     const full = (await store.get(gone.id))!;
     expect(await store.remove(gone.id)).toEqual(full);
     expect(await store.get(gone.id)).toBeUndefined();
-    expect((await store.all()).map((n) => n.id)).toEqual([kept.id]);
+    expect((await allNotebooks(db)).map((n) => n.id)).toEqual([kept.id]);
     expect((await failure(store.restore({ ...full, title: '' }))).message).toMatch(/notebook\.title must be 1 to 200 characters/);
     expect(await store.get(gone.id)).toBeUndefined();
     await store.restore(full);
@@ -133,13 +132,38 @@ describe('NotebookStore edits', () => {
     expect((await failure(store.remove('missing'))).message).toMatch(/no longer exists/);
   });
 
-  it('keeps small settings such as the explorer draft', async () => {
+  it('creates a notebook with given cells in one transaction, and nothing at all when one is refused', async () => {
+    const { store, db } = fresh();
+    const seen: NotebookSummary[][] = [];
+    const subscription = store.liveList().subscribe((list) => seen.push(list));
+    await vi.waitFor(() => expect(seen).toHaveLength(1));
+
+    const made = await store.create('Cache map — notes', [EXPERIMENT, COMPARISON]);
+    expect(made.cells.map((cell) => cell.kind)).toEqual(['experiment', 'comparison']);
+    expect(made.cells[0]).toEqual({ ...EXPERIMENT, id: expect.stringMatching(/^[0-9a-f-]{36}$/) });
+    expect(await store.get(made.id)).toEqual(made);
+    await vi.waitFor(() => expect(seen.at(-1)?.map((s) => s.cells)).toEqual([2]));
+    // another tab sees the notebook appear with its cells: never empty, never with a notes cell first
+    expect(seen.map((list) => list.map((s) => s.cells))).toEqual([[], [2]]);
+    subscription.unsubscribe();
+
+    const before = await snapshot(db);
+    const tooLarge = await failure(store.create('Too large', [COMPARISON, { ...EXPERIMENT, trace: 'x'.repeat(8 * 1024 * 1024 + 1) }]));
+    expect(tooLarge.field).toBe('cell.trace');
+    expect(tooLarge.message).toBe('This cell cannot be saved: cell.trace is 8.1 MB, over the limit of 8 MB.');
+    expect(await snapshot(db)).toEqual(before);
+    expect((await store.create('Empty', [])).cells).toEqual([]);
+  });
+
+  it('keeps an experiment without a link (past the link cap) only while it keeps its trace', async () => {
     const { store } = fresh();
-    expect(await store.getSetting(EXPLORER_DRAFT_KEY)).toBeUndefined();
-    await store.setSetting(EXPLORER_DRAFT_KEY, 'Once upon a time');
-    expect(await store.getSetting(EXPLORER_DRAFT_KEY)).toBe('Once upon a time');
-    await store.deleteSetting(EXPLORER_DRAFT_KEY);
-    expect(await store.getSetting(EXPLORER_DRAFT_KEY)).toBeUndefined();
+    const { id } = await store.create('Long prompt');
+    await store.addCell(id, { ...EXPERIMENT, link: '' });
+    expect((await store.get(id))!.cells[1]).toMatchObject({ kind: 'experiment', link: '', trace: EXPERIMENT.kind === 'experiment' ? EXPERIMENT.trace : null });
+    const neither = await failure(store.addCell(id, { ...EXPERIMENT, link: '', trace: null }));
+    expect(neither.field).toBe('cell.link');
+    expect(neither.message).toMatch(/cell\.link may be empty only while the cell keeps its trace/);
+    expect((await failure(store.addCell(id, { ...COMPARISON, link: '' }))).field).toBe('cell.link');
   });
 });
 
@@ -268,14 +292,14 @@ describe('schema upgrade', () => {
     declareSchemaV1(v1);
     const rows = [v1Notebook('nb-1', 'Sinks and Budgets', 3_000), v1Notebook('nb-2', 'Merging', 1_000), { ...v1Notebook('nb-3', 'Empty', 2_000), cells: [] }];
     await v1.table('notebooks').bulkPut(rows);
-    await v1.table('settings').put({ key: EXPLORER_DRAFT_KEY, value: 'draft prompt' });
+    await v1.table('settings').put({ key: 'reserved', value: 'kept' });
     v1.close();
 
-    const db = openNotebookDb({ name, indexedDB, IDBKeyRange });
+    const db = testNotebookDb(name);
     const store = new NotebookStore(db);
-    expect(await store.all()).toEqual([rows[0], rows[2], rows[1]]);
+    expect(await allNotebooks(db)).toEqual([rows[0], rows[2], rows[1]]);
     expect(db.verno).toBe(NOTEBOOK_SCHEMA_VERSION);
-    expect(await store.getSetting(EXPLORER_DRAFT_KEY)).toBe('draft prompt');
+    expect(await db.settings.get('reserved')).toEqual({ key: 'reserved', value: 'kept' });
 
     const summaries = await db.summaries.orderBy('updated').reverse().toArray();
     expect(summaries.map((s) => [s.id, s.cells, s.kinds])).toEqual([
@@ -293,5 +317,49 @@ describe('schema upgrade', () => {
     await store.addCell('nb-2', { kind: 'markdown', text: 'after the upgrade' });
     expect((await store.get('nb-2'))!.cells).toHaveLength(5);
     db.close();
+  });
+});
+
+describe('a database a newer kvscope wrote', () => {
+  const NEWER = 'These notebooks were saved by a newer kvscope (database version 3); this app reads version 2. Reload to update the app.';
+
+  /** A version-3 database (one more store than version 2), written by a throwaway Dexie as a newer app would. */
+  async function newerDatabase(): Promise<string> {
+    const name = testDbName('notebooks-newer');
+    const v3 = new Dexie(name, { indexedDB, IDBKeyRange });
+    v3.version(3).stores({ ...SCHEMA_V2, tags: 'id' });
+    await v3.table('notebooks').put(v1Notebook('nb-new', 'From the future', 1));
+    v3.close();
+    return name;
+  }
+
+  it('is refused at open, reads and writes alike, with one sentence naming both versions', async () => {
+    const name = await newerDatabase();
+    const db = testNotebookDb(name);
+    const store = new NotebookStore(db);
+    const read = await store.get('nb-new').then(
+      () => null,
+      (error: unknown) => error,
+    );
+    expect(databaseProblem(read)).toBe(NEWER);
+    const list = await new Promise<unknown>((resolve) => store.liveList().subscribe({ next: () => resolve('a list'), error: resolve }));
+    expect(databaseProblem(list)).toBe(NEWER);
+    const write = await failure(store.create('Mine'));
+    expect(write.message).toBe(NEWER);
+
+    // nothing was changed: the newer app finds its database as it left it
+    const v3 = new Dexie(name, { indexedDB, IDBKeyRange });
+    v3.version(3).stores({ ...SCHEMA_V2, tags: 'id' });
+    expect((await v3.table('notebooks').toArray()).map((n: Notebook) => n.id)).toEqual(['nb-new']);
+    expect(v3.verno).toBe(3);
+    v3.close();
+  });
+
+  it('words a browser\'s own VersionError too; other errors are not the database\'s', () => {
+    const native = new DOMException('The requested version (20) is less than the existing version (40).', 'VersionError');
+    expect(databaseProblem(new Dexie.OpenFailedError('open failed', native))).toBe(NEWER.replace('version 3', 'version 4'));
+    expect(databaseProblem(new DOMException('newer', 'VersionError'))).toMatch(/^These notebooks were saved by a newer kvscope \(a newer database version\)/);
+    expect(databaseProblem(new Dexie.AbortError('aborted', quota()))).toBe(QUOTA_MESSAGE);
+    expect(databaseProblem(new Error('ConstraintError'))).toBeNull();
   });
 });

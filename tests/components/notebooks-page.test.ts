@@ -6,24 +6,25 @@
  * filters the live list by title and cell text; a bad bundle changes nothing and names the problem,
  * a good one adds its notebook. The markdown cell edits in a textarea and shows sanitized HTML.
  */
-import { IDBKeyRange, indexedDB } from 'fake-indexeddb';
+import { Dexie } from 'dexie';
 import { strToU8, zipSync } from 'fflate';
 import { flushSync } from 'svelte';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { openNotebookDb } from '../../src/lib/notebooks/db.ts';
+import { SCHEMA_V2, type NotebookDb } from '../../src/lib/notebooks/db.ts';
 import { NotebookStore } from '../../src/lib/notebooks/store.ts';
 import { encodeBundle } from '../../src/lib/notebooks/bundle.ts';
 import { AUTOSAVE_MS, NotebooksState } from '../../src/lib/notebooks/notebooks.svelte.ts';
 import MarkdownCellView from '../../src/lib/notebooks/components/MarkdownCell.svelte';
 import type { MarkdownCell, Notebook } from '../../src/lib/notebooks/types.ts';
 import { render, unmountAll } from './render.ts';
+import { allNotebooks, IDBKeyRange, indexedDB, testDbName, testNotebookDb } from './fake-notebook-db.ts';
 
-let dbCount = 0;
 const states: NotebooksState[] = [];
+const dbs = new WeakMap<NotebooksState, NotebookDb>();
 
-function fresh(): NotebooksState {
-  const db = openNotebookDb({ name: `notebooks-page-${++dbCount}-${crypto.randomUUID()}`, indexedDB, IDBKeyRange });
+function fresh(db: NotebookDb = testNotebookDb(testDbName('notebooks-page'))): NotebooksState {
   const state = new NotebooksState(new NotebookStore(db));
+  dbs.set(state, db);
   states.push(state);
   state.start();
   return state;
@@ -207,7 +208,7 @@ describe('NotebooksState', () => {
     expect(await state.importBundle(zipSync({ 'notes.txt': strToU8('hello') }), 'notes.zip')).toEqual([]);
     expect(state.problems[1].message).toBe('Nothing was imported: notes.zip is not a kvscope bundle (it has no bundle.json).');
     expect(state.notice).toBeNull();
-    expect(await state.store.all()).toHaveLength(1);
+    expect(await allNotebooks(dbs.get(state)!)).toHaveLength(1);
     await sleep(50);
     expect(state.summaries).toEqual(before);
 
@@ -227,12 +228,32 @@ describe('NotebooksState', () => {
     const { cells } = await notebookWithCells(state, ['first']);
     state.editText(cells[0], '# Findings <script>alert(1)</script>');
     const html = await state.htmlOfOpen('https://example.org');
-    expect(html?.title).toBe('Untitled notebook');
+    expect(html?.fileName).toBe('Untitled-notebook.html');
     expect(html?.html).toContain('Findings');
     expect(html?.html).not.toContain('<script');
     const bundle = await state.bundleOfOpen();
     expect(bundle?.fileName).toMatch(/\.zip$/);
     expect(bundle?.bytes.length).toBeGreaterThan(0);
+  });
+});
+
+describe('a database a newer kvscope wrote', () => {
+  it('shows one polite sentence, not the raw error, for the list and the open notebook', async () => {
+    const name = testDbName('notebooks-page-newer');
+    const v3 = new Dexie(name, { indexedDB, IDBKeyRange });
+    v3.version(3).stores({ ...SCHEMA_V2, tags: 'id' });
+    await v3.open();
+    v3.close();
+
+    const state = fresh(testNotebookDb(name));
+    state.open('some-notebook');
+    await until(() => state.problems.length > 0, 'the error');
+    await sleep(50);
+    expect(state.problems.map((p) => p.message)).toEqual([
+      'These notebooks were saved by a newer kvscope (database version 3); this app reads version 2. Reload to update the app.',
+    ]);
+    expect(await state.createNotebook()).toBeNull();
+    expect(state.problems).toHaveLength(1);
   });
 });
 

@@ -79,7 +79,7 @@ describe('bundle round trip', () => {
   });
 
   it('names the download after the notebook, or the date for several', () => {
-    expect(bundleFileName([sample('a', 'KV notes: H2O vs TOVA!')])).toBe('kv-notes-h2o-vs-tova.kvscope.zip');
+    expect(bundleFileName([sample('a', 'KV notes: H2O vs TOVA!')])).toBe('KV-notes-H2O-vs-TOVA.kvscope.zip');
     expect(bundleFileName([sample('a'), sample('b')], new Date('2026-12-01T10:00:00Z'))).toBe('kvscope-notebooks-2026-12-01.zip');
     expect(bundleFileName([sample('a', '★★★')], new Date('2026-12-01T10:00:00Z'))).toBe('kvscope-notebooks-2026-12-01.zip');
   });

@@ -41,7 +41,7 @@ const NOTEBOOK: Notebook = {
   created: 0,
   updated: 0,
   cells: [
-    { kind: 'markdown', id: 'm', text: `## Notes\n\nSome **bold** and a [paper](https://arxiv.org/abs/2306.14048).\n\n${XSS_INPUTS.join('\n\n')}` },
+    { kind: 'markdown', id: 'm', text: `## Notes\n\nSome **bold** and a [paper](https://arxiv.org/abs/2306.14048).\n\n![tracking pixel](https://tracker.example/notes.png)\n\n${XSS_INPUTS.join('\n\n')}` },
     {
       kind: 'experiment',
       id: 'x',
@@ -109,6 +109,26 @@ describe.skipIf(!existsSync(CHROMIUM))('notebook markdown and HTML export in Chr
     await page.close();
   });
 
+  it('renderMarkdown shows a remote image as a link: the page fetches nothing for it', async () => {
+    const page = await blankPage();
+    const requests: string[] = [];
+    page.on('request', (request) => requests.push(request.url()));
+    const shown = await page.evaluate(async () => {
+      const root = document.createElement('div');
+      root.innerHTML = window.kvscopeNotebook.renderMarkdown('![tracking pixel](https://tracker.example/pixel.png)\n\n![protocol-relative](//tracker.example/p.png)');
+      document.body.append(root);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      return { images: root.querySelectorAll('img').length, links: [...root.querySelectorAll('a')].map((a) => [a.getAttribute('href'), a.textContent, a.rel]) };
+    });
+    expect(shown.images).toBe(0);
+    expect(shown.links).toEqual([
+      ['https://tracker.example/pixel.png', 'tracking pixel', 'noopener noreferrer'],
+      ['//tracker.example/p.png', 'protocol-relative', 'noopener noreferrer'],
+    ]);
+    expect(requests.filter((url) => url.includes('tracker.example'))).toEqual([]);
+    await page.close();
+  });
+
   it('the exported page runs nothing, fetches nothing and its CSP holds', async () => {
     const maker = await blankPage();
     const html = await maker.evaluate((notebook) => window.kvscopeNotebook.notebookHtml(notebook, { origin: 'https://kvscope.example' }), NOTEBOOK);
@@ -150,6 +170,10 @@ describe.skipIf(!existsSync(CHROMIUM))('notebook markdown and HTML export in Chr
         title: document.querySelector('h1')?.textContent,
         th: document.querySelector('.comparison th')?.textContent,
         figureLoaded: figure.complete && figure.naturalWidth === 4,
+        remoteImage: {
+          images: document.querySelectorAll('.markdown img').length,
+          text: document.querySelector('.markdown a[href="https://tracker.example/notes.png"]')?.textContent,
+        },
         links: [...document.querySelectorAll('section a')].map((a) => a.getAttribute('href')),
       };
     });
@@ -163,7 +187,8 @@ describe.skipIf(!existsSync(CHROMIUM))('notebook markdown and HTML export in Chr
     expect(shown.title).toBe(NOTEBOOK.title);
     expect(shown.th).toBe('<b onmouseover=x>lane</b>');
     expect(shown.figureLoaded).toBe(true);
-    expect(shown.links).toEqual(['https://arxiv.org/abs/2306.14048', 'https://kvscope.example/?x=1', 'https://kvscope.example/compare?l=1']);
+    expect(shown.remoteImage).toEqual({ images: 0, text: 'tracking pixel' });
+    expect(shown.links).toEqual(['https://arxiv.org/abs/2306.14048', 'https://tracker.example/notes.png', 'https://kvscope.example/?x=1', 'https://kvscope.example/compare?l=1']);
     await page.close();
   });
 });

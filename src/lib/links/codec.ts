@@ -8,6 +8,7 @@
  * or one message that names the problem (a fuzz test feeds it 10,000 mangled links).
  */
 import { deflateSync, inflateSync, strFromU8, strToU8 } from 'fflate';
+import { base64FromBytes } from '../base64.ts';
 import { EXPERIMENT_VERSION, type Experiment } from './experiment.ts';
 import { LinkError, readWire, toWire } from './validate.ts';
 
@@ -22,9 +23,7 @@ export type LinkReading =
   | { kind: 'error'; message: string };
 
 function toBase64Url(bytes: Uint8Array): string {
-  let binary = '';
-  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  return base64FromBytes(bytes).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 }
 
 function fromBase64Url(text: string): Uint8Array {

@@ -9,6 +9,7 @@
  * field is validated (validate.ts) with the path of the bad one in the error.
  */
 import { unzipSync, zipSync, type Zippable } from 'fflate';
+import { safeFileName } from '../charts/export.ts';
 import type { Notebook } from './types.ts';
 import { checkNotebook, FieldError, type TraceReader } from './validate.ts';
 
@@ -79,9 +80,13 @@ export function decodeBundle(bytes: Uint8Array, fileName = 'This file'): Noteboo
 
 /** "<title>.kvscope.zip" for one notebook, "kvscope-notebooks-<date>.zip" for several. */
 export function bundleFileName(notebooks: Notebook[], now: Date = new Date()): string {
-  const stem = (title: string) => title.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 60);
-  const single = notebooks.length === 1 ? stem(notebooks[0].title) : '';
+  const single = notebooks.length === 1 ? notebookFileStem(notebooks[0].title) : null;
   return single ? `${single}.kvscope.zip` : `kvscope-notebooks-${now.toISOString().slice(0, 10)}.zip`;
+}
+
+/** A notebook title as a file-name stem (the figures' own rule), or null when no letter or digit is left to name it. */
+export function notebookFileStem(title: string): string | null {
+  return /[A-Za-z0-9]/.test(title) ? safeFileName(title) : null;
 }
 
 /** Inflates bundle.json and the traces, after checking every entry's declared size and the count. */

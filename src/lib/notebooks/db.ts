@@ -1,20 +1,21 @@
 /**
  * The notebooks' IndexedDB database (Dexie), with a versioned schema and a tested upgrade path.
  *
- * version 1: `notebooks` (whole notebooks, cells and traces inline) and `settings` (small key/value
- * things such as the explorer's unsaved prompt draft).
+ * version 1: `notebooks` (whole notebooks, cells and traces inline) and `settings` (a key/value
+ * table nothing uses yet: a version can add stores but not drop one without its own bump).
  * version 2: adds `summaries`, one small row per notebook (title, updated, cell counts by kind and a
  * lower-cased search text). The list and the search read only these rows, so they never load the
  * cells' traces and figures (a notebook can hold megabytes of them). The store writes a notebook and
  * its summary in one transaction; the upgrade fills a summary for every version-1 notebook.
+ *
+ * A database a newer kvscope wrote (a higher version) is refused at open with NewerDatabaseError:
+ * Dexie would open it as it is, and this app would read and write a format it does not know.
  */
 import { Dexie, type Table, type Transaction } from 'dexie';
 import type { Cell, CellKind, Notebook } from './types.ts';
 
 export const NOTEBOOK_DB_NAME = 'kvscope-notebooks';
 export const NOTEBOOK_SCHEMA_VERSION = 2;
-/** the `settings` key of the explorer's unsaved prompt draft */
-export const EXPLORER_DRAFT_KEY = 'explorer-draft';
 
 /** What the notebook list shows for one notebook. */
 export interface NotebookSummary {
@@ -36,6 +37,7 @@ export interface Setting {
 }
 
 /** The version-1 stores, exactly as first shipped: the upgrade test declares a database with these. */
+// `settings` is reserved (no reader or writer): dropping it would take a version bump of its own
 export const SCHEMA_V1 = { notebooks: 'id, updated, title', settings: 'key' } as const;
 /** Version 2 adds the summaries (ordered by `updated`, the list's order). */
 export const SCHEMA_V2 = { ...SCHEMA_V1, summaries: 'id, updated, title' } as const;
@@ -56,20 +58,30 @@ export interface NotebookDbOptions {
   IDBKeyRange?: typeof IDBKeyRange;
 }
 
+/** The database was written by a newer kvscope: its schema `version` is above NOTEBOOK_SCHEMA_VERSION. */
+export class NewerDatabaseError extends Error {
+  override name = 'NewerDatabaseError';
+  constructor(readonly version: number) {
+    super(`the notebook database has version ${version}, newer than version ${NOTEBOOK_SCHEMA_VERSION}`);
+  }
+}
+
 export function openNotebookDb(options: NotebookDbOptions = {}): NotebookDb {
   const db = new Dexie(options.name ?? NOTEBOOK_DB_NAME, {
     ...(options.indexedDB ? { indexedDB: options.indexedDB } : {}),
     ...(options.IDBKeyRange ? { IDBKeyRange: options.IDBKeyRange } : {}),
   }) as NotebookDb;
-  // Dexie's live queries run only when its global dependencies hold an indexedDB; where the global
-  // scope has none (Node, tests with fake-indexeddb) they would stay silent, so lend them this one
-  if (options.indexedDB && options.IDBKeyRange && !Dexie.dependencies.indexedDB) {
-    Dexie.dependencies.indexedDB = options.indexedDB;
-    Dexie.dependencies.IDBKeyRange = options.IDBKeyRange;
-  }
   declareSchemaV1(db);
   db.version(2).stores(SCHEMA_V2).upgrade(fillSummaries);
+  db.on('ready', refuseNewer);
   return db;
+}
+
+/** Fails the open (every query then rejects with it) when a newer app wrote this database. */
+function refuseNewer(db: Dexie): void {
+  // Dexie stores version n as native version 10·n (plus small patch steps it may add itself)
+  const installed = Math.floor(db.backendDB().version / 10);
+  if (installed > NOTEBOOK_SCHEMA_VERSION) throw new NewerDatabaseError(installed);
 }
 
 async function fillSummaries(tx: Transaction): Promise<void> {

@@ -4,6 +4,8 @@
  * or opened from disk years later. Markdown goes through renderMarkdown (sanitized); every other
  * string is escaped text. Figures stay SVG behind <img>, where no script inside them can run.
  */
+import { base64FromText } from '../base64.ts';
+import { notebookFileStem } from './bundle.ts';
 import { escapeHtml, renderMarkdown } from './markdown.ts';
 import type { Cell, DataTable, FigureSnapshot, Notebook } from './types.ts';
 
@@ -64,10 +66,9 @@ ${cells}
 `;
 }
 
-/** "<title>.html" for the download. */
+/** "<title>.html" for the download ("notebook.html" when the title has no letter or digit to keep). */
 export function notebookHtmlFileName(notebook: Notebook): string {
-  const stem = notebook.title.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 60);
-  return `${stem || 'notebook'}.html`;
+  return `${notebookFileStem(notebook.title) ?? 'notebook'}.html`;
 }
 
 function cellHtml(cell: Cell, origin: string | undefined): string {
@@ -83,7 +84,7 @@ function cellHtml(cell: Cell, origin: string | undefined): string {
 
 function figureHtml(figure: FigureSnapshot): string {
   const alt = figure.caption ? `${figure.title} — ${figure.caption}` : figure.title;
-  const src = `data:image/svg+xml;base64,${base64(figure.svg)}`;
+  const src = `data:image/svg+xml;base64,${base64FromText(figure.svg)}`;
   const caption = [figure.title, figure.caption].filter(Boolean).map(escapeHtml).join('<br>');
   return `<figure><img alt="${escapeHtml(alt)}" src="${src}"><figcaption>${caption}</figcaption></figure>`;
 }
@@ -113,10 +114,3 @@ function absolute(link: string, origin: string): string | null {
   }
 }
 
-/** UTF-8 then base64, in chunks (String.fromCharCode takes a bounded number of arguments). */
-function base64(text: string): string {
-  const bytes = new TextEncoder().encode(text);
-  let binary = '';
-  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return btoa(binary);
-}

@@ -3,9 +3,10 @@
  *
  * 1. markdownHtml: `marked` (GitHub-flavoured) with a renderer that is safe on its own. Raw HTML in
  *    a cell is shown as the text it is (a note is markdown, and a bundle from someone else must not
- *    slip markup in); link and image URLs must be http(s), mailto or relative, anything else
- *    (`javascript:`, `data:`, …) keeps only its text; links open in a new tab without handing it this
- *    page (rel="noopener noreferrer"). Pure string work: runs anywhere.
+ *    slip markup in); link URLs must be http(s), mailto or relative, anything else (`javascript:`,
+ *    `data:`, …) keeps only its text; links open in a new tab without handing it this page
+ *    (rel="noopener noreferrer"). Only relative images are drawn: a remote one becomes a link (see
+ *    `image` below). Pure string work: runs anywhere.
  * 2. renderMarkdown: that HTML through DOMPurify, the browser's second line. DOMPurify needs a real
  *    DOM: under happy-dom it mangles markup (cure53/DOMPurify#1457, "happy-dom is not supported"),
  *    so tests check layer 1 in happy-dom and the whole in Chromium (tests/ui/notebook-markdown-browser).
@@ -27,6 +28,12 @@ function safeUrl(href: string, schemes: Set<string>): string | null {
   return scheme && !schemes.has(scheme[1].toLowerCase()) ? null : href.trim();
 }
 
+/** No scheme and no host: a path on this site ("//host/x" and "/\\host/x" name another host). */
+function isRelative(href: string): boolean {
+  const compact = href.replace(/[\u0000-\u0020\u007f]/g, '');
+  return !/^[a-z][a-z0-9+.-]*:/i.test(compact) && !/^[/\\]{2}/.test(compact);
+}
+
 const titleAttribute = (title: string | null | undefined): string => (title ? ` title="${escapeHtml(title)}"` : '');
 
 const markdown = new Marked({
@@ -40,9 +47,14 @@ const markdown = new Marked({
       return `<a href="${escapeHtml(url)}"${titleAttribute(token.title)} target="_blank" rel="noopener noreferrer">${inner}</a>`;
     },
     image(token: Tokens.Image) {
-      const url = safeUrl(token.href, new Set(['http', 'https']));
-      if (url === null) return escapeHtml(token.text);
-      return `<img src="${escapeHtml(url)}" alt="${escapeHtml(token.text)}"${titleAttribute(token.title)}>`;
+      // A remote image would be fetched by whoever opens the notebook (an imported bundle could
+      // track its readers), breaks offline and is blocked by the HTML export's CSP anyway: it is
+      // shown as a link named by its alt text, followed only if the reader chooses to.
+      if (isRelative(token.href)) return `<img src="${escapeHtml(token.href.trim())}" alt="${escapeHtml(token.text)}"${titleAttribute(token.title)}>`;
+      const url = safeUrl(token.href, SAFE_SCHEMES);
+      const label = escapeHtml(token.text || token.href);
+      if (url === null) return label;
+      return `<a href="${escapeHtml(url)}"${titleAttribute(token.title)} target="_blank" rel="noopener noreferrer">${label}</a>`;
     },
   },
 });

@@ -12,10 +12,9 @@
  * every figure share `notebookStore()`, opened on first use.
  */
 import type { Observable } from 'dexie';
-import { openNotebookDb } from './db.ts';
-import { NotebookStore, type NotebookSummary } from './store.ts';
+import { databaseProblem, NotebookStore, type NotebookSummary } from './store.ts';
 import { decodeBundle, encodeBundle, bundleFileName } from './bundle.ts';
-import { notebookHtml } from './html-export.ts';
+import { notebookHtml, notebookHtmlFileName } from './html-export.ts';
 import type { Cell, Notebook } from './types.ts';
 
 /** How long typing may pause before the text is written (per cell). */
@@ -261,17 +260,20 @@ export class NotebooksState {
   }
 
   /** The open notebook as a standalone HTML page (links absolute against `origin`). */
-  async htmlOfOpen(origin?: string): Promise<{ html: string; title: string } | null> {
+  async htmlOfOpen(origin?: string): Promise<{ html: string; fileName: string } | null> {
     const notebook = await this.savedOpenNotebook('The HTML page could not be written');
     if (!notebook) return null;
-    return this.attempt('The HTML page could not be written', async () => ({ html: notebookHtml(notebook, { origin }), title: notebook.title }));
+    return this.attempt('The HTML page could not be written', async () => ({ html: notebookHtml(notebook, { origin }), fileName: notebookHtmlFileName(notebook) }));
   }
 
   // ---- errors ---------------------------------------------------------------------------------
 
+  /** Shows "<what>: <reason>"; an error of the database itself (a newer app's, a full disk) is its own sentence. */
   report(what: string, error: unknown): void {
     const reason = error instanceof Error ? error.message : String(error);
-    this.problems = [...this.problems, { id: this.nextProblemId++, message: `${what}: ${reason}` }];
+    const message = databaseProblem(error) ?? `${what}: ${reason}`;
+    if (this.problems.some((problem) => problem.message === message)) return; // the list and the open notebook fail alike
+    this.problems = [...this.problems, { id: this.nextProblemId++, message }];
   }
 
   dismissProblem(id: number): void {

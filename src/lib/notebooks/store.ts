@@ -3,11 +3,12 @@
  *
  * Each write is one read-write transaction over a notebook and its summary row, so a failure (the
  * browser's storage full, a cell too large) leaves the database as it was. Errors reach the page as a
- * StoreError whose message is the sentence to show. Lists are Dexie live queries: they emit again
- * whenever a write commits, in this tab or another.
+ * StoreError whose message is the sentence to show; databaseProblem words the errors of the database
+ * itself (a newer app's, a full disk) for the reads too. Lists are Dexie live queries: they emit
+ * again whenever a write commits, in this tab or another.
  */
 import { liveQuery, type Observable } from 'dexie';
-import { summaryRow, type NotebookDb, type NotebookSummary, type SummaryRow } from './db.ts';
+import { NewerDatabaseError, NOTEBOOK_SCHEMA_VERSION, summaryRow, type NotebookDb, type NotebookSummary, type SummaryRow } from './db.ts';
 import type { Cell, NewCell, Notebook } from './types.ts';
 import { checkCell, checkNotebook, FieldError, MAX_CELLS, TITLE_MAX_CHARS } from './validate.ts';
 
@@ -22,8 +23,9 @@ export class StoreError extends Error {
   override name = 'StoreError';
   /** the refused field's path when a check failed, e.g. "cell.trace" (the explorer then saves the cell without its trace) */
   readonly field: string | undefined;
-  constructor(message: string, field?: string) {
-    super(message);
+  /** `cause`: the database's own error this one words (databaseProblem finds it again) */
+  constructor(message: string, field?: string, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
     this.field = field;
   }
 }
@@ -39,31 +41,33 @@ export class NotebookStore {
   /** Newest updated first; `query` keeps those whose title or cell text contains it (any case). */
   liveList(query = ''): Observable<NotebookSummary[]> {
     const needle = query.trim().toLowerCase();
-    return liveQuery(async () => {
+    return live(async () => {
       const rows = await this.db.summaries.orderBy('updated').reverse().toArray();
       return rows.filter((row) => row.searchText.includes(needle)).map(toSummary);
     });
   }
 
   liveNotebook(id: string): Observable<Notebook | undefined> {
-    return liveQuery(() => this.db.notebooks.get(id));
+    return live(() => this.db.notebooks.get(id));
   }
 
   get(id: string): Promise<Notebook | undefined> {
     return this.db.notebooks.get(id);
   }
 
-  /** Every notebook, newest updated first. */
-  all(): Promise<Notebook[]> {
-    return this.db.notebooks.orderBy('updated').reverse().toArray();
-  }
-
-  /** A new notebook holds one empty markdown cell; without a title it is "Untitled notebook" (2, 3, … if taken). */
-  create(title?: string): Promise<Notebook> {
+  /**
+   * A new notebook holding `cells` (by default one empty markdown cell), in one transaction: other tabs
+   * never see it half-made, and a refused cell leaves nothing behind. Without a title it is
+   * "Untitled notebook" (2, 3, … if taken).
+   */
+  create(title?: string, cells: NewCell[] = [{ kind: 'markdown', text: '' }]): Promise<Notebook> {
     return this.write(async () => {
       const now = Date.now();
       const chosen = title === undefined ? await this.untitled() : validTitle(title);
-      const notebook: Notebook = { id: newId(), title: chosen, created: now, updated: now, cells: [{ kind: 'markdown', id: newId(), text: '' }] };
+      const id = newId();
+      if (cells.length > MAX_CELLS) throw new StoreError(`A notebook can hold at most ${MAX_CELLS} cells; this one would have ${cells.length}.`);
+      const checkedCells = cells.map((cell) => checked(() => checkCell({ ...cell, id: newId() }, 'cell', id), 'cell'));
+      const notebook: Notebook = { id, title: chosen, created: now, updated: now, cells: checkedCells };
       await this.save(notebook);
       return notebook;
     });
@@ -157,20 +161,6 @@ export class NotebookStore {
     });
   }
 
-  getSetting(key: string): Promise<string | undefined> {
-    return this.db.settings.get(key).then((setting) => setting?.value);
-  }
-
-  setSetting(key: string, value: string): Promise<void> {
-    return this.write(async () => {
-      await this.db.settings.put({ key, value });
-    });
-  }
-
-  deleteSetting(key: string): Promise<void> {
-    return this.write(() => this.db.settings.delete(key));
-  }
-
   /** Reads, edits and saves one notebook in one transaction; `edit` changes it in place. */
   private change<T>(id: string, edit: (notebook: Notebook) => T): Promise<T> {
     return this.write(async () => {
@@ -200,30 +190,74 @@ export class NotebookStore {
     return n === 1 ? DEFAULT_TITLE : `${DEFAULT_TITLE} ${n}`;
   }
 
-  /** Runs `body` in one read-write transaction over every table; any failure becomes a StoreError. */
+  /** Runs `body` in one read-write transaction over the notebooks and their summaries; any failure becomes a StoreError. */
   private async write<T>(body: () => Promise<T>): Promise<T> {
     try {
-      return await this.db.transaction('rw', [this.db.notebooks, this.db.summaries, this.db.settings], body);
+      return await this.db.transaction('rw', [this.db.notebooks, this.db.summaries], body);
     } catch (error) {
       throw storeError(error);
     }
   }
 }
 
+/**
+ * The sentence for an error of the database itself, whatever was being read or written: one a newer
+ * kvscope wrote, or the browser's storage full. Null for any other error.
+ */
+export function databaseProblem(error: unknown): string | null {
+  const newer = innerError(error, (e) => e instanceof NewerDatabaseError || e.name === 'VersionError');
+  if (newer) {
+    const version = newer instanceof NewerDatabaseError ? newer.version : nativeVersion(newer);
+    const which = version === null ? 'a newer database version' : `database version ${version}`;
+    return `These notebooks were saved by a newer kvscope (${which}); this app reads version ${NOTEBOOK_SCHEMA_VERSION}. Reload to update the app.`;
+  }
+  if (innerError(error, (e) => e.name === 'QuotaExceededError')) return QUOTA_MESSAGE;
+  return null;
+}
+
+/**
+ * A Dexie live query whose open failure for a newer database reaches the subscriber: Dexie reports it
+ * as DatabaseClosedError, which a live query swallows (it waits for a reopen that never comes).
+ */
+function live<T>(query: () => Promise<T>): Observable<T> {
+  return liveQuery(async () => {
+    try {
+      return await query();
+    } catch (error) {
+      throw innerError(error, (e) => e instanceof NewerDatabaseError) ?? error;
+    }
+  });
+}
+
 function storeError(error: unknown): StoreError {
   if (error instanceof StoreError) return error;
-  if (isQuotaError(error)) return new StoreError(QUOTA_MESSAGE);
+  const problem = databaseProblem(error);
+  if (problem !== null) return new StoreError(problem, undefined, error);
   const detail = error instanceof Error ? error.message : String(error);
   return new StoreError(`The notebook could not be saved: ${detail}`);
 }
 
-/** Dexie reports a full disk as QuotaExceededError, or wraps the DOMException as `inner` (abort, bulk errors). */
-function isQuotaError(error: unknown, depth = 0): boolean {
-  if (typeof error !== 'object' || error === null || depth > 4) return false;
-  const { name, inner, failures } = error as { name?: unknown; inner?: unknown; failures?: unknown };
-  if (name === 'QuotaExceededError') return true;
-  if (Array.isArray(failures) && failures.some((failure) => isQuotaError(failure, depth + 1))) return true;
-  return isQuotaError(inner, depth + 1);
+interface NamedError {
+  name: string;
+  message?: unknown;
+}
+
+/** The error, or one wrapped in it (Dexie's `inner`: a failed open, an abort; `failures`: bulk writes; a StoreError's `cause`), that passes `test`. */
+function innerError(error: unknown, test: (error: NamedError) => boolean, depth = 0): NamedError | null {
+  if (typeof error !== 'object' || error === null || depth > 4) return null;
+  const { name, inner, failures, cause } = error as { name?: unknown; inner?: unknown; failures?: unknown; cause?: unknown };
+  if (typeof name === 'string' && test(error as NamedError)) return error as NamedError;
+  for (const wrapped of [...(Array.isArray(failures) ? failures : []), inner, cause]) {
+    const found = innerError(wrapped, test, depth + 1);
+    if (found) return found;
+  }
+  return null;
+}
+
+/** A browser's own VersionError names the stored native version (Dexie's 10·n) in Chromium and fake-indexeddb. */
+function nativeVersion(error: NamedError): number | null {
+  const match = /existing version \((\d+)\)/.exec(String(error.message ?? ''));
+  return match ? Math.floor(Number(match[1]) / 10) : null;
 }
 
 /** Runs a validate.ts check; its FieldError becomes a StoreError naming the field. */

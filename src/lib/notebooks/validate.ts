@@ -59,12 +59,14 @@ export function checkCell(value: unknown, path: string, notebookId: string, read
   const id = identifier(o.id, `${path}.id`);
   const kind = o.kind;
   if (kind === 'markdown') return { kind, id, text: text(o.text, `${path}.text`, TEXT_MAX_CHARS) };
-  const link = checkLink(o.link, `${path}.link`);
+  // an experiment past the link cap has no link ("") and keeps only its trace
+  const link = kind === 'experiment' && o.link === '' ? '' : checkLink(o.link, `${path}.link`);
   const summary = text(o.summary, `${path}.summary`, LINE_MAX_CHARS);
   const figure = checkFigure(o.figure, `${path}.figure`);
   if (kind === 'experiment') {
     const trace = readTrace(o.trace, `${path}.trace`, { notebook: notebookId, cell: id });
     if (trace !== null) text(trace, `${path}.trace`, TRACE_MAX_CHARS);
+    if (link === '' && trace === null) throw new FieldError(`${path}.link`, 'may be empty only while the cell keeps its trace (without both it can neither replay nor show the run)');
     return { kind, id, link, trace, summary, text: text(o.text, `${path}.text`, TEXT_MAX_CHARS), figure };
   }
   if (kind === 'comparison' || kind === 'evaluation') return { kind, id, link, summary, table: checkTable(o.table, `${path}.table`), figure };

@@ -7,6 +7,7 @@
 import { Dexie } from 'dexie';
 import { IDBKeyRange, indexedDB } from 'fake-indexeddb';
 import { openNotebookDb, type NotebookDb } from '../../src/lib/notebooks/db.ts';
+import { TraceCodec } from '../../src/lib/notebooks/stored-trace.ts';
 import { NotebookStore } from '../../src/lib/notebooks/store.ts';
 import type { Notebook } from '../../src/lib/notebooks/types.ts';
 
@@ -31,9 +32,10 @@ export function testNotebookStore(db: NotebookDb = testNotebookDb()): NotebookSt
   return new NotebookStore(db);
 }
 
-/** Every notebook in the database, newest updated first (what a test checks was written). */
-export function allNotebooks(db: NotebookDb): Promise<Notebook[]> {
-  return db.notebooks.orderBy('updated').reverse().toArray();
+/** Every notebook in the database, newest updated first, traces inflated (what a test checks was written). */
+export async function allNotebooks(db: NotebookDb): Promise<Notebook[]> {
+  const rows = await db.notebooks.orderBy('updated').reverse().toArray();
+  return rows.map((row) => new TraceCodec().unpack(row));
 }
 
 export { IDBKeyRange, indexedDB };

@@ -9,6 +9,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { declareSchemaV1, NOTEBOOK_SCHEMA_VERSION, SCHEMA_V2, type NotebookDb } from '../../src/lib/notebooks/db.ts';
 import { databaseProblem, NotebookStore, QUOTA_MESSAGE, StoreError, type NotebookSummary } from '../../src/lib/notebooks/store.ts';
 import type { Cell, NewCell, Notebook } from '../../src/lib/notebooks/types.ts';
+import { TRACE_MAX_CHARS } from '../../src/lib/notebooks/validate.ts';
 import { allNotebooks, IDBKeyRange, indexedDB, testDbName, testNotebookDb } from './fake-notebook-db.ts';
 
 function fresh(): { db: NotebookDb; store: NotebookStore; name: string } {
@@ -102,13 +103,30 @@ describe('NotebookStore edits', () => {
     expect((await store.get(notebook.id))!.cells[2]).toEqual({ ...EXPERIMENT, id: x });
   });
 
+  it('keeps a trace deflated in its row and hands it back as the same text, through edits and a second store', async () => {
+    const { store, db } = fresh();
+    const { id } = await store.create();
+    // a trace-like JSON of ~2 MB: attention rows as numbers, repetitive the way real traces are
+    const rows = Array.from({ length: 400 }, (_, step) => Array.from({ length: 300 }, (_, t) => Number(((step * 31 + t * 7) % 1000) / 1000).toFixed(6)));
+    const trace = JSON.stringify({ version: 1, events: rows.map((attention, step) => ({ type: 'step', step, attention })) });
+    const cellId = await store.addCell(id, { ...EXPERIMENT, trace });
+    const row = (await db.notebooks.get(id))!;
+    const stored = row.cells.find((c) => c.id === cellId)!;
+    expect(stored.kind === 'experiment' && stored.trace !== null && typeof stored.trace === 'object' && stored.trace.deflated.length).toBeLessThan(trace.length / 2);
+    const markdown = row.cells[0].id;
+    await store.updateCell(id, markdown, { text: 'edited after the trace came in' });
+    const again = await new NotebookStore(db).get(id);
+    expect(again!.cells.find((c) => c.id === cellId)).toMatchObject({ kind: 'experiment', trace });
+    expect(again!.cells[0]).toMatchObject({ text: 'edited after the trace came in' });
+  });
+
   it('refuses a cell over the size cap and keeps the notebook as it was', async () => {
     const { store, db } = fresh();
     const { id } = await store.create();
     const before = await snapshot(db);
-    const huge = { ...EXPERIMENT, trace: 'x'.repeat(8 * 1024 * 1024 + 1) };
+    const huge = { ...EXPERIMENT, trace: 'x'.repeat(TRACE_MAX_CHARS + 1) };
     const tooLarge = await failure(store.addCell(id, huge));
-    expect(tooLarge.message).toBe('This cell cannot be saved: cell.trace is 8.1 MB, over the limit of 8 MB.');
+    expect(tooLarge.message).toBe('This cell cannot be saved: cell.trace is 32.1 MB, over the limit of 32 MB.');
     expect(tooLarge.field).toBe('cell.trace');
     expect((await failure(store.addCell(id, { ...COMPARISON, link: 'javascript:alert(1)' }))).message).toMatch(/cell\.link must be a link within kvscope/);
     expect(await snapshot(db)).toEqual(before);
@@ -148,9 +166,9 @@ describe('NotebookStore edits', () => {
     subscription.unsubscribe();
 
     const before = await snapshot(db);
-    const tooLarge = await failure(store.create('Too large', [COMPARISON, { ...EXPERIMENT, trace: 'x'.repeat(8 * 1024 * 1024 + 1) }]));
+    const tooLarge = await failure(store.create('Too large', [COMPARISON, { ...EXPERIMENT, trace: 'x'.repeat(TRACE_MAX_CHARS + 1) }]));
     expect(tooLarge.field).toBe('cell.trace');
-    expect(tooLarge.message).toBe('This cell cannot be saved: cell.trace is 8.1 MB, over the limit of 8 MB.');
+    expect(tooLarge.message).toBe('This cell cannot be saved: cell.trace is 32.1 MB, over the limit of 32 MB.');
     expect(await snapshot(db)).toEqual(before);
     expect((await store.create('Empty', [])).cells).toEqual([]);
   });

@@ -42,7 +42,8 @@ export function encodeBundle(notebooks: Notebook[], meta: { app?: string } = {})
   }));
   const header = { format: BUNDLE_FORMAT, version: BUNDLE_VERSION, exported: new Date().toISOString(), ...meta };
   const json = JSON.stringify({ ...header, notebooks: written }, null, 2);
-  return zipSync({ [BUNDLE_JSON]: utf8Bytes(json), ...files }, { level: 6 });
+  // level 1: traces are megabytes of JSON numbers; level 6 takes ~1.8× as long for a zip ~8 % smaller (npm run bench:links)
+  return zipSync({ [BUNDLE_JSON]: utf8Bytes(json), ...files }, { level: 1 });
 }
 
 /** Reads a bundle; `fileName` only words the errors ("notes.zip is not a kvscope bundle …"). */

@@ -13,6 +13,7 @@
  */
 import { Dexie, type Table, type Transaction } from 'dexie';
 import type { Cell, CellKind, Notebook } from './types.ts';
+import type { StoredNotebook } from './stored-trace.ts';
 
 export const NOTEBOOK_DB_NAME = 'kvscope-notebooks';
 export const NOTEBOOK_SCHEMA_VERSION = 2;
@@ -47,7 +48,8 @@ export function declareSchemaV1(db: Dexie): void {
 }
 
 export interface NotebookDb extends Dexie {
-  notebooks: Table<Notebook, string>;
+  /** traces deflated (stored-trace.ts); the store hands out Notebooks */
+  notebooks: Table<StoredNotebook, string>;
   summaries: Table<SummaryRow, string>;
   settings: Table<Setting, string>;
 }

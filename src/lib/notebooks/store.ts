@@ -10,6 +10,7 @@
 import { liveQuery, type Observable } from 'dexie';
 import { NewerDatabaseError, NOTEBOOK_SCHEMA_VERSION, summaryRow, type NotebookDb, type NotebookSummary, type SummaryRow } from './db.ts';
 import type { Cell, NewCell, Notebook } from './types.ts';
+import { TraceCodec } from './stored-trace.ts';
 import { checkCell, checkNotebook, FieldError, MAX_CELLS, TITLE_MAX_CHARS } from './validate.ts';
 
 export type { NotebookSummary } from './db.ts';
@@ -36,6 +37,9 @@ export interface RemovedCell {
 }
 
 export class NotebookStore {
+  /** traces are kept deflated in the rows (stored-trace.ts) */
+  private readonly traces = new TraceCodec();
+
   constructor(private readonly db: NotebookDb) {}
 
   /** Newest updated first; `query` keeps those whose title or cell text contains it (any case). */
@@ -48,11 +52,12 @@ export class NotebookStore {
   }
 
   liveNotebook(id: string): Observable<Notebook | undefined> {
-    return live(() => this.db.notebooks.get(id));
+    return live(() => this.get(id));
   }
 
-  get(id: string): Promise<Notebook | undefined> {
-    return this.db.notebooks.get(id);
+  async get(id: string): Promise<Notebook | undefined> {
+    const row = await this.db.notebooks.get(id);
+    return row && this.traces.unpack(row);
   }
 
   /**
@@ -147,7 +152,7 @@ export class NotebookStore {
       const skipped: string[] = [];
       for (const [i, raw] of notebooks.entries()) {
         const notebook = checked(() => checkNotebook(raw, `notebooks[${i}]`), 'notebook');
-        const existing = await this.db.notebooks.get(notebook.id);
+        const existing = await this.get(notebook.id);
         if (existing && sameContent(existing, notebook)) {
           skipped.push(notebook.id);
           continue;
@@ -173,13 +178,13 @@ export class NotebookStore {
   }
 
   private async load(id: string): Promise<Notebook> {
-    const notebook = await this.db.notebooks.get(id);
+    const notebook = await this.get(id);
     if (!notebook) throw new StoreError('This notebook no longer exists (it may have been deleted in another tab).');
     return notebook;
   }
 
   private async save(notebook: Notebook): Promise<void> {
-    await this.db.notebooks.put(notebook);
+    await this.db.notebooks.put(this.traces.pack(notebook));
     await this.db.summaries.put(summaryRow(notebook));
   }
 

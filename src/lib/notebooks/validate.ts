@@ -8,7 +8,7 @@ import type { Cell, DataTable, FigureSnapshot, Notebook } from './types.ts';
 
 const MB = 1024 * 1024;
 /** an exported trace past this is not kept (the cell's link still replays the run) */
-export const TRACE_MAX_CHARS = 8 * MB;
+export const TRACE_MAX_CHARS = 32 * MB;
 export const SVG_MAX_CHARS = 2 * MB;
 export const TITLE_MAX_CHARS = 200;
 export const MAX_CELLS = 1_000;

@@ -78,7 +78,7 @@ describe('Add to notebook', () => {
     const { source, seen } = experimentSource();
     const el = render(AddToNotebookHarness, { source, store });
     const button = query<HTMLButtonElement>(el, 'add-to-notebook-cache-map')!;
-    expect(button.textContent).toBe('＋ Notebook');
+    expect(button.textContent).toBe('+ Notebook');
     expect(button.className).toContain('small');
     expect(button.title).toBe('Add this figure to a notebook');
 

@@ -5,8 +5,8 @@
  */
 import { experimentQuery, readExperimentQuery } from '../links/codec.ts';
 import { describeExperiment } from '../links/experiment.ts';
-import type { ExperimentCell, FigureSnapshot, NewCell } from '../notebooks/types.ts';
-import type { NotebookStore } from '../notebooks/store.ts';
+import type { ExperimentCell, FigureSnapshot, NewCell, Notebook } from '../notebooks/types.ts';
+import { databaseProblem, type NotebookStore } from '../notebooks/store.ts';
 import { showView } from './open-experiment.ts';
 import type { ExplorerState } from './state.svelte.ts';
 
@@ -43,7 +43,12 @@ export function notebookCellAddress(search: string): { notebook: string; cell: s
  * to a message when it cannot (no such notebook or cell, no trace kept, a trace the app cannot read).
  */
 export async function openNotebookTrace(app: ExplorerState, store: NotebookStore, at: { notebook: string; cell: string }): Promise<string | null> {
-  const notebook = await store.get(at.notebook);
+  let notebook: Notebook | undefined;
+  try {
+    notebook = await store.get(at.notebook);
+  } catch (error) {
+    return `This notebook link cannot be opened: ${databaseProblem(error) ?? (error instanceof Error ? error.message : String(error))}`;
+  }
   if (!notebook) return 'This notebook link cannot be opened: the notebook is not in this browser (import its bundle first).';
   const cell = notebook.cells.find((c) => c.id === at.cell);
   if (!cell || cell.kind !== 'experiment') return `This notebook link cannot be opened: "${notebook.title}" has no such experiment cell.`;

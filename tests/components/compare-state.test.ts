@@ -12,7 +12,8 @@ import { EngineClient, type WorkerLike } from '../../src/lib/worker/client.ts';
 import { EngineHost } from '../../src/lib/worker/host.ts';
 import type { Command, EngineEvent } from '../../src/lib/worker/protocol.ts';
 import { CompareState, COMPARE_DEFAULTS } from '../../src/lib/compare/state.svelte.ts';
-import { BenchState, parseNumberList } from '../../src/lib/bench/state.svelte.ts';
+import { BenchState } from '../../src/lib/bench/state.svelte.ts';
+import { parseNumberList } from '../../src/lib/bench/setup.ts';
 import { decodeCompareQuery } from '../../src/lib/compare/url.ts';
 import { fakeServer, MemoryCache, MODELS_URL, ORIGIN } from '../ui/helpers.ts';
 import { fetchSource, loadTokenizer } from '../../engine/model/load.ts';
@@ -107,15 +108,30 @@ describe('CompareState', () => {
     app.client.dispose();
   });
 
+  it('links no steps before any are decoded (an opened link then decodes nothing), and the Run length apart', async () => {
+    const app = new CompareState(new EngineClient(() => new InProcessWorker()), URLS);
+    app.applyQuery('v=1&lane=full&lane=window%3Asize%3D8&prompt=The+cat&run=5');
+    void app.load();
+    await until(() => app.status === 'ready' && app.activeSpecs.length === 2 && app.activity === 'idle', 'lanes started');
+    const q = new URLSearchParams(app.query());
+    expect([q.get('steps'), q.get('at'), q.get('run')]).toEqual([null, null, '5']);
+    expect(app.steps).toHaveLength(0);
+    app.client.dispose();
+  });
+
   it('runs a link with a run length to it by itself, selects its step, and writes both back', async () => {
     const app = new CompareState(new EngineClient(() => new InProcessWorker()), URLS);
-    const link = 'v=1&lane=full&lane=window%3Asize%3D8&prompt=The+cat+sat+on+the+mat.&seed=3&t=0&k=40&p=0.95&steps=6&at=3';
+    const link = 'v=1&lane=full&lane=window%3Asize%3D8&prompt=The+cat+sat+on+the+mat.&seed=3&t=0&k=40&p=0.95&steps=6&at=3&run=32';
     expect(app.applyQuery(link)).toEqual([]);
     expect(app.query()).toBe(link);
     void app.load();
     await until(() => app.status === 'ready' && app.steps.length === 6 && app.selected === 3 && app.activity === 'idle', 'the link run');
     expect(app.summaries.map((l) => l.tokens.length)).toEqual([6, 6]);
     expect(app.query()).toBe(link);
+    // an edit not yet run changes nothing the link decodes: it links what the lanes ran
+    app.prompt = 'Completely different words';
+    expect(app.query()).toBe(link);
+    app.prompt = 'The cat sat on the mat.';
     // "Add to notebook": the link of the page now, one line, a row per lane with its header's numbers
     const cell = await comparisonCell(app, FIGURE);
     expect(cell).toMatchObject({ kind: 'comparison', link: `/compare?${link}`, summary: 'Tiny random fixture (tests only) · “The cat sat on the mat.” · 2 lanes · 6 steps', figure: FIGURE });
@@ -469,7 +485,8 @@ describe('CompareState: speculative lanes', () => {
 
     // the link carries the lane as `policy | drafter`; it reproduces the setup
     const { setup } = decodeCompareQuery(app.query(), COMPARE_DEFAULTS);
-    expect(setup.lanes).toEqual(['window:size=16', 'window:size=16 | lookup']);
+    // (once lanes decoded: as they ran, the drafter in its canonical form)
+    expect(setup.lanes).toEqual(['window:size=16', 'window:size=16 | lookup:max_ngram=3,k=10']);
 
     // a bad drafter is named inline, the link keeps what ran, Reset is refused by the engine with its message
     app.setDrafter(1, 'lookup:max_ngrm=2');

@@ -388,7 +388,8 @@ const tests: TestCase[] = [
         'the exported header lists the switch',
       );
 
-      await page.reload();
+      // a fresh page (the bare address: a reload would replay the session from its link)
+      await page.goto(`${server.url}/`);
       await waitReady(page);
       assertEqual(await tokenCount(page), 0, 'a fresh page has no generated tokens');
 

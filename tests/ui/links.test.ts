@@ -195,5 +195,11 @@ describe('experiment links', () => {
       steps: 6,
       view: { step: 3, layer: 0 },
     });
+    // one token with a drafter: the explorer's Run of one is a Step (an uncut round), so one round kept to one token
+    expect(experimentOfRun({ ...base, drafter: 'lookup', steps: 1 }).actions).toEqual([
+      { kind: 'drafter', spec: 'lookup' },
+      { kind: 'round', count: 1 },
+      { kind: 'keep', steps: 1 },
+    ]);
   });
 });

@@ -23,8 +23,6 @@ import { splitPolicyList } from '../../../engine/policies/spec.ts';
 import type { EngineUrls, ShownError } from '../explorer/state.svelte.ts';
 
 export type BenchStatus = 'idle' | 'loading' | 'ready' | 'error' | 'crashed';
-export type { EvalTaskName };
-export { parseNumberList };
 
 /** One colour (and dash) per policy id, stable across charts: Okabe–Ito, dashed past eight. */
 export const POLICY_STYLE: Record<string, { color: string; dash: string }> = {
@@ -80,6 +78,8 @@ export class BenchState {
   texts = $state<SpecTextSet[]>([...DEFAULTS.texts]);
   /** what the opened link had wrong (named fields that fell back to defaults); stays until dismissed */
   linkProblems = $state<string | null>(null);
+  /** the page was opened with a link's setup (it says so: a link never starts a run) */
+  fromLink = $state(false);
 
   // ---- run ----
   running = $state(false);
@@ -305,10 +305,12 @@ export class BenchState {
    * Takes the setup from a link's query string (setup only: a link never starts an evaluation);
    * returns the problems found, kept on screen until dismissed.
    */
+  /** Takes the setup from a link's query string (`fromLink`: it carried one); returns the problems it named. */
   applyQuery(search: string): string[] {
-    const { setup, problems } = decodeBenchQuery(search, DEFAULTS);
+    const { setup, problems, present } = decodeBenchQuery(search, DEFAULTS);
     Object.assign(this, setup);
     this.linkProblems = problems.length ? problems.join('; ') : null;
+    this.fromLink = present;
     return problems;
   }
 

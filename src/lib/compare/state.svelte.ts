@@ -210,10 +210,14 @@ export class CompareState {
     return JSON.stringify({ prompt: this.prompt, sampler: this.sampler, lanes: this.currentSpecs, drafters: this.drafters.map((d) => d.trim()) });
   }
 
-  /** The run length a link carries: the steps decoded, or (none yet) what Run decodes; a link's own while it is being opened. */
-  linkSteps(): number {
+  /** The steps a link carries: those decoded (none: undefined, nothing runs when it opens); a link's own while it is being opened. */
+  linkSteps(): number | undefined {
     if (this.opening) return this.opening.steps;
-    if (this.steps.length > 0) return this.steps.length;
+    return this.steps.length > 0 ? this.steps.length : undefined;
+  }
+
+  /** The Run button's length as a link carries it. */
+  private runLength(): number {
     return Math.min(MAX_LINK_STEPS, Math.max(1, Math.floor(this.runSteps) || 1));
   }
 
@@ -222,8 +226,19 @@ export class CompareState {
     this.selected = step !== null && Number.isInteger(step) && step >= 0 && step < this.steps.length ? step : null;
   }
 
-  /** The setup as a link query (lanes as edited — a lane with an invalid parameter as it last ran —, prompt, sampler + seed, run length, selected step). */
+  /**
+   * The setup as a link query. Once lanes have decoded: the setup they ran with (prompt, sampler,
+   * lanes as they ran), the steps and the selected step — so the link decodes what the page shows,
+   * whatever was edited since. Before: the setup as edited (a lane with an invalid parameter as it
+   * last ran). The Run length either way.
+   */
   query(): string {
+    const steps = this.linkSteps();
+    const ran = this.ranWith;
+    if (steps !== undefined && ran && !this.opening) {
+      const lanes = this.activeSpecs.map((spec, i) => laneSpec(spec, this.activeDrafters[i] ?? null));
+      return encodeCompareQuery({ prompt: ran.prompt, sampler: { ...ran.sampler }, lanes, steps, at: this.selected, run: this.runLength() });
+    }
     // a lane with no valid spec and none that ran is left out (the link decoder fills in defaults);
     // a drafter that does not parse is written as the lane last ran
     const lanes = this.lanes.length
@@ -235,7 +250,7 @@ export class CompareState {
         })
       : this.pendingSpecs;
     const at = this.opening ? this.opening.at : this.selected;
-    return encodeCompareQuery({ prompt: this.prompt, sampler: { ...this.sampler }, lanes, steps: this.linkSteps(), at });
+    return encodeCompareQuery({ prompt: this.prompt, sampler: { ...this.sampler }, lanes, steps, at, run: this.runLength() });
   }
 
   /**
@@ -247,10 +262,8 @@ export class CompareState {
     this.prompt = setup.prompt;
     this.sampler = { ...setup.sampler };
     this.pendingSpecs = setup.lanes;
-    if (setup.steps !== undefined) {
-      this.runSteps = setup.steps;
-      this.opening = { steps: setup.steps, at: setup.at ?? null };
-    }
+    if (setup.run !== undefined) this.runSteps = setup.run;
+    if (setup.steps !== undefined) this.opening = { steps: setup.steps, at: setup.at ?? null };
     this.linkProblems = problems.length ? problems.join('; ') : null;
     if (this.policies.length) this.resolveLanes();
     return problems;

@@ -23,9 +23,10 @@
  * The run travels too (optional fields, added within version 1: a link without them means what it
  * always did — the lanes set up, nothing decoded):
  *
- *   steps=6        the run length: the tokens every lane decoded (before any decoding, the length
- *                  the Run button decodes); opening the link runs every lane to it by itself
+ *   steps=6        the tokens every lane decoded (only once some are): opening the link runs every
+ *                  lane to it by itself, with the setup the lanes ran with
  *   at=3           the selected step (0-based; absent: follow the newest step)
+ *   run=32         the Run button's length (the page's setting; decodes nothing by itself)
  *
  *   /compare?v=1&lane=full&lane=window%3Asize%3D32&prompt=Once+upon&seed=1&t=0&k=40&p=0.95&steps=6&at=3
  *
@@ -56,10 +57,12 @@ export interface CompareSetup {
   sampler: SamplerSettings;
   /** lane spec per lane, 2–4: a policy spec, optionally ` | drafter spec` (laneSpec / splitLaneSpec) */
   lanes: string[];
-  /** the run length (see the header); absent: nothing is decoded when the link opens */
+  /** the steps every lane decoded (see the header); absent: nothing is decoded when the link opens */
   steps?: number;
   /** the selected step, 0-based (< steps); absent or null: follow the newest */
   at?: number | null;
+  /** the Run button's length */
+  run?: number;
 }
 
 /** A lane's parts: the policy spec and the drafter spec (null: plain decoding). */
@@ -106,6 +109,7 @@ export function encodeCompareQuery(setup: CompareSetup): string {
   q.set('p', String(setup.sampler.topP));
   if (setup.steps !== undefined) q.set('steps', String(setup.steps));
   if (setup.at !== undefined && setup.at !== null) q.set('at', String(setup.at));
+  if (setup.run !== undefined) q.set('run', String(setup.run));
   return q.toString();
 }
 
@@ -164,6 +168,8 @@ export function decodeCompareQuery(search: string, defaults: CompareSetup): { se
   const setup: CompareSetup = { prompt, sampler, lanes: finalLanes };
   const steps = numberField(q, 'steps', 'run length (steps)', (v) => Number.isInteger(v) && v >= 1 && v <= MAX_LINK_STEPS, NaN, problems);
   if (!Number.isNaN(steps)) setup.steps = steps;
+  const run = numberField(q, 'run', 'Run length (run)', (v) => Number.isInteger(v) && v >= 1 && v <= MAX_LINK_STEPS, NaN, problems);
+  if (!Number.isNaN(run)) setup.run = run;
   const at = numberField(q, 'at', 'selected step (at)', (v) => Number.isInteger(v) && v >= 0, NaN, problems);
   if (!Number.isNaN(at)) {
     if (setup.steps === undefined) problems.push(`ignored the selected step ${at} in the link: it decodes no steps`);

@@ -60,6 +60,8 @@ function describe(action: ExperimentAction): string {
 function decodedBy(action: ExperimentAction): number {
   if (action.kind === 'decode') return action.steps;
   if (action.kind === 'run') return action.cut ?? action.steps;
+  // a round feeds one token or more: its least
+  if (action.kind === 'round') return action.count;
   return 0;
 }
 

@@ -114,7 +114,9 @@ export function experimentOfRun(run: {
   const actions: ExperimentAction[] = [];
   if (run.drafter) {
     actions.push({ kind: 'drafter', spec: run.drafter });
-    if (steps > 0 && run.rounds) actions.push({ kind: 'round', count: run.rounds }, { kind: 'keep', steps });
+    // a Run of one token is a Step in the explorer (one uncut round): one round kept to one token is the same draw
+    const rounds = run.rounds ?? (steps === 1 ? 1 : null);
+    if (steps > 0 && rounds) actions.push({ kind: 'round', count: rounds }, { kind: 'keep', steps });
     else if (steps > 0) actions.push({ kind: 'run', steps, stopAtEos: false });
   } else if (steps > 0) actions.push({ kind: 'decode', steps });
   return { model: run.model, prompt: run.prompt, sampler: { ...run.sampler }, policy: run.policy, actions, steps, view: { ...DEFAULT_VIEW, ...run.view } };

@@ -8,13 +8,13 @@ import { experimentQuery, linkTooLong } from './codec.ts';
 import type { ModelInfo, SamplerSettings } from '../worker/protocol.ts';
 
 /** A link to the explorer, or why there is none (one sentence). */
-export type ExplorerHref = { href: string; experiment: Experiment } | { href: null; reason: string };
+export type ExplorerHref = { href: string } | { href: null; reason: string };
 
 /** The explorer link of an experiment; `root` is the app's root path (resolve('/') in a page). */
 export function explorerLink(root: string, experiment: Experiment): ExplorerHref {
   const query = experimentQuery(experiment);
   if (query === null) return { href: null, reason: linkTooLong(experiment) ?? 'this experiment is too long for a link' };
-  return { href: `${root}?${query}`, experiment };
+  return { href: `${root}?${query}` };
 }
 
 /** What a /compare lane ran: its policy and drafter as the worker resolved them, its prompt and sampler. */

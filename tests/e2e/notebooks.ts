@@ -7,7 +7,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
-import { assert, assertEqual, persistentContext, removeDir, RESULTS_DIR, type TestCase } from './harness.ts';
+import { assert, assertEqual, persistentContext, removeDir, RESULTS_DIR, waitIdle, waitReady, waitTokens, type TestCase } from './harness.ts';
 
 const TITLE = 'H2O findings';
 const CELLS = ['# Findings\n\nH2O keeps *heavy hitters*.', 'The window policy forgets the **start** of the prompt.', '- sinks help\n- recent tokens help'];
@@ -103,6 +103,77 @@ export const NOTEBOOK_TESTS: TestCase[] = [
       await openNotebookMatches(page);
       await page.click('[data-testid="notebook-error-dismiss"]');
       assertEqual(await page.locator('[data-testid="notebook-error"]').count(), 0, 'the error is dismissed');
+    },
+  },
+  {
+    name: 'notebooks: two tabs on one notebook stay consistent (an edit and a new cell in one show in the other)',
+    timeoutMs: 60_000,
+    async fn({ page, server, context }) {
+      await page.goto(`${server.url}/notebooks`);
+      await page.click('[data-testid="notebook-new"]');
+      await focusedEditor(page, 1);
+      await page.keyboard.type('written in the first tab');
+      await waitSaved(page);
+      const other = await context.newPage();
+      await other.goto(page.url());
+      // a cell's words: its rendering, or its editor's text (a cell that arrived empty opens in its editor)
+      const cellWords = () =>
+        other.evaluate(() => [...document.querySelectorAll('[data-testid="cell"]')].map((c) => (c.querySelector('textarea') as HTMLTextAreaElement | null)?.value ?? c.querySelector('[data-testid="cell-rendered"]')?.textContent ?? ''));
+      const until = async (ok: (words: string[]) => boolean, what: string) => {
+        const t0 = Date.now();
+        while (!ok(await cellWords())) {
+          if (Date.now() - t0 > 15_000) throw new Error(`the other tab never showed ${what} (it shows ${JSON.stringify(await cellWords())})`);
+          await other.waitForTimeout(100);
+        }
+      };
+      await until((w) => w.length === 1 && /written in the first tab/.test(w[0]), 'the first cell');
+      await page.click('[data-testid="cell-add-markdown"]');
+      await focusedEditor(page, 2);
+      await page.keyboard.type('a second cell');
+      await page.fill('[data-testid="notebook-title"]', 'Shared notes');
+      await page.press('[data-testid="notebook-title"]', 'Enter');
+      await waitSaved(page);
+      await until((w) => w.length === 2 && /a second cell/.test(w[1]), 'the second cell');
+      await other.waitForFunction(() => (document.querySelector('[data-testid="notebook-title"]') as HTMLInputElement | null)?.value === 'Shared notes');
+      assert(/Shared notes/.test((await other.textContent('[data-testid="notebook-item"]')) ?? ''), 'the other tab\'s list shows the new title');
+      await other.close();
+    },
+  },
+  {
+    name: 'notebooks: an explorer figure added to a notebook keeps its trace; the cell redraws it read-only and re-runs its link',
+    timeoutMs: 150_000,
+    async fn({ page, server }) {
+      await page.goto(`${server.url}/`);
+      await waitReady(page);
+      for (let i = 1; i <= 4; i++) {
+        await page.click('[data-testid="step"]');
+        await waitTokens(page, i);
+        await waitIdle(page);
+      }
+      const tokens = await page.$$eval('[data-testid="token"]', (els) => els.map((e) => e.querySelector('.piece')?.textContent ?? ''));
+      await page.click('[data-testid="add-to-notebook-cache-map"]');
+      await page.click('[data-testid="add-to-notebook-new"]');
+      await page.waitForSelector('[data-testid="add-to-notebook-open"]', { timeout: 30_000 });
+      await page.click('[data-testid="add-to-notebook-open"]');
+      await page.waitForSelector('[data-testid="cell"][data-kind="experiment"]');
+      assert(((await page.getAttribute('[data-testid="cell-figure"]', 'src')) ?? '').startsWith('data:image/svg+xml;base64,'), 'the figure is an image of the snapshot');
+      assert(/4 steps/.test((await page.textContent('[data-testid="cell-summary"]')) ?? ''), 'the summary names the steps');
+
+      // the recorded trace, read-only, without the model's decoding
+      await page.click('[data-testid="cell-trace"]');
+      await page.waitForSelector('[data-testid="replay-banner"]');
+      await page.waitForFunction((n) => document.querySelectorAll('[data-testid="token"]').length === n, tokens.length);
+      assertEqual(await page.$$eval('[data-testid="token"]', (els) => els.map((e) => e.querySelector('.piece')?.textContent ?? '')), tokens, 'the recorded trace shows the same tokens');
+
+      // the link re-runs it live
+      await page.goBack();
+      await page.waitForSelector('[data-testid="cell-open"]');
+      await page.click('[data-testid="cell-open"]');
+      await waitReady(page);
+      await waitTokens(page, 4, 60_000);
+      await page.waitForFunction(() => !document.querySelector('[data-testid="link-opening"]'));
+      assertEqual(await page.$$eval('[data-testid="token"]', (els) => els.map((e) => e.querySelector('.piece')?.textContent ?? '')), tokens, 'the link replays the same tokens');
+      assert((await page.locator('[data-testid="replay-banner"]').count()) === 0, 'the link runs live, with the model');
     },
   },
 ];

@@ -15,6 +15,13 @@ import type { ExplorerState } from './state.svelte.ts';
 
 const DRAFT_KEY = 'kvscope:explorer-prompt';
 
+/** A session's links: to share (null: past the cap, `tooLong` says why) and for the address (with the unapplied edit when it fits; '' for none). */
+interface SessionLinks {
+  share: string | null;
+  address: string;
+  tooLong: string | null;
+}
+
 export class ExplorerLink {
   /** why the link in the address could not be opened (stays until dismissed) */
   error = $state<string | null>(null);
@@ -27,8 +34,27 @@ export class ExplorerLink {
   /** the address is held: 'first' = until the first session exists, a query = while the session is that one */
   private hold: string | null = null;
   private stopRequested = false;
+  /** the last session encoded (the address, Copy link and the toolbar all ask on every render) */
+  private memo: { experiment: Experiment; draft: string | null; links: SessionLinks } | null = null;
 
   constructor(private readonly app: ExplorerState) {}
+
+  /** The session's links, encoded once per session state and prompt edit. */
+  private links(): SessionLinks | null {
+    const experiment = this.app.experiment;
+    if (!experiment) return null;
+    const draft = this.draft;
+    if (this.memo?.experiment !== experiment || this.memo.draft !== draft) {
+      const share = experimentQuery(experiment);
+      const links: SessionLinks = {
+        share,
+        address: (draft !== null && share !== null ? experimentQuery(experiment, draft) : null) ?? share ?? '',
+        tooLong: share === null ? linkTooLong(experiment) : null,
+      };
+      this.memo = { experiment, draft, links };
+    }
+    return this.memo.links;
+  }
 
   /** the edited prompt when it differs from the session's */
   get draft(): string | null {
@@ -41,9 +67,9 @@ export class ExplorerLink {
    * is (no session yet, a link being opened, a link that failed held).
    */
   get addressQuery(): string | null {
-    const experiment = this.app.experiment;
-    if (!experiment || this.opening) return null;
-    const query = experimentQuery(experiment, this.draft) ?? experimentQuery(experiment) ?? '';
+    const links = this.links();
+    if (!links || this.opening) return null;
+    const query = links.address;
     if (this.hold === 'first') this.hold = query;
     if (this.hold !== null) {
       if (this.hold === query) return null;
@@ -54,11 +80,11 @@ export class ExplorerLink {
 
   /** why the session has no share link (it would pass the 8 KB cap), or null */
   get tooLong(): string | null {
-    return this.app.experiment ? linkTooLong(this.app.experiment) : null;
+    return this.links()?.tooLong ?? null;
   }
 
   get canShare(): boolean {
-    return this.app.experiment !== null && this.opening === null && this.tooLong === null;
+    return this.opening === null && (this.links()?.share ?? null) !== null;
   }
 
   /**
@@ -142,8 +168,7 @@ export class ExplorerLink {
 
   /** The share link of the session now (absolute, without the unapplied edit), or null. */
   shareUrl(base: string): string | null {
-    const experiment = this.app.experiment;
-    const query = experiment ? experimentQuery(experiment) : null;
+    const query = this.links()?.share ?? null;
     return query ? new URL(`${base}/?${query}`, location.href).href : null;
   }
 

@@ -6,7 +6,7 @@
  *
  * Nothing here does model math: it drives ExplorerState like a user would, faster.
  */
-import type { Experiment, ExperimentAction } from '../links/experiment.ts';
+import { stepsAskedBy, type Experiment, type ExperimentAction } from '../links/experiment.ts';
 import { choicesFromSpec } from './policy-choice.ts';
 import type { ExplorerState } from './state.svelte.ts';
 
@@ -56,19 +56,10 @@ function describe(action: ExperimentAction): string {
   }
 }
 
-/** The decode steps an action asks for, where it says (the replay's progress bar). */
-function decodedBy(action: ExperimentAction): number {
-  if (action.kind === 'decode') return action.steps;
-  if (action.kind === 'run') return action.cut ?? action.steps;
-  // a round feeds one token or more: its least
-  if (action.kind === 'round') return action.count;
-  return 0;
-}
-
 /** Total decode steps the actions ask for (the replay's progress bar). */
 export function stepsAsked(experiment: Experiment): number {
   let total = 0;
-  for (const a of experiment.actions) total += decodedBy(a);
+  for (const a of experiment.actions) total += stepsAskedBy(a);
   return total;
 }
 
@@ -137,7 +128,7 @@ export async function replayExperiment(
     const failure = stopped() ? null : await take(app, action, stopped);
     if (stopped()) throw new OpenError(`its replay was stopped at step ${app.steps.length} of ${experiment.steps}; the session stays there`);
     if (failure) throw new OpenError(`action ${index + 1} of ${experiment.actions.length} (${describe(action)}) failed: ${failure}`);
-    done += decodedBy(action);
+    done += stepsAskedBy(action);
     onProgress?.(Math.min(done, total), total);
   }
   if (app.steps.length !== experiment.steps) {

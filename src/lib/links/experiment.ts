@@ -68,6 +68,14 @@ export interface Experiment {
 
 export const DEFAULT_VIEW: ExperimentView = { step: null, layer: 0, head: 0, scale: 'linear', excludeSink: false, forgotten: 'all', live: true };
 
+/** The decode steps an action asks for, where it says (a round feeds at least one token): a link's replay length. */
+export function stepsAskedBy(action: ExperimentAction): number {
+  if (action.kind === 'decode') return action.steps;
+  if (action.kind === 'run') return action.cut ?? action.steps;
+  if (action.kind === 'round') return action.count;
+  return 0;
+}
+
 /** The steps the actions arrive at, when they are all plain (null: speculative actions decide at run time). */
 export function plainSteps(actions: readonly ExperimentAction[]): number | null {
   let steps = 0;

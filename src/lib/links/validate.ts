@@ -13,7 +13,7 @@
  */
 import { looksLikePolicySpec } from '../../../engine/policies/spec.ts';
 import { drafterProblem } from '../compare/url.ts';
-import { plainSteps, type Experiment, type ExperimentAction, type ExperimentView, type ForgottenMode } from './experiment.ts';
+import { plainSteps, stepsAskedBy, type Experiment, type ExperimentAction, type ExperimentView, type ForgottenMode } from './experiment.ts';
 
 export const LIMITS = {
   promptChars: 20_000,
@@ -145,7 +145,7 @@ export function readWire(wire: unknown): { experiment: Experiment; draft: string
   if (o.a.length > LIMITS.actions) fail('a (the actions)', `has more than ${LIMITS.actions} entries`);
   const actions = o.a.map((a, i) => action(a, `a[${i}]`));
   const steps = integer(o.n, 'n (steps decoded)', 0, LIMITS.steps);
-  const asked = actions.reduce((sum, a) => sum + (a.kind === 'decode' || a.kind === 'run' ? a.steps : a.kind === 'round' ? a.count : 0), 0);
+  const asked = actions.reduce((sum, a) => sum + stepsAskedBy(a), 0);
   if (asked > LIMITS.steps) fail('a (the actions)', `decode ${asked} steps in all, more than a link may replay (${LIMITS.steps})`);
   const decoded = plainSteps(actions);
   if (decoded !== null && decoded !== steps) fail('n (steps decoded)', `is ${steps}, but the actions decode ${decoded} steps`);

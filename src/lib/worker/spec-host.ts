@@ -87,14 +87,15 @@ export class SpeculativeHost {
   }
 
   /**
-   * A new session (start / reset): a new decoder over it, statistics from its first step. A drafter
-   * that learns from verdicts (`observe`: OmniDraft, OSD) is made afresh, so that a Reset decodes
-   * what the same setup decodes in a new tab (experiment links replay it).
+   * A new session (start / reset): the drafter made afresh from its spec, a new decoder over it,
+   * statistics from its first step — so a Reset decodes what the same setup decodes in a new tab
+   * (experiment links replay it), whatever a drafter kept from the last session (what OmniDraft and
+   * OSD learned). Draft models and index files come from the env's caches, not loaded again.
    */
   async attach(session: Session): Promise<void> {
     // nothing drives the new session until its drafter is made (a failure leaves plain decoding, said)
     this.decoder_ = null;
-    if (this.drafter?.observe && this.made) {
+    if (this.made) {
       try {
         this.drafter = await createDrafter(this.made.parsed, this.made.env);
       } catch (error) {

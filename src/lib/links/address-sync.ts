@@ -1,9 +1,9 @@
 /**
- * Keeps the address's query string equal to a lab page's state (/compare, /bench) as the user
- * works: history.replaceState, never pushState (no history entry per edit), at most once per
+ * Keeps the address's query string equal to a page's state (the explorer, /compare, /bench) as
+ * the user works: history.replaceState, never pushState (no history entry per edit), at most once per
  * `ms` while the state keeps changing (a run updates it every few milliseconds); the last state
  * always lands. The first change after a quiet spell is written at once, so a copied address is
- * never behind a finished action.
+ * never behind a finished action. An empty query leaves the bare address.
  */
 export class AddressSync {
   private last = -Infinity;
@@ -24,6 +24,6 @@ export class AddressSync {
 
   private replace(query: string): void {
     this.last = performance.now();
-    if (location.search.slice(1) !== query) history.replaceState(history.state, '', `${location.pathname}?${query}`);
+    if (location.search.slice(1) !== query) history.replaceState(history.state, '', query ? `${location.pathname}?${query}` : location.pathname);
   }
 }

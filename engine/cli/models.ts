@@ -3,12 +3,13 @@
  * package's static/models/index.json), the draft next to it, and the held-out documents. Paths
  * default relative to the package, not the working directory.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KvscopeError, ModelError } from '../errors.ts';
 import type { Manifest } from '../model/manifest.ts';
+import { isModelId, modelPathProblem } from '../model/paths.ts';
 import { UsageError } from './args.ts';
 import { asObject, str } from './json.ts';
 
@@ -49,13 +50,30 @@ export function resolveModelDir(given: string | undefined): string {
   return byId(given) ?? resolve(given);
 }
 
-/** The draft named by the model's manifest, looked up next to the model directory. */
+/** True when `path` exists and, its symlinks resolved, lies inside `folder` (itself resolved). */
+function existsInside(folder: string, path: string): boolean {
+  try {
+    const root = realpathSync(folder);
+    const real = realpathSync(path);
+    return real.startsWith(root + sep);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The draft named by the model's manifest, looked up next to the model directory: through the
+ * models folder's index.json, else as the sibling folder of that id. The manifest is untrusted
+ * (manifest.ts makes `draft` a model id, never a path), and so is an index entry's path: a draft
+ * is only found inside the models folder, its symlinks resolved.
+ */
 export function resolveDraftDir(modelDir: string, manifest: Manifest): string | null {
-  if (!manifest.draft) return null;
+  if (!manifest.draft || !isModelId(manifest.draft)) return null;
   const parent = dirname(modelDir);
   const entry = readIndex(join(parent, 'index.json'))?.models?.find((m) => m.id === manifest.draft);
-  for (const candidate of [entry ? join(parent, entry.path) : null, join(parent, manifest.draft)]) {
-    if (candidate && existsSync(join(candidate, 'manifest.json'))) return candidate;
+  const indexed = entry && typeof entry.path === 'string' && modelPathProblem(entry.path) === null ? join(parent, entry.path) : null;
+  for (const candidate of [indexed, join(parent, manifest.draft)]) {
+    if (candidate && existsInside(parent, join(candidate, 'manifest.json'))) return candidate;
   }
   return null;
 }

@@ -2,24 +2,53 @@
  * Node-only model loading: a ModelSource over a local directory. Kept apart from load.ts so that
  * the browser bundle never imports node:fs.
  */
-import { readFile, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { readFile, realpath, stat } from 'node:fs/promises';
+import { join, resolve, sep } from 'node:path';
 import { ModelError } from '../errors.ts';
-import { loadModel, type LoadOptions, type LoadedModel, type ModelSource } from './load.ts';
+import { fileTooLarge, loadModel, type LoadOptions, type LoadedModel, type ModelSource } from './load.ts';
+import { checkModelPath } from './paths.ts';
 
+function readError(path: string, full: string, error: unknown): ModelError {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return new ModelError(`${path}: file is missing (${full})`);
+  return new ModelError(`${path}: cannot read ${full} (${(error as Error).message})`);
+}
+
+/**
+ * Files of a local model directory. A folder may be uploaded or unpacked from anywhere, so a path
+ * is resolved through its symlinks first: one that ends outside the directory (a tokenizer.json
+ * linked to ~/.ssh/id_rsa) is refused, as is anything that is not a regular file (a FIFO would
+ * block the read forever).
+ */
 export function directorySource(directory: string): ModelSource {
   const root = resolve(directory);
+  let realRoot: Promise<string> | null = null;
   return {
     location: root,
-    async read(path, onBytes) {
+    async read(path, onBytes, maxBytes) {
+      checkModelPath(path);
       const full = join(root, path);
+      let real: string;
+      let inside: string;
+      try {
+        inside = await (realRoot ??= realpath(root));
+        real = await realpath(full);
+      } catch (error) {
+        realRoot = null;
+        throw readError(path, full, error);
+      }
+      if (real !== inside && !real.startsWith(inside + sep)) {
+        throw new ModelError(`${path}: ${full} links to ${real}, outside the model directory ${inside}; refusing to read it`);
+      }
       let bytes: Buffer;
       try {
-        bytes = await readFile(full);
+        const info = await stat(real);
+        if (!info.isFile()) throw new ModelError(`${path}: ${full} is not a regular file`);
+        if (maxBytes !== undefined && info.size > maxBytes) throw fileTooLarge(path, info.size, maxBytes);
+        bytes = await readFile(real);
       } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT') throw new ModelError(`${path}: file is missing (${full})`);
-        throw new ModelError(`${path}: cannot read ${full} (${(error as Error).message})`);
+        if (error instanceof ModelError) throw error;
+        throw readError(path, full, error);
       }
       onBytes?.(bytes.length, bytes.length);
       return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length);

@@ -1,7 +1,9 @@
 /**
- * Loading a model directory (docs/model-format.md): manifest → every listed file (size + sha256
- * checked) → graph parts concatenated in order → onnxruntime-web session whose I/O names must
- * equal the manifest's lists → tokenizer.
+ * Loading a model directory (docs/model-format.md): manifest (every field bounded) → every listed
+ * file (size + sha256 checked) → tokenizer (checked against the manifest, a probe text
+ * round-tripped) → graph parts concatenated in order → onnxruntime-web session whose I/O names,
+ * shapes and one-token forward must match the manifest. A folder is untrusted input: each failure
+ * is one ModelError naming the file and field, raised before anything the manifest sizes is allocated.
  *
  * This module runs in browsers (Web Worker) and Node: files come through a ModelSource. The
  * browser source (`fetchSource`) is here; the Node directory source lives in load-node.ts so that
@@ -10,9 +12,13 @@
 import * as ort from 'onnxruntime-web';
 import { CALIBRATION_FILE, readCalibration, type Calibration } from '../calibration/format.ts';
 import { ModelError } from '../errors.ts';
+import { MAX_CALIBRATION_BYTES, MAX_MANIFEST_BYTES } from './bounds.ts';
+import { checkGraphDims } from './graph-check.ts';
 import { validateManifest, type Manifest } from './manifest.ts';
+import { checkModelPath } from './paths.ts';
 import { sha256Hex } from './sha256.ts';
 import { KvTokenizer } from './tokenizer.ts';
+import { checkTokenizerJson, probeTokenizer } from './tokenizer-check.ts';
 import { ForwardRunner } from '../runtime/forward.ts';
 
 export type LoadPhase = 'download' | 'verify' | 'session';
@@ -26,11 +32,21 @@ export interface LoadProgress {
   file: string;
 }
 
-/** Where model files come from. `read` throws ModelError `<path>: file is missing (...)` when absent. */
+/**
+ * Where model files come from. `read` throws ModelError `<path>: file is missing (...)` when absent.
+ * Paths are relative to the model folder (the loader passes only paths paths.ts accepts); a
+ * source must not resolve one outside it. `maxBytes`: the most the loader will accept of this file;
+ * a source may refuse a larger one before reading it (the loader checks the length either way).
+ */
 export interface ModelSource {
   /** directory or URL, for messages */
   readonly location: string;
-  read(path: string, onBytes?: (loaded: number, total: number) => void): Promise<Uint8Array>;
+  read(path: string, onBytes?: (loaded: number, total: number) => void, maxBytes?: number): Promise<Uint8Array>;
+}
+
+/** The error a source throws for a file past the loader's `maxBytes`. */
+export function fileTooLarge(path: string, bytes: number | string, maxBytes: number): ModelError {
+  return new ModelError(`${path}: file is too large (${bytes} bytes; at most ${maxBytes} expected)`);
 }
 
 export interface LoadOptions {
@@ -65,7 +81,9 @@ export function fetchSource(baseUrl: string, fetchImpl: typeof fetch = globalThi
   const base = baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`;
   return {
     location: base,
-    async read(path, onBytes) {
+    async read(path, onBytes, maxBytes) {
+      // base + path is resolved by the URL parser: "%2e%2e/" or "?" would leave the folder
+      checkModelPath(path);
       const url = base + path;
       let response: Response;
       try {
@@ -76,6 +94,10 @@ export function fetchSource(baseUrl: string, fetchImpl: typeof fetch = globalThi
       if (response.status === 404) throw new ModelError(`${path}: file is missing (${url} answered 404)`);
       if (!response.ok) throw new ModelError(`${path}: cannot fetch ${url} (HTTP ${response.status})`);
       const total = Number(response.headers.get('content-length') ?? 0) || 0;
+      if (maxBytes !== undefined && total > maxBytes) {
+        await response.body?.cancel().catch(() => undefined);
+        throw fileTooLarge(path, total, maxBytes);
+      }
       if (!response.body) {
         const bytes = new Uint8Array(await response.arrayBuffer());
         onBytes?.(bytes.length, total || bytes.length);
@@ -89,6 +111,10 @@ export function fetchSource(baseUrl: string, fetchImpl: typeof fetch = globalThi
         if (done) break;
         chunks.push(value);
         loaded += value.length;
+        if (maxBytes !== undefined && loaded > maxBytes) {
+          await reader.cancel().catch(() => undefined);
+          throw fileTooLarge(path, `more than ${maxBytes}`, maxBytes);
+        }
         onBytes?.(loaded, total);
       }
       return concatBytes(chunks);
@@ -132,7 +158,8 @@ export function checkSessionIO(manifest: Manifest, inputNames: readonly string[]
 }
 
 async function readManifest(source: ModelSource): Promise<Manifest> {
-  const bytes = await source.read('manifest.json');
+  const bytes = await source.read('manifest.json', undefined, MAX_MANIFEST_BYTES);
+  if (bytes.length > MAX_MANIFEST_BYTES) throw fileTooLarge('manifest.json', bytes.length, MAX_MANIFEST_BYTES);
   let json: unknown;
   try {
     json = JSON.parse(new TextDecoder().decode(bytes));
@@ -154,7 +181,7 @@ async function verifyFile(entry: Manifest['files'][number], bytes: Uint8Array, s
   }
 }
 
-/** The tokenizer from its tokenizer.json bytes. */
+/** The tokenizer from its tokenizer.json bytes, checked against the manifest (tokenizer-check.ts). */
 function parseTokenizer(manifest: Manifest, bytes: Uint8Array): KvTokenizer {
   let tokenizerJson: unknown;
   try {
@@ -162,7 +189,10 @@ function parseTokenizer(manifest: Manifest, bytes: Uint8Array): KvTokenizer {
   } catch (error) {
     throw new ModelError(`${manifest.tokenizer.file}: not valid JSON (${(error as Error).message})`);
   }
-  return new KvTokenizer(tokenizerJson, manifest.tokenizer);
+  checkTokenizerJson(tokenizerJson, manifest);
+  const tokenizer = new KvTokenizer(tokenizerJson, manifest.tokenizer);
+  probeTokenizer(tokenizer, manifest);
+  return tokenizer;
 }
 
 /**
@@ -173,7 +203,7 @@ export async function loadTokenizer(source: ModelSource): Promise<{ manifest: Ma
   const manifest = await readManifest(source);
   const entry = manifest.files.find((f) => f.path === manifest.tokenizer.file);
   if (!entry) throw new ModelError(`${manifest.tokenizer.file}: file is missing (not listed in manifest.json files)`);
-  const bytes = await source.read(entry.path);
+  const bytes = await source.read(entry.path, undefined, entry.bytes);
   await verifyFile(entry, bytes);
   return { manifest, tokenizer: parseTokenizer(manifest, bytes), sha256: entry.sha256 };
 }
@@ -186,8 +216,10 @@ async function readVerifiedFiles(
 ): Promise<Map<string, Uint8Array>> {
   const files = new Map<string, Uint8Array>();
   for (const entry of manifest.files) {
-    const bytes = await source.read(entry.path, (loaded, total) =>
-      onProgress?.({ phase: 'download', loaded, total: total || entry.bytes, file: entry.path }),
+    const bytes = await source.read(
+      entry.path,
+      (loaded, total) => onProgress?.({ phase: 'download', loaded, total: total || entry.bytes, file: entry.path }),
+      entry.bytes,
     );
     onProgress?.({ phase: 'download', loaded: bytes.length, total: entry.bytes, file: entry.path });
     await verifyFile(entry, bytes, () => onProgress?.({ phase: 'verify', loaded: 0, total: entry.bytes, file: entry.path }));
@@ -199,7 +231,8 @@ async function readVerifiedFiles(
 
 /**
  * Loads and checks a model. Throws ModelError naming the file and the problem: missing file,
- * size or sha256 mismatch, invalid manifest, graph I/O that differs from the manifest.
+ * size or sha256 mismatch, invalid or out-of-bounds manifest, a tokenizer that does not fit it,
+ * graph I/O names or dimensions that differ from the manifest.
  */
 export async function loadModel(source: ModelSource, options: LoadOptions = {}): Promise<LoadedModel> {
   const { onProgress } = options;
@@ -230,6 +263,7 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
   }
   try {
     checkSessionIO(manifest, session.inputNames, session.outputNames);
+    await checkGraphDims(manifest, session);
   } catch (error) {
     await session.release();
     throw error;
@@ -255,7 +289,8 @@ export async function loadModel(source: ModelSource, options: LoadOptions = {}):
 async function readOptionalCalibration(source: ModelSource, manifest: Manifest): Promise<{ calibration: Calibration | null; calibrationError?: string }> {
   let bytes: Uint8Array;
   try {
-    bytes = await source.read(CALIBRATION_FILE);
+    bytes = await source.read(CALIBRATION_FILE, undefined, MAX_CALIBRATION_BYTES);
+    if (bytes.length > MAX_CALIBRATION_BYTES) throw fileTooLarge(CALIBRATION_FILE, bytes.length, MAX_CALIBRATION_BYTES);
   } catch (error) {
     const message = (error as Error).message;
     if (error instanceof ModelError && message.includes('file is missing')) return { calibration: null };

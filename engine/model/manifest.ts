@@ -5,6 +5,22 @@
  * message names the exact field, e.g. `manifest.json: architecture.n_kv_heads is missing`.
  */
 import { ModelError } from '../errors.ts';
+import {
+  ARCHITECTURE_LIMITS,
+  MAX_FILES,
+  MAX_GRAPH_BYTES,
+  MAX_KV_CACHE_BYTES,
+  MAX_MODEL_FILES_BYTES,
+  MAX_NAME_LENGTH,
+  MAX_PROVENANCE_DEPTH,
+  MAX_TOKENIZER_BYTES,
+  OPSET_LIMITS,
+  RMS_NORM_EPS_MAX,
+  ROPE_THETA_MAX,
+  formatBytes,
+  kvCacheBytes,
+} from './bounds.ts';
+import { checkModelId, checkModelPath, quote } from './paths.ts';
 import { sha256Hex } from './sha256.ts';
 
 export const MANIFEST_FORMAT = 'kvscope-explorer-graph';
@@ -112,10 +128,11 @@ function fail(path: string, problem: string): never {
   throw new ModelError(`manifest.json: ${path} ${problem}`);
 }
 
+/** A value as a message shows it; long strings are cut (an uploaded manifest may hold megabytes). */
 function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
-  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'string') return quote(value);
   if (typeof value === 'object') return 'an object';
   return String(value);
 }
@@ -125,8 +142,13 @@ function isObject(value: unknown): value is JsonObject {
 }
 
 function field(obj: JsonObject, key: string, path: string): unknown {
-  if (!(key in obj) || obj[key] === undefined) fail(path, 'is missing');
+  if (!Object.hasOwn(obj, key) || obj[key] === undefined) fail(path, 'is missing');
   return obj[key];
+}
+
+/** An optional field's value, or undefined when absent or null. */
+function optional(obj: JsonObject, key: string): unknown {
+  return Object.hasOwn(obj, key) && obj[key] !== null ? obj[key] : undefined;
 }
 
 function objectAt(obj: JsonObject, key: string, path: string): JsonObject {
@@ -135,23 +157,27 @@ function objectAt(obj: JsonObject, key: string, path: string): JsonObject {
   return value;
 }
 
-function stringAt(obj: JsonObject, key: string, path: string): string {
+function stringAt(obj: JsonObject, key: string, path: string, maxLength = MAX_NAME_LENGTH): string {
   const value = field(obj, key, path);
-  if (typeof value !== 'string' || value.length === 0) fail(path, `must be a non-empty string, got ${describe(value)}`);
+  if (typeof value !== 'string' || value.length === 0 || value.length > maxLength) {
+    fail(path, `must be a non-empty string of at most ${maxLength} characters, got ${describe(value)}`);
+  }
   return value;
 }
 
-function intAt(obj: JsonObject, key: string, path: string, min: number): number {
+function intAt(obj: JsonObject, key: string, path: string, range: { min: number; max: number }): number {
   const value = field(obj, key, path);
-  if (typeof value !== 'number' || !Number.isInteger(value)) fail(path, `must be an integer, got ${describe(value)}`);
-  if (value < min) fail(path, `must be ≥ ${min}, got ${value}`);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < range.min || value > range.max) {
+    fail(path, `must be an integer from ${range.min} to ${range.max}, got ${describe(value)}`);
+  }
   return value;
 }
 
-function positiveNumberAt(obj: JsonObject, key: string, path: string): number {
+/** A finite number in (0, max) or (0, max] (`inclusive`). */
+function positiveNumberAt(obj: JsonObject, key: string, path: string, max: number, inclusive: boolean): number {
   const value = field(obj, key, path);
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    fail(path, `must be a positive number, got ${describe(value)}`);
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > max || (!inclusive && value === max)) {
+    fail(path, `must be a number above 0 and ${inclusive ? 'at most' : 'below'} ${max}, got ${describe(value)}`);
   }
   return value;
 }
@@ -162,23 +188,34 @@ function boolAt(obj: JsonObject, key: string, path: string): boolean {
   return value;
 }
 
-function stringListAt(obj: JsonObject, key: string, path: string): string[] {
+function stringListAt(obj: JsonObject, key: string, path: string, maxItems: number): string[] {
   const value = field(obj, key, path);
-  if (!Array.isArray(value) || value.length === 0) fail(path, `must be a non-empty array of strings, got ${describe(value)}`);
+  if (!Array.isArray(value) || value.length === 0 || value.length > maxItems) {
+    fail(path, `must be a non-empty array of at most ${maxItems} strings, got ${Array.isArray(value) ? `${value.length} items` : describe(value)}`);
+  }
   value.forEach((item, i) => {
-    if (typeof item !== 'string' || item.length === 0) fail(`${path}[${i}]`, `must be a non-empty string, got ${describe(item)}`);
+    if (typeof item !== 'string' || item.length === 0 || item.length > MAX_NAME_LENGTH) {
+      fail(`${path}[${i}]`, `must be a non-empty string of at most ${MAX_NAME_LENGTH} characters, got ${describe(item)}`);
+    }
   });
   return value as string[];
 }
 
 /**
- * File paths are relative to the model directory; they must not escape it (a manifest from an
- * uploaded model must not make the Node loader read /etc/passwd or the browser fetch elsewhere).
+ * File paths are relative to the model directory and must stay inside it (paths.ts says what
+ * that takes): a manifest from an uploaded model must not make the Node loader read /etc/passwd
+ * or the browser fetch elsewhere.
  */
 function checkRelativePath(path: string, where: string): void {
-  if (path.startsWith('/') || path.includes('\\') || path.split('/').some((part) => part === '..' || part === '')) {
-    fail(where, `must be a plain relative path inside the model directory, got ${JSON.stringify(path)}`);
-  }
+  checkModelPath(path, `manifest.json: ${where}`);
+}
+
+/** Depth of nested objects/arrays, counted only up to limit + 1 (so a hostile nesting costs nothing). */
+function depthExceeds(value: unknown, limit: number): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (limit === 0) return true;
+  const children = Array.isArray(value) ? value : Object.values(value);
+  return children.some((child) => depthExceeds(child, limit - 1));
 }
 
 /** Compares a listed I/O name list with the one the contract requires, naming the first problem. */
@@ -201,36 +238,45 @@ function checkNameList(actual: string[], expected: string[], path: string): void
 function validateArchitecture(root: JsonObject): Architecture {
   const a = objectAt(root, 'architecture', 'architecture');
   const p = (key: string) => `architecture.${key}`;
+  const int = (key: keyof typeof ARCHITECTURE_LIMITS) => intAt(a, key, p(key), ARCHITECTURE_LIMITS[key]);
   const arch: Architecture = {
-    family: stringAt(a, 'family', p('family')),
-    n_layers: intAt(a, 'n_layers', p('n_layers'), 1),
-    n_heads: intAt(a, 'n_heads', p('n_heads'), 1),
-    n_kv_heads: intAt(a, 'n_kv_heads', p('n_kv_heads'), 1),
-    head_dim: intAt(a, 'head_dim', p('head_dim'), 1),
-    hidden_size: intAt(a, 'hidden_size', p('hidden_size'), 1),
-    intermediate_size: intAt(a, 'intermediate_size', p('intermediate_size'), 1),
-    vocab_size: intAt(a, 'vocab_size', p('vocab_size'), 1),
-    context_length: intAt(a, 'context_length', p('context_length'), 1),
-    rms_norm_eps: positiveNumberAt(a, 'rms_norm_eps', p('rms_norm_eps')),
+    family: stringAt(a, 'family', p('family'), 64),
+    n_layers: int('n_layers'),
+    n_heads: int('n_heads'),
+    n_kv_heads: int('n_kv_heads'),
+    head_dim: int('head_dim'),
+    hidden_size: int('hidden_size'),
+    intermediate_size: int('intermediate_size'),
+    vocab_size: int('vocab_size'),
+    context_length: int('context_length'),
+    rms_norm_eps: positiveNumberAt(a, 'rms_norm_eps', p('rms_norm_eps'), RMS_NORM_EPS_MAX, false),
     tie_word_embeddings: boolAt(a, 'tie_word_embeddings', p('tie_word_embeddings')),
   };
-  if ('parameters' in a && a.parameters !== undefined) arch.parameters = intAt(a, 'parameters', p('parameters'), 0);
-  if ('macs_per_token' in a && a.macs_per_token !== undefined) arch.macs_per_token = intAt(a, 'macs_per_token', p('macs_per_token'), 0);
+  if (optional(a, 'parameters') !== undefined) arch.parameters = int('parameters');
+  if (optional(a, 'macs_per_token') !== undefined) arch.macs_per_token = int('macs_per_token');
   if (arch.n_heads % arch.n_kv_heads !== 0) {
     fail(p('n_kv_heads'), `(${arch.n_kv_heads}) must divide n_heads (${arch.n_heads})`);
+  }
+  const kv = kvCacheBytes(arch);
+  if (kv > MAX_KV_CACHE_BYTES) {
+    fail(
+      p('context_length'),
+      `(${arch.context_length}) needs ${formatBytes(kv)} of KV cache (n_layers ${arch.n_layers} · 2 · n_kv_heads ${arch.n_kv_heads} · ` +
+        `head_dim ${arch.head_dim} · ${arch.context_length} positions · 4 bytes), more than the ${formatBytes(MAX_KV_CACHE_BYTES)} kvscope allows`,
+    );
   }
   return arch;
 }
 
 function validateRope(root: JsonObject, arch: Architecture): RopeConfig {
   const r = objectAt(root, 'rope', 'rope');
-  const theta = positiveNumberAt(r, 'theta', 'rope.theta');
-  const dim = intAt(r, 'dim', 'rope.dim', 2);
+  const theta = positiveNumberAt(r, 'theta', 'rope.theta', ROPE_THETA_MAX, true);
+  const dim = intAt(r, 'dim', 'rope.dim', { min: 2, max: ARCHITECTURE_LIMITS.head_dim.max });
   if (dim % 2 !== 0) fail('rope.dim', `must be even, got ${dim}`);
   if (dim > arch.head_dim) fail('rope.dim', `(${dim}) must not exceed architecture.head_dim (${arch.head_dim})`);
   const style = field(r, 'style', 'rope.style');
   if (style !== 'half') fail('rope.style', `must be "half" (rotate-half RoPE), got ${describe(style)}`);
-  if ('scaling' in r && r.scaling !== null && r.scaling !== undefined) {
+  if (optional(r, 'scaling') !== undefined) {
     fail('rope.scaling', `must be null (RoPE scaling is not supported yet), got ${describe(r.scaling)}`);
   }
   return { theta, dim, style: 'half', scaling: null };
@@ -241,45 +287,69 @@ function validateTokenizer(root: JsonObject, arch: Architecture): TokenizerConfi
   const file = stringAt(t, 'file', 'tokenizer.file');
   checkRelativePath(file, 'tokenizer.file');
   const tokenId = (key: string): number => {
-    const id = intAt(t, key, `tokenizer.${key}`, 0);
+    const id = intAt(t, key, `tokenizer.${key}`, { min: 0, max: ARCHITECTURE_LIMITS.vocab_size.max });
     if (id >= arch.vocab_size) fail(`tokenizer.${key}`, `(${id}) must be < architecture.vocab_size (${arch.vocab_size})`);
     return id;
   };
   const bos_id = tokenId('bos_id');
   const eos_id = tokenId('eos_id');
-  const pad_id = 'pad_id' in t && t.pad_id !== null && t.pad_id !== undefined ? tokenId('pad_id') : null;
+  const pad_id = optional(t, 'pad_id') !== undefined ? tokenId('pad_id') : null;
   const add_bos = boolAt(t, 'add_bos', 'tokenizer.add_bos');
   return { file, bos_id, eos_id, pad_id, add_bos };
 }
 
 function validateGraph(root: JsonObject, arch: Architecture): GraphConfig {
   const g = objectAt(root, 'graph', 'graph');
-  const parts = stringListAt(g, 'parts', 'graph.parts');
+  const parts = stringListAt(g, 'parts', 'graph.parts', MAX_FILES);
   parts.forEach((part, i) => checkRelativePath(part, `graph.parts[${i}]`));
-  const opset = intAt(g, 'opset', 'graph.opset', 1);
-  const inputs = stringListAt(g, 'inputs', 'graph.inputs');
-  checkNameList(inputs, expectedGraphInputs(arch.n_layers), 'graph.inputs');
-  const outputs = stringListAt(g, 'outputs', 'graph.outputs');
-  checkNameList(outputs, expectedGraphOutputs(arch.n_layers), 'graph.outputs');
+  if (new Set(parts).size !== parts.length) fail('graph.parts', 'lists a part twice');
+  const opset = intAt(g, 'opset', 'graph.opset', OPSET_LIMITS);
+  // n_layers is bounded by now, so the expected lists are small whatever the manifest says
+  const expectedInputs = expectedGraphInputs(arch.n_layers);
+  const inputs = stringListAt(g, 'inputs', 'graph.inputs', expectedInputs.length + 16);
+  checkNameList(inputs, expectedInputs, 'graph.inputs');
+  const expectedOutputs = expectedGraphOutputs(arch.n_layers);
+  const outputs = stringListAt(g, 'outputs', 'graph.outputs', expectedOutputs.length + 16);
+  checkNameList(outputs, expectedOutputs, 'graph.outputs');
   return { parts, opset, inputs, outputs };
 }
 
 function validateFiles(root: JsonObject): ManifestFile[] {
   const value = field(root, 'files', 'files');
-  if (!Array.isArray(value) || value.length === 0) fail('files', `must be a non-empty array, got ${describe(value)}`);
+  if (!Array.isArray(value) || value.length === 0 || value.length > MAX_FILES) {
+    fail('files', `must be a non-empty array of at most ${MAX_FILES} entries, got ${Array.isArray(value) ? `${value.length} entries` : describe(value)}`);
+  }
   const seen = new Set<string>();
   return value.map((item, i): ManifestFile => {
     const where = `files[${i}]`;
     if (!isObject(item)) fail(where, `must be an object, got ${describe(item)}`);
-    const path = stringAt(item, 'path', `${where}.path`);
+    const path = stringAt(item, 'path', `${where}.path`, 1024);
     checkRelativePath(path, `${where}.path`);
     if (seen.has(path)) fail(`${where}.path`, `lists ${path} a second time`);
     seen.add(path);
-    const sha256 = stringAt(item, 'sha256', `${where}.sha256`).toLowerCase();
+    const sha256 = stringAt(item, 'sha256', `${where}.sha256`, 64).toLowerCase();
     if (!/^[0-9a-f]{64}$/.test(sha256)) fail(`${where}.sha256`, `must be 64 hex digits, got ${describe(item.sha256)}`);
-    const bytes = intAt(item, 'bytes', `${where}.bytes`, 0);
+    const bytes = intAt(item, 'bytes', `${where}.bytes`, { min: 0, max: MAX_MODEL_FILES_BYTES });
     return { path, sha256, bytes };
   });
+}
+
+/** The listed files must hold the graph parts and the tokenizer, within the size caps. */
+function checkFileSizes(files: ManifestFile[], graph: GraphConfig, tokenizer: TokenizerConfig): void {
+  const bytesOf = new Map(files.map((f) => [f.path, f.bytes]));
+  for (const needed of [...graph.parts, tokenizer.file]) {
+    if (!bytesOf.has(needed)) fail('files', `must list ${needed} (with its sha256 and bytes)`);
+  }
+  const graphBytes = graph.parts.reduce((sum, part) => sum + (bytesOf.get(part) ?? 0), 0);
+  if (graphBytes > MAX_GRAPH_BYTES) {
+    fail('graph.parts', `add up to ${formatBytes(graphBytes)}; onnxruntime reads at most ${formatBytes(MAX_GRAPH_BYTES + 1)} of graph`);
+  }
+  const tokenizerBytes = bytesOf.get(tokenizer.file) ?? 0;
+  if (tokenizerBytes > MAX_TOKENIZER_BYTES) {
+    fail('tokenizer.file', `(${tokenizer.file}) is listed with ${formatBytes(tokenizerBytes)}; at most ${formatBytes(MAX_TOKENIZER_BYTES)} is read`);
+  }
+  const total = files.reduce((sum, f) => sum + f.bytes, 0);
+  if (total > MAX_MODEL_FILES_BYTES) fail('files', `add up to ${formatBytes(total)}; a model may hold at most ${formatBytes(MAX_MODEL_FILES_BYTES)}`);
 }
 
 /** Parses and checks a manifest.json value; throws ModelError naming the first problem found. */
@@ -291,7 +361,7 @@ export function validateManifest(json: unknown): Manifest {
   if (version !== MANIFEST_FORMAT_VERSION) {
     fail('format_version', `must be ${MANIFEST_FORMAT_VERSION} (the version this kvscope reads), got ${describe(version)}`);
   }
-  const id = stringAt(json, 'id', 'id');
+  const id = checkModelId(stringAt(json, 'id', 'id'), 'manifest.json: id');
   const name = stringAt(json, 'name', 'name');
   const role = field(json, 'role', 'role');
   if (role !== 'target' && role !== 'draft') fail('role', `must be "target" or "draft", got ${describe(role)}`);
@@ -301,11 +371,7 @@ export function validateManifest(json: unknown): Manifest {
   const tokenizer = validateTokenizer(json, architecture);
   const graph = validateGraph(json, architecture);
   const files = validateFiles(json);
-
-  const listed = new Set(files.map((f) => f.path));
-  for (const needed of [...graph.parts, tokenizer.file]) {
-    if (!listed.has(needed)) fail('files', `must list ${needed} (with its sha256 and bytes)`);
-  }
+  checkFileSizes(files, graph, tokenizer);
 
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,
@@ -319,11 +385,16 @@ export function validateManifest(json: unknown): Manifest {
     graph,
     files,
   };
-  if ('draft' in json && json.draft !== undefined && json.draft !== null) manifest.draft = stringAt(json, 'draft', 'draft');
-  if ('reference' in json && json.reference !== undefined && json.reference !== null) {
-    manifest.reference = stringAt(json, 'reference', 'reference');
+  // the draft is looked up by id in the models index (or as a sibling folder): never a path
+  if (optional(json, 'draft') !== undefined) manifest.draft = checkModelId(stringAt(json, 'draft', 'draft'), 'manifest.json: draft');
+  if (optional(json, 'reference') !== undefined) {
+    manifest.reference = stringAt(json, 'reference', 'reference', 1024);
     checkRelativePath(manifest.reference, 'reference');
   }
-  if ('provenance' in json && json.provenance !== undefined) manifest.provenance = objectAt(json, 'provenance', 'provenance');
+  if (optional(json, 'provenance') !== undefined) {
+    const provenance = objectAt(json, 'provenance', 'provenance');
+    if (depthExceeds(provenance, MAX_PROVENANCE_DEPTH)) fail('provenance', `must not nest deeper than ${MAX_PROVENANCE_DEPTH} levels`);
+    manifest.provenance = provenance;
+  }
   return manifest;
 }

@@ -96,6 +96,7 @@ export class KvTokenizer {
       // tokenizers.js reads display options from tokenizer_config.json; kvscope has none, so pass
       // the few it consults with values that keep decode() faithful to the bytes.
       this.tokenizer = new Tokenizer(tokenizerJson, { clean_up_tokenization_spaces: false });
+      this.specialIds = new Set(this.tokenizer.get_added_tokens_decoder().keys());
     } catch (error) {
       throw new ModelError(`${config.file}: cannot build the tokenizer (${(error as Error).message})`);
     }
@@ -104,7 +105,6 @@ export class KvTokenizer {
     this.padId = config.pad_id;
     this.addBos = config.add_bos;
     this.byteLevel = usesByteLevel(tokenizerJson);
-    this.specialIds = new Set(this.tokenizer.get_added_tokens_decoder().keys());
   }
 
   /** Token ids of `text`, with bos_id prepended when the manifest says add_bos. */

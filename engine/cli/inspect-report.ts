@@ -1,6 +1,7 @@
 /**
  * The text report of `kvscope inspect`: the model's manifest summary and its measured phenomena
- * (sinks, passkey retrieval, retrieval heads, draft acceptance), as docs/cli.md shows it.
+ * (sinks and the sink ablation, passkey retrieval, retrieval heads, the needle family, induction
+ * heads, draft acceptance), as docs/cli.md shows it.
  */
 import type { PhenomenaReport } from '../metrics/phenomena.ts';
 import type { Manifest } from '../model/manifest.ts';
@@ -112,6 +113,10 @@ export function formatModel(summary: ModelSummary, draftDir: string | null): str
 export function formatPhenomena(report: PhenomenaReport, nHeads: number, draftId: string | null): string {
   const lines: string[] = [];
   const { sinks, needle, acceptance, settings } = report;
+  const headTable = (scores: number[][]) => {
+    lines.push(`  score ×100  ${Array.from({ length: nHeads }, (_, h) => `h${h}`.padStart(4)).join('')}`);
+    scores.forEach((row, l) => lines.push(`  layer ${String(l).padStart(2)}    ${row.map((s) => String(Math.round(100 * s)).padStart(4)).join('')}`));
+  };
 
   lines.push('');
   lines.push(
@@ -123,6 +128,9 @@ export function formatPhenomena(report: PhenomenaReport, nHeads: number, draftId
     lines.push(`  layer ${String(l).padStart(2)}  ${mass.toFixed(3)}  ${bar(mass)}  heads ${heads}`);
   });
   lines.push(`  mean      ${sinks.mean.toFixed(3)}`);
+
+  lines.push('');
+  formatSinkAblation(report, lines);
 
   lines.push('');
   const lengths = needle.promptTokens;
@@ -144,12 +152,29 @@ export function formatPhenomena(report: PhenomenaReport, nHeads: number, draftId
     `Retrieval heads (Wu et al. 2024) — score over ${rh.trials} successful trials; heads with score > ${rh.threshold}: ${rh.heads.length}` +
       (rh.heads.length ? ` (${rh.heads.map((h) => `L${h.layer}H${h.head} ${h.score.toFixed(2)}`).join(', ')})` : ''),
   );
+  const layers = report.retrievalLayers;
+  lines.push(`  in ${layers.length} distinct layer${layers.length === 1 ? '' : 's'}${layers.length ? ` (${layers.map((l) => `L${l}`).join(', ')})` : ''}`);
   if (rh.trials > 0) {
-    lines.push(`  score ×100  ${Array.from({ length: nHeads }, (_, h) => `h${h}`.padStart(4)).join('')}`);
-    rh.scores.forEach((row, l) => lines.push(`  layer ${String(l).padStart(2)}    ${row.map((s) => String(Math.round(100 * s)).padStart(4)).join('')}`));
+    headTable(rh.scores);
   } else {
     lines.push('  (no successful trial, so no scores)');
   }
+
+  lines.push('');
+  formatFamily(report, lines);
+
+  lines.push('');
+  const ind = report.induction;
+  lines.push(
+    `Induction heads — BOS + ${ind.repeatLength} random tokens + the same again (${ind.sequences} sequence${ind.sequences === 1 ? '' : 's'}): attention of each second-copy query ` +
+      `on the token after that token's first copy (uniform attention would give ${ind.uniform.toFixed(3)})`,
+  );
+  lines.push(
+    `  heads with score ≥ ${ind.threshold}: ${ind.heads.length}${ind.heads.length ? ` (${ind.heads.map((h) => `L${h.layer}H${h.head} ${h.score.toFixed(2)}`).join(', ')})` : ''}`,
+  );
+  lines.push(`  best        ${ind.best.map((h) => `L${h.layer}H${h.head} ${h.score.toFixed(2)}`).join('  ')}`);
+  lines.push(`  loss        first copy ${ind.firstCopyLoss.toFixed(2)} nats/token · second copy ${ind.secondCopyLoss.toFixed(2)} nats/token`);
+  headTable(ind.scores);
 
   lines.push('');
   if (acceptance) {
@@ -169,7 +194,42 @@ export function formatPhenomena(report: PhenomenaReport, nHeads: number, draftId
   }
   lines.push('');
   lines.push(
-    `(seed ${settings.seed}${settings.quick ? ', quick' : ''}; ${report.seconds.sinks.toFixed(1)} s sinks, ${report.seconds.needle.toFixed(1)} s passkey, ${report.seconds.acceptance.toFixed(1)} s acceptance)`,
+    `(seed ${settings.seed}${settings.quick ? ', quick' : ''}; ${report.seconds.sinks.toFixed(1)} s sinks, ${report.seconds.sinkAblation.toFixed(1)} s sink ablation, ` +
+      `${report.seconds.needle.toFixed(1)} s passkey, ${report.seconds.family.toFixed(1)} s needle family, ${report.seconds.induction.toFixed(1)} s induction, ${report.seconds.acceptance.toFixed(1)} s acceptance)`,
   );
   return lines.map((line) => line.trimEnd()).join('\n');
+}
+
+function formatSinkAblation(report: PhenomenaReport, lines: string[]): void {
+  const a = report.sinkAblation;
+  const h = report.heldoutPerplexity;
+  lines.push(
+    `Sink ablation — teacher-forced perplexity of ${a.windows} held-out window${a.windows === 1 ? '' : 's'} of ${a.windowTokens} tokens after a ${a.prefix}-token prefill, ` +
+      `late = positions ≥ ${a.lateFrom}; streaming keeps 4 sinks + recent, window only recent, at the same budget (entries per KV head)`,
+  );
+  lines.push(`  held-out perplexity, full cache  ${h.perplexity.toFixed(2)} (${h.scored} tokens, ${h.meanNll.toFixed(4)} nats/token); late ${a.full.latePerplexity.toFixed(2)}`);
+  lines.push(`  budget   late ppl with sinks   without sinks   without / with`);
+  for (const row of a.budgets) {
+    lines.push(
+      `  ${String(row.budget).padStart(6)}   ${row.withSinks.latePerplexity.toFixed(2).padStart(18)}   ${row.withoutSinks.latePerplexity.toFixed(2).padStart(13)}   ${row.ratio.toFixed(3).padStart(14)}`,
+    );
+  }
+}
+
+function formatFamily(report: PhenomenaReport, lines: string[]): void {
+  const f = report.family;
+  if (!f) {
+    lines.push(`Needle family — skipped: ${report.familyNote ?? 'no needle-family file given'}`);
+    return;
+  }
+  const row = (label: string, t: { correct: number; trials: number; accuracy: number }) =>
+    `  ${label.padEnd(28)} ${`${t.correct}/${t.trials}`.padStart(7)}  ${percent(t.accuracy).padStart(4)}  ${bar(t.accuracy, 20)}`;
+  lines.push(
+    `Needle family (wordings, keys and filler never trained on) — ${f.overall.trials} prompts of ${f.promptTokens.min}–${f.promptTokens.max} tokens ` +
+      `(${f.trialsPerCell} per wording × filler source), needle depths 0..1, greedy decoding with the full cache`,
+  );
+  lines.push(row('overall', f.overall));
+  for (const w of f.byWording) lines.push(row(`wording ${w.id} (${w.key})`, w));
+  for (const s of f.bySource) lines.push(row(`filler ${s.src}`, s));
+  lines.push(`  examples  ${f.examples.map((e) => `${e.wording}: ${e.key}→${JSON.stringify(e.output.trim())}${e.success ? '' : ' ✗'}`).join('  ')}`);
 }

@@ -4,22 +4,29 @@
  * measures only the KV cache similarities merge methods assume (engine/metrics/kv-similarity.ts,
  * text layout kv-similarity-report.ts).
  */
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { KvscopeError } from '../errors.ts';
 import type { LoadedModel } from '../model/load.ts';
 import { loadModelFromDirectory } from '../model/load-node.ts';
 import { runKvSimilarity } from '../metrics/kv-similarity.ts';
+import { parseNeedleFamily, type NeedleFamily } from '../metrics/needle-family.ts';
 import { runPhenomena } from '../metrics/phenomena.ts';
-import { integerOption, noExtraPositionals, parse, seedOption, UsageError } from './args.ts';
+import { integerOption, noExtraPositionals, parse, requireFileName, seedOption, UsageError } from './args.ts';
 import { formatModel, formatPhenomena, summarizeModel } from './inspect-report.ts';
 import { formatKvSimilarity } from './kv-similarity-report.ts';
 import { makeProgress, type CliIO } from './io.ts';
-import { displayPath, heldoutPath, readHeldout, resolveDraftDir, resolveModelDir } from './models.ts';
+import { displayPath, heldoutPath, PACKAGE_ROOT, readHeldout, resolveDraftDir, resolveModelDir } from './models.ts';
 
 const INSPECT_HELP = `Usage: kvscope inspect [options]
 
 Prints the model's manifest summary (architecture, parameters, files, provenance) and measures
-phenomena on held-out text: attention sinks per layer, passkey retrieval accuracy by depth,
-retrieval heads (Wu et al. 2024) and draft acceptance under greedy verification. Progress goes to
-stderr. The full report takes about a minute or two on the default model.
+phenomena on held-out text: attention sinks per layer and the late perplexity of a window with and
+without them (with the full cache's held-out perplexity), passkey retrieval accuracy by depth,
+retrieval heads (Wu et al. 2024), needle retrieval in held-out wordings and filler (--family),
+induction heads on repeated random tokens, and draft acceptance under greedy verification.
+Progress goes to stderr. The full report takes a few minutes on the default model.
 
 Options:
   --model DIR          model directory or id (default: the index's default model)
@@ -28,6 +35,8 @@ Options:
   --trials N           passkey trials, a positive integer (default 50, --quick 10)
   --seed S             seed for windows, prompts and keys (default 0)
   --heldout FILE       held-out documents {documents:[{text}]} (default static/data/heldout.json)
+  --family FILE        held-out needle family {about, version, wordings, filler} (default
+                       static/data/needle-family.json; that default absent ⇒ the section is skipped)
   --quick              fewer, shorter measurements (smoke tests)
   --kv-similarity      measure only what merge methods assume of the KV cache, on a full cache:
                        per layer the cosine of adjacent tokens' keys (as cached and with RoPE
@@ -47,6 +56,7 @@ export async function inspect(args: string[], io: CliIO): Promise<number> {
     trials: { type: 'string' },
     seed: { type: 'string' },
     heldout: { type: 'string' },
+    family: { type: 'string' },
     quick: { type: 'boolean' },
     'kv-similarity': { type: 'boolean' },
     windows: { type: 'string' },
@@ -68,6 +78,8 @@ export async function inspect(args: string[], io: CliIO): Promise<number> {
   const seed = seedOption(values.seed, 0);
   if (values.draft !== undefined && values.draft.trim() === '') throw new UsageError('--draft needs a directory or a model id');
   const heldout = heldoutPath(values.heldout);
+  requireFileName('family', values.family);
+  const { family, familyFile, familyNote } = await readFamily(values.family);
 
   const modelDir = resolveModelDir(values.model);
   const progress = makeProgress(io);
@@ -79,12 +91,12 @@ export async function inspect(args: string[], io: CliIO): Promise<number> {
       draft = await loadModelFromDirectory(draftDir);
     }
     const documents = await readHeldout(heldout);
-    const report = await runPhenomena(model, draft, documents, { quick, trials, seed, onProgress: progress });
+    const report = await runPhenomena(model, draft, documents, { quick, trials, seed, family, familyNote, onProgress: progress });
     if (!draft && model.manifest.draft) report.acceptanceNote = `draft model "${model.manifest.draft}" not found next to ${displayPath(modelDir)} (pass --draft DIR)`;
     progress(null);
     const summary = summarizeModel(modelDir, model.manifest);
     if (values.json) {
-      const out = { model: summary, draft: draft ? { id: draft.manifest.id, directory: draftDir } : null, heldout, phenomena: report };
+      const out = { model: summary, draft: draft ? { id: draft.manifest.id, directory: draftDir } : null, heldout, family: family ? familyFile : null, phenomena: report };
       io.stdout(`${JSON.stringify(out, null, 2)}\n`);
     } else {
       io.stdout(`${formatModel(summary, draftDir)}\n${formatPhenomena(report, model.manifest.architecture.n_heads, draft?.manifest.id ?? null)}\n`);
@@ -97,12 +109,33 @@ export async function inspect(args: string[], io: CliIO): Promise<number> {
   }
 }
 
+const DEFAULT_FAMILY = join(PACKAGE_ROOT, 'static', 'data', 'needle-family.json');
+
+/**
+ * --family FILE, checked before any model time is spent. The default file may be absent (the
+ * section is skipped with a note); a file named on the command line must exist.
+ */
+async function readFamily(given: string | undefined): Promise<{ family: NeedleFamily | null; familyFile: string; familyNote?: string }> {
+  const familyFile = given !== undefined ? resolve(given) : DEFAULT_FAMILY;
+  if (given === undefined && !existsSync(familyFile)) {
+    return { family: null, familyFile, familyNote: `no needle-family file (${displayPath(familyFile)} is absent; pass --family FILE)` };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(familyFile, 'utf8'));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new KvscopeError(`cannot read the needle family ${displayPath(familyFile)}: ${code === 'ENOENT' ? 'no such file' : (error as Error).message}`);
+  }
+  return { family: parseNeedleFamily(json, displayPath(familyFile)), familyFile };
+}
+
 async function inspectKvSimilarity(
-  values: { model?: string; draft?: string; trials?: string; seed?: string; heldout?: string; windows?: string; tokens?: string; json?: boolean },
+  values: { model?: string; draft?: string; trials?: string; seed?: string; heldout?: string; family?: string; windows?: string; tokens?: string; json?: boolean },
   quick: boolean,
   io: CliIO,
 ): Promise<number> {
-  for (const name of ['draft', 'trials'] as const) {
+  for (const name of ['draft', 'trials', 'family'] as const) {
     if (values[name] !== undefined) throw new UsageError(`--${name} does not apply to --kv-similarity`);
   }
   const windows = integerOption('windows', values.windows, quick ? 2 : 4, 1, 1000);

@@ -8,6 +8,7 @@ export {
   PASSKEY_QUESTION,
   passkeyNeedle,
   buildNeedlePrompt,
+  growFiller,
   retrievalHits,
   summarizeRetrievalHeads,
   runNeedleTrial,
@@ -31,4 +32,36 @@ export {
   type AcceptanceOptions,
   type AcceptanceReport,
 } from './acceptance.ts';
-export { runPhenomena, phenomenaSettings, type PhenomenaOptions, type PhenomenaReport, type PhenomenaSettings } from './phenomena.ts';
+export {
+  parseNeedleFamily,
+  drawKey,
+  familySeed,
+  familyKey,
+  familyDecodeTokens,
+  familyPrompts,
+  familySuccess,
+  familyTrialShape,
+  buildFamilyPrompt,
+  runFamilyTrial,
+  runNeedleFamily,
+  summarizeFamily,
+  NeedleFamilyError,
+  type NeedleFamily,
+  type FamilyWording,
+  type FamilyFiller,
+  type FamilyPrompt,
+  type FamilyTrial,
+  type FamilySettings,
+  type FamilyTally,
+  type NeedleFamilyReport,
+} from './needle-family.ts';
+export { sinkAblation, latePerplexity, type SinkAblationOptions, type SinkAblationReport, type PolicyPerplexity } from './sink-window.ts';
+export { inductionHeads, addInductionMass, predictedCopy, type InductionOptions, type InductionReport } from './induction.ts';
+export {
+  runPhenomena,
+  phenomenaSettings,
+  type HeldoutPerplexity,
+  type PhenomenaOptions,
+  type PhenomenaReport,
+  type PhenomenaSettings,
+} from './phenomena.ts';

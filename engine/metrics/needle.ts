@@ -81,18 +81,21 @@ function assemble(sentences: readonly string[], at: number, key: string): string
 }
 
 /**
- * Builds one passkey prompt of at most `targetTokens` tokens (and within one filler sentence of it)
- * from `sentences` (see fillerSentences). Deterministic per seed.
+ * Grows a prompt from filler `sentences` drawn with `rng` until `assemble(chosen, at)` reaches
+ * `targetTokens` (never past it, within one sentence of it); `at` is the sentence boundary nearest
+ * to `depth` of the filler's tokens, where the caller puts its needle. Shared by the passkey
+ * prompts and the held-out needle family (needle-family.ts).
  */
-export function buildNeedlePrompt(tokenizer: TokenDecoder, sentences: readonly string[], options: NeedlePromptOptions): NeedlePrompt {
-  const { targetTokens, depth, seed } = options;
-  if (!(depth >= 0 && depth <= 1)) throw new RangeError(`needle depth must be in [0, 1], got ${depth}`);
-  if (sentences.length === 0) throw new RangeError('needle prompts need filler sentences (none given)');
-  const rng = new Xoshiro128(seed);
-  const key = String(options.key ?? 10000 + randomIndex(rng, 90000));
-  const fixed = tokenizer.encode(assemble([], 0, key)).length;
+export function growFiller(
+  tokenizer: TokenEncoder,
+  sentences: readonly string[],
+  rng: Xoshiro128,
+  options: { targetTokens: number; depth: number },
+  assemble: (chosen: readonly string[], at: number) => string,
+): { text: string; ids: number[]; sentences: string[]; at: number } {
+  const { targetTokens, depth } = options;
+  const fixed = tokenizer.encode(assemble([], 0)).length;
   if (fixed > targetTokens) throw new RangeError(`a needle prompt needs at least ${fixed} tokens, target is ${targetTokens}`);
-
   // Draw sentences until their (separately counted) tokens fill the budget, then fix up exactly.
   const chosen: string[] = [];
   const lengths: number[] = [];
@@ -104,7 +107,7 @@ export function buildNeedlePrompt(tokenizer: TokenDecoder, sentences: readonly s
     estimate += lengths[lengths.length - 1];
   }
   // The needle goes to the sentence boundary nearest to `depth` of the filler's tokens.
-  const at = (n: number) => {
+  const boundary = (n: number) => {
     let total = 0;
     for (let i = 0; i < n; i++) total += lengths[i];
     let best = 0;
@@ -118,14 +121,30 @@ export function buildNeedlePrompt(tokenizer: TokenDecoder, sentences: readonly s
     }
     return best;
   };
-  let text = assemble(chosen, at(chosen.length), key);
+  let at = boundary(chosen.length);
+  let text = assemble(chosen, at);
   let ids = tokenizer.encode(text);
   while (ids.length > targetTokens && chosen.length > 0) {
     chosen.pop();
     lengths.pop();
-    text = assemble(chosen, at(chosen.length), key);
+    at = boundary(chosen.length);
+    text = assemble(chosen, at);
     ids = tokenizer.encode(text);
   }
+  return { text, ids, sentences: chosen, at };
+}
+
+/**
+ * Builds one passkey prompt of at most `targetTokens` tokens (and within one filler sentence of it)
+ * from `sentences` (see fillerSentences). Deterministic per seed.
+ */
+export function buildNeedlePrompt(tokenizer: TokenDecoder, sentences: readonly string[], options: NeedlePromptOptions): NeedlePrompt {
+  const { targetTokens, depth, seed } = options;
+  if (!(depth >= 0 && depth <= 1)) throw new RangeError(`needle depth must be in [0, 1], got ${depth}`);
+  if (sentences.length === 0) throw new RangeError('needle prompts need filler sentences (none given)');
+  const rng = new Xoshiro128(seed);
+  const key = String(options.key ?? 10000 + randomIndex(rng, 90000));
+  const { text, ids, sentences: chosen } = growFiller(tokenizer, sentences, rng, { targetTokens, depth }, (filler, at) => assemble(filler, at, key));
 
   const keyTokens = encodeBare(tokenizer, key);
   const found = occurrences(ids, keyTokens);

@@ -1,12 +1,16 @@
 /**
- * The phenomena report of `kvscope inspect` (and later the UI's model page): attention sinks,
- * passkey retrieval + retrieval heads, draft acceptance. Everything is seeded; the sizes default
- * to the full report and shrink with `quick`.
+ * The phenomena report of `kvscope inspect` (and later the UI's model page): attention sinks and
+ * what dropping them costs (sink ablation, with the held-out perplexity of the full cache),
+ * passkey retrieval + retrieval heads, the held-out needle family, induction heads, draft
+ * acceptance. Everything is seeded; the sizes default to the full report and shrink with `quick`.
  */
 import type { EngineModel } from '../session.ts';
 import { measureDraftAcceptance, type AcceptanceReport } from './acceptance.ts';
 import { fillerSentences, heldoutWindows } from './heldout.ts';
+import { inductionHeads, type InductionReport } from './induction.ts';
 import { runNeedleEval, type NeedleReport, type NeedleTrial } from './needle.ts';
+import { runNeedleFamily, type FamilySettings, type NeedleFamily, type NeedleFamilyReport } from './needle-family.ts';
+import { sinkAblation, type SinkAblationReport } from './sink-window.ts';
 import { attentionSinks, type SinkReport } from './sinks.ts';
 
 export interface PhenomenaOptions {
@@ -17,6 +21,10 @@ export interface PhenomenaOptions {
   seed?: number;
   /** needle prompt length (default min(1000, context − decode tokens)) */
   needleTokens?: number;
+  /** the held-out needle family (needle-family.ts); null or absent: that section is skipped */
+  family?: NeedleFamily | null;
+  /** why the family section is skipped (default: no family file given) */
+  familyNote?: string;
   /** human-readable progress lines */
   onProgress?: (message: string) => void;
 }
@@ -26,17 +34,41 @@ export interface PhenomenaSettings {
   quick: boolean;
   sinks: { windows: number; tokens: number; minQueryPosition: number };
   needle: { trials: number; targetTokens: number; decodeTokens: number };
+  /** perplexity windows (the full cache's is the held-out perplexity), late positions ≥ lateFrom */
+  sinkAblation: { windows: number; tokens: number; prefix: number; lateFrom: number; budgets: number[] };
+  /** trials per wording × filler source */
+  family: FamilySettings;
+  induction: { sequences: number; repeatLength: number; threshold: number };
   acceptance: { prompts: number; promptTokens: number; tokens: number; gamma: number };
+}
+
+/** The full cache's perplexity of held-out text: docs/evaluation.md's "full cache" row for the same windows. */
+export interface HeldoutPerplexity {
+  windows: number;
+  tokens: number;
+  prefix: number;
+  seed: number;
+  scored: number;
+  meanNll: number;
+  perplexity: number;
 }
 
 export interface PhenomenaReport {
   settings: PhenomenaSettings;
   sinks: SinkReport;
+  sinkAblation: SinkAblationReport;
+  heldoutPerplexity: HeldoutPerplexity;
   needle: NeedleReport;
+  /** distinct layers holding a retrieval head (score > needle.retrieval.threshold), ascending */
+  retrievalLayers: number[];
+  /** null when no needle-family file was given */
+  family: NeedleFamilyReport | null;
+  familyNote?: string;
+  induction: InductionReport;
   /** null when no draft model was given */
   acceptance: AcceptanceReport | null;
   acceptanceNote?: string;
-  seconds: { sinks: number; needle: number; acceptance: number };
+  seconds: { sinks: number; needle: number; acceptance: number; sinkAblation: number; family: number; induction: number };
 }
 
 /** Report sizes for a model of `context` tokens. */
@@ -45,6 +77,9 @@ export function phenomenaSettings(context: number, options: PhenomenaOptions = {
   const decodeTokens = 7;
   const windowTokens = Math.min(quick ? 256 : 512, context);
   const promptTokens = Math.min(64, Math.floor(context / 4));
+  const pplTokens = Math.min(quick ? 256 : 1024, context);
+  const familyMax = Math.min(1000, context - 16);
+  const familySources = Math.max(1, options.family?.filler.length ?? 1);
   return {
     seed: options.seed ?? 0,
     quick,
@@ -54,6 +89,16 @@ export function phenomenaSettings(context: number, options: PhenomenaOptions = {
       targetTokens: options.needleTokens ?? Math.min(1000, context - decodeTokens),
       decodeTokens,
     },
+    sinkAblation: {
+      windows: quick ? 1 : 2,
+      tokens: pplTokens,
+      prefix: Math.min(32, pplTokens - 1),
+      lateFrom: Math.floor(pplTokens / 2),
+      budgets: [64, 128].filter((b) => b < pplTokens),
+    },
+    // ≥ 20 prompts per wording in the full report, whatever the number of filler sources
+    family: { trials: quick ? 3 : Math.ceil(20 / familySources), lengths: { min: Math.min(256, Math.floor(familyMax / 2)), max: familyMax }, seed: options.seed ?? 0 },
+    induction: { sequences: quick ? 1 : 4, repeatLength: Math.min(quick ? 64 : 256, Math.floor((context - 1) / 2)), threshold: 0.3 },
     acceptance: { prompts: quick ? 4 : 20, promptTokens, tokens: quick ? 16 : 32, gamma: 4 },
   };
 }
@@ -82,6 +127,29 @@ export async function runPhenomena(
   });
   const sinkSeconds = seconds(t0);
 
+  // The same windows as `kvscope eval --task ppl` at this seed, so the full cache's figure is docs/evaluation.md's.
+  t0 = globalThis.performance.now();
+  const ablation = settings.sinkAblation;
+  const pplWindows = heldoutWindows(tokenizer, documents, { windows: ablation.windows, tokens: ablation.tokens, seed });
+  const sinkWindow = await sinkAblation(target, pplWindows, {
+    budgets: ablation.budgets,
+    prefix: ablation.prefix,
+    lateFrom: ablation.lateFrom,
+    onProgress: (spec, done, total) => {
+      if (done % 128 === 0 || done === total) say(`sink ablation: ${spec} token ${done}/${total}`);
+    },
+  });
+  const heldoutPerplexity: HeldoutPerplexity = {
+    windows: ablation.windows,
+    tokens: ablation.tokens,
+    prefix: ablation.prefix,
+    seed,
+    scored: sinkWindow.scored,
+    meanNll: sinkWindow.full.meanNll,
+    perplexity: sinkWindow.full.perplexity,
+  };
+  const ablationSeconds = seconds(t0);
+
   t0 = globalThis.performance.now();
   const sentences = fillerSentences(documents);
   let correct = 0;
@@ -96,6 +164,28 @@ export async function runPhenomena(
     },
   });
   const needleSeconds = seconds(t0);
+  const retrievalLayers = [...new Set(needle.retrieval.heads.map((h) => h.layer))].sort((a, b) => a - b);
+
+  t0 = globalThis.performance.now();
+  let family: NeedleFamilyReport | null = null;
+  if (options.family) {
+    let found = 0;
+    family = await runNeedleFamily(target, options.family, settings.family, (done, total, trial) => {
+      if (trial.success) found++;
+      say(`needle family: trial ${done}/${total} (${trial.wording}, ${trial.source}, key ${trial.key} → ${JSON.stringify(trial.output.trim())}), ${found} correct`);
+    });
+  }
+  const familySeconds = seconds(t0);
+
+  t0 = globalThis.performance.now();
+  const induction = await inductionHeads(target, {
+    sequences: settings.induction.sequences,
+    repeatLength: settings.induction.repeatLength,
+    threshold: settings.induction.threshold,
+    seed: seed + 4,
+    onProgress: (done, total) => say(`induction heads: sequence ${done}/${total}`),
+  });
+  const inductionSeconds = seconds(t0);
 
   t0 = globalThis.performance.now();
   let acceptance: AcceptanceReport | null = null;
@@ -111,7 +201,19 @@ export async function runPhenomena(
   } else {
     acceptanceNote = 'no draft model (the manifest names none, or it was not found)';
   }
-  const report: PhenomenaReport = { settings, sinks, needle, acceptance, seconds: { sinks: sinkSeconds, needle: needleSeconds, acceptance: seconds(t0) } };
+  const report: PhenomenaReport = {
+    settings,
+    sinks,
+    sinkAblation: sinkWindow,
+    heldoutPerplexity,
+    needle,
+    retrievalLayers,
+    family,
+    induction,
+    acceptance,
+    seconds: { sinks: sinkSeconds, needle: needleSeconds, acceptance: seconds(t0), sinkAblation: ablationSeconds, family: familySeconds, induction: inductionSeconds },
+  };
+  if (!family) report.familyNote = options.familyNote ?? 'no needle-family file given';
   if (acceptanceNote) report.acceptanceNote = acceptanceNote;
   return report;
 }

@@ -13,6 +13,7 @@ import { build, files, prerendered, version } from '$service-worker';
 declare const self: ServiceWorkerGlobalScope;
 
 const CACHE = `kvscope-app-${version}`;
+// model files only: the /models page (uploads, no trailing slash) is prerendered, so part of the shell
 const MODEL_PREFIX = '/models/';
 const SHELL = [...build, ...prerendered, ...files.filter((f) => !f.includes(MODEL_PREFIX) && !f.includes('/data/'))];
 

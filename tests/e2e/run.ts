@@ -22,6 +22,7 @@ import { LINK_TESTS } from './links.ts';
 import { NOTEBOOK_TESTS } from './notebooks.ts';
 import { LINK_LAB_TESTS } from './lab-links.ts';
 import { SECURITY_TESTS } from './security.ts';
+import { MODEL_TESTS } from './models.ts';
 
 const MODEL = '/models/kvscope-llama-8l';
 
@@ -689,5 +690,5 @@ const tests: TestCase[] = [
   },
 ];
 
-const failed = await runTests([...tests, ...LAB_TESTS, ...SPEC_TESTS, ...LINK_TESTS, ...LINK_LAB_TESTS, ...NOTEBOOK_TESTS, ...SECURITY_TESTS]);
+const failed = await runTests([...tests, ...LAB_TESTS, ...SPEC_TESTS, ...LINK_TESTS, ...LINK_LAB_TESTS, ...NOTEBOOK_TESTS, ...SECURITY_TESTS, ...MODEL_TESTS]);
 process.exit(failed > 0 ? 1 : 0);

@@ -11,6 +11,10 @@
  * one decode after another, whatever `evalWorkers` says: decodes running side by side would share
  * the cores and distort the wall-clock speed-up it measures.
  */
+import { sameChoice, type ModelChoice } from '../models/choice.ts';
+import { readModelParam, withModelParam, type LinkedModel } from '../models/link-param.ts';
+import { loadChosenModel } from '../models/load.ts';
+import { modelMismatch } from '../explorer/open-experiment.ts';
 import { EngineClient, EngineFailure } from '../worker/client.ts';
 import type { EngineEvent, LoadProgressView, ModelInfo, PolicyInfo } from '../worker/protocol.ts';
 import type { EvalConfig, EvalProgress, EvalReport, EvalRow, SpecProgress, SpecReport } from '../worker/lab-protocol.ts';
@@ -49,6 +53,15 @@ export class BenchState {
   status = $state<BenchStatus>('idle');
   progressLoad = $state.raw<LoadProgressView | null>(null);
   model = $state.raw<ModelInfo | null>(null);
+  /** the model to load (src/lib/models/choice.ts); null: the index's default */
+  modelChoice = $state.raw<ModelChoice | null>(null);
+  /** the model the opened link was made with (its `model=`), if it names one */
+  linkedModel: LinkedModel | null = null;
+
+  /** the model links name (`model=`): only once one was chosen (a page on the default model writes its links as before) */
+  private linkModel(): LinkedModel | null {
+    return this.modelChoice && this.model ? { id: this.model.id, sha256: this.model.sha256 } : null;
+  }
   policies = $state.raw<PolicyInfo[]>([]);
   error = $state.raw<ShownError | null>(null);
 
@@ -165,8 +178,10 @@ export class BenchState {
     this.status = 'loading';
     this.error = null;
     try {
-      const ready = await this.client.loadModel(this.urls, this.threads, (progress) => (this.progressLoad = progress));
+      const ready = await loadChosenModel(this.client, this.urls, this.threads, this.modelChoice, (progress) => (this.progressLoad = progress));
       this.model = ready.model;
+      const mismatch = this.linkedModel ? modelMismatch(ready.model, this.linkedModel) : null;
+      if (mismatch) this.linkProblems = [this.linkProblems, `this link ${mismatch}`].filter(Boolean).join('; ');
       this.policies = ready.policies;
       if (!ready.model.calibration) this.chosen = this.chosen.filter((id) => !ready.policies.find((p) => p.id === id)?.needs.calibration);
       this.status = 'ready';
@@ -180,6 +195,13 @@ export class BenchState {
 
   async restart(): Promise<void> {
     this.client.restart();
+    await this.load();
+  }
+
+  /** Loads another model (the picker); reports of the old one stay until the next evaluation. */
+  async chooseModel(choice: ModelChoice): Promise<void> {
+    if (sameChoice(choice, this.modelChoice) && this.status === 'ready') return;
+    this.modelChoice = choice;
     await this.load();
   }
 
@@ -293,7 +315,7 @@ export class BenchState {
 
   /** The setup as a link query (url.ts). */
   query(): string {
-    return encodeBenchQuery(this.setup());
+    return withModelParam(encodeBenchQuery(this.setup()), this.linkModel());
   }
 
   /** The link query of the setup the shown task's report ran with (the form now before any report). */
@@ -310,6 +332,7 @@ export class BenchState {
     const { setup, problems, present } = decodeBenchQuery(search, DEFAULTS);
     Object.assign(this, setup);
     this.linkProblems = problems.length ? problems.join('; ') : null;
+    this.linkedModel = readModelParam(search);
     this.fromLink = present;
     return problems;
   }

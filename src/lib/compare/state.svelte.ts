@@ -10,6 +10,10 @@
  * extra tokens are held back until the other lanes catch up (engine/lanes.ts). Its steps carry
  * each token's origin and the round statistics up to it, as the worker computed them.
  */
+import { sameChoice, type ModelChoice } from '../models/choice.ts';
+import { readModelParam, withModelParam, type LinkedModel } from '../models/link-param.ts';
+import { loadChosenModel } from '../models/load.ts';
+import { modelMismatch } from '../explorer/open-experiment.ts';
 import { EngineClient, EngineFailure } from '../worker/client.ts';
 import type { EngineEvent, LoadProgressView, ModelInfo, PolicyChoice, PolicyInfo, PromptView, SamplerSettings, StopReason } from '../worker/protocol.ts';
 import type { LaneSpecStats, LaneSpeculation, LaneState, LanesStep } from '../worker/lab-protocol.ts';
@@ -110,6 +114,15 @@ export class CompareState {
   status = $state<CompareStatus>('idle');
   progress = $state.raw<LoadProgressView | null>(null);
   model = $state.raw<ModelInfo | null>(null);
+  /** the model to load (src/lib/models/choice.ts); null: the index's default */
+  modelChoice = $state.raw<ModelChoice | null>(null);
+  /** the model the opened link was made with (its `model=`), if it names one */
+  linkedModel: LinkedModel | null = null;
+
+  /** the model links name (`model=`): only once one was chosen (a page on the default model writes its links as before) */
+  private linkModel(): LinkedModel | null {
+    return this.modelChoice && this.model ? { id: this.model.id, sha256: this.model.sha256 } : null;
+  }
   policies = $state.raw<PolicyInfo[]>([]);
   error = $state.raw<ShownError | null>(null);
   notice = $state<string | null>(null);
@@ -237,7 +250,7 @@ export class CompareState {
     const ran = this.ranWith;
     if (steps !== undefined && ran && !this.opening) {
       const lanes = this.activeSpecs.map((spec, i) => laneSpec(spec, this.activeDrafters[i] ?? null));
-      return encodeCompareQuery({ prompt: ran.prompt, sampler: { ...ran.sampler }, lanes, steps, at: this.selected, run: this.runLength() });
+      return withModelParam(encodeCompareQuery({ prompt: ran.prompt, sampler: { ...ran.sampler }, lanes, steps, at: this.selected, run: this.runLength() }), this.linkModel());
     }
     // a lane with no valid spec and none that ran is left out (the link decoder fills in defaults);
     // a drafter that does not parse is written as the lane last ran
@@ -250,7 +263,7 @@ export class CompareState {
         })
       : this.pendingSpecs;
     const at = this.opening ? this.opening.at : this.selected;
-    return encodeCompareQuery({ prompt: this.prompt, sampler: { ...this.sampler }, lanes, steps, at, run: this.runLength() });
+    return withModelParam(encodeCompareQuery({ prompt: this.prompt, sampler: { ...this.sampler }, lanes, steps, at, run: this.runLength() }), this.linkModel());
   }
 
   /**
@@ -265,6 +278,7 @@ export class CompareState {
     if (setup.run !== undefined) this.runSteps = setup.run;
     if (setup.steps !== undefined) this.opening = { steps: setup.steps, at: setup.at ?? null };
     this.linkProblems = problems.length ? problems.join('; ') : null;
+    this.linkedModel = readModelParam(search);
     if (this.policies.length) this.resolveLanes();
     return problems;
   }
@@ -325,9 +339,11 @@ export class CompareState {
     this.status = 'loading';
     this.error = null;
     try {
-      const ready = await this.client.loadModel(this.urls, this.threads, (progress) => (this.progress = progress));
+      const ready = await loadChosenModel(this.client, this.urls, this.threads, this.modelChoice, (progress) => (this.progress = progress));
       this.model = ready.model;
       this.policies = ready.policies;
+      const mismatch = this.linkedModel ? modelMismatch(ready.model, this.linkedModel) : null;
+      if (mismatch) this.addLinkProblem(`this link ${mismatch}`);
       this.resolveLanes();
       this.status = 'ready';
       await this.start();
@@ -342,6 +358,15 @@ export class CompareState {
 
   async restart(): Promise<void> {
     this.client.restart();
+    this.steps = [];
+    this.activeSpecs = [];
+    await this.load();
+  }
+
+  /** Loads another model (the picker) and starts the lanes on it. */
+  async chooseModel(choice: ModelChoice): Promise<void> {
+    if (sameChoice(choice, this.modelChoice) && this.status === 'ready') return;
+    this.modelChoice = choice;
     this.steps = [];
     this.activeSpecs = [];
     await this.load();

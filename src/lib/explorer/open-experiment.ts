@@ -9,6 +9,7 @@
 import { stepsAskedBy, type Experiment, type ExperimentAction } from '../links/experiment.ts';
 import { choicesFromSpec } from './policy-choice.ts';
 import type { ExplorerState } from './state.svelte.ts';
+import type { ModelInfo } from '../worker/protocol.ts';
 
 export class OpenError extends Error {}
 
@@ -24,13 +25,22 @@ export function takeSetup(app: ExplorerState, experiment: Experiment): void {
 }
 
 /** Why the loaded model cannot replay the link, or null when it is the link's model. */
-export function modelProblem(app: ExplorerState, experiment: Experiment): string | null {
-  const model = app.model;
-  if (!model) return 'the model is not loaded';
-  const wanted = experiment.model;
-  if (model.id !== wanted.id) return `it was made with the model ${wanted.id} (sha256 ${wanted.sha256.slice(0, 12)}…); this app has ${model.id} loaded — load ${wanted.id} to open it`;
-  if (model.sha256 !== wanted.sha256) {
-    return `it was made with another version of ${wanted.id} (sha256 ${wanted.sha256.slice(0, 12)}…, this app has ${model.sha256.slice(0, 12)}…): its tokens would differ`;
+export function modelProblem(app: Pick<ExplorerState, 'model'>, experiment: Experiment): string | null {
+  return modelMismatch(app.model, experiment.model);
+}
+
+/**
+ * Why `loaded` is not the model a link names (explorer, /compare and /bench links), saying which
+ * model to load and where to get it; null when it is that model.
+ */
+export function modelMismatch(loaded: Pick<ModelInfo, 'id' | 'sha256'> | null, wanted: { id: string; sha256: string }): string | null {
+  if (!loaded) return 'the model is not loaded';
+  const where = `pick it in the model list if this browser has it, or upload its folder at /models`;
+  if (loaded.id !== wanted.id) {
+    return `it was made with the model ${wanted.id} (sha256 ${wanted.sha256.slice(0, 12)}…); this app has ${loaded.id} loaded — load ${wanted.id} to open it (${where})`;
+  }
+  if (loaded.sha256 !== wanted.sha256) {
+    return `it was made with another version of ${wanted.id} (sha256 ${wanted.sha256.slice(0, 12)}…, this app has ${loaded.sha256.slice(0, 12)}…): its tokens would differ — load that version to open it (${where})`;
   }
   return null;
 }

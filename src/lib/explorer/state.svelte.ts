@@ -60,6 +60,8 @@ import { QuantViewState } from './quant-view.svelte.ts';
 import { SpecViewState } from './spec-view.svelte.ts';
 import type { HeadViewRequest } from './head-view-requests.svelte.ts';
 import { ExperimentLog } from './experiment-log.ts';
+import { sameChoice, type ModelChoice } from '../models/choice.ts';
+import { loadChosenModel } from '../models/load.ts';
 import type { Experiment, ExperimentAction } from '../links/experiment.ts';
 
 /** What the page keeps of every step (compact; `topK` is dropped: it equals the previous step's `next`). */
@@ -135,6 +137,8 @@ export class ExplorerState {
   status = $state<ModelStatus>('idle');
   progress = $state.raw<LoadProgressView | null>(null);
   model = $state.raw<ModelInfo | null>(null);
+  /** the model to load (src/lib/models/choice.ts); null: the index's default */
+  modelChoice = $state.raw<ModelChoice | null>(null);
   policies = $state.raw<PolicyInfo[]>([]);
   cacheInfo = $state.raw<{ hits: number; misses: number; removed: number; available: boolean } | null>(null);
   loadMs = $state(0);
@@ -481,7 +485,7 @@ export class ExplorerState {
     this.error = null;
     this.progress = null;
     try {
-      const ready = await this.client.loadModel(this.urls, this.threads, (progress) => (this.progress = progress));
+      const ready = await loadChosenModel(this.client, this.urls, this.threads, this.modelChoice, (progress) => (this.progress = progress));
       this.model = ready.model;
       this.policies = ready.policies;
       this.spec.reset(ready.drafters ?? []);
@@ -505,6 +509,16 @@ export class ExplorerState {
     this.status = 'crashed';
     this.activity = 'idle';
     this.error = { kind: 'crash', message, action: 'restart' };
+  }
+
+  /** Loads another model (the picker) and starts the prompt on it; the session on the old one ends. */
+  async chooseModel(choice: ModelChoice | null): Promise<void> {
+    if (sameChoice(choice, this.modelChoice) && this.status === 'ready') return;
+    this.modelChoice = choice;
+    this.session = null;
+    this.steps = [];
+    this.clearViews();
+    await this.load();
   }
 
   /** New worker, reload (from the file cache), rerun the prompt. */

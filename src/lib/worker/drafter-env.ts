@@ -7,10 +7,13 @@
  * (engine/spec/ngram/files.ts indexLoader: `<id>/<file>`, '' = the default that index.json names),
  * each fetched once. The explorer's host (host.ts) uses it too, with its own model loader, Cache API
  * and thread count (BrowserDrafterEnvOptions), and a progress hook per `env()` so that a draft
- * model's download is posted under the command that asked for it. Framework-free and DOM-free.
+ * model's download is posted under the command that asked for it. `indexEntry` is the one lookup
+ * of a models/index.json entry, its id and path checked; host.ts, eval.worker.ts and
+ * bench/cell-inputs.ts use it too. Framework-free and DOM-free.
  */
 import { DraftSpecError, ModelError } from '../../../engine/errors.ts';
 import { loadModel, type LoadOptions, type LoadProgress, type LoadedModel, type ModelSource } from '../../../engine/model/load.ts';
+import { checkModelId, checkModelPath } from '../../../engine/model/paths.ts';
 import type { DrafterEnv } from '../../../engine/spec/drafter.ts';
 import { indexLoader } from '../../../engine/spec/ngram/files.ts';
 import { cachedModelSource, MODEL_CACHE_NAME, type CacheLike, type CachedModelSource } from './model-cache.ts';
@@ -25,6 +28,39 @@ export function indexesUrlOf(modelsUrl: string): string {
   return new URL('../indexes/', withSlash(modelsUrl)).href;
 }
 
+/** An entry of models/index.json whose id and path were checked (indexEntry). */
+export interface IndexEntry {
+  id: string;
+  /** the model's directory under models/: a plain relative path (engine/model/paths.ts) */
+  path: string;
+}
+
+/**
+ * The entry of models/index.json (parsed: `index`) for model `id`, or null when it lists none.
+ * `id` (from a link, a drafter spec or the index's default) and the entry's path are checked
+ * before either becomes a URL: `models/x/` + `%2e%2e/` would fetch outside models/. A bad one is
+ * one ModelError naming the field (`idWhere` for the id).
+ */
+export function indexEntry(index: unknown, id: string, idWhere = 'model id'): IndexEntry | null {
+  checkModelId(id, idWhere);
+  const models = (index as { models?: unknown } | null)?.models;
+  if (models === undefined) return null;
+  if (!Array.isArray(models)) throw new ModelError('models/index.json: models must be a list');
+  const at = models.findIndex((m) => (m as { id?: unknown } | null)?.id === id);
+  if (at < 0) return null;
+  const path: unknown = (models[at] as { path?: unknown }).path;
+  const where = `models/index.json: models[${at}].path`;
+  if (typeof path !== 'string') throw new ModelError(`${where} must be a string`);
+  return { id, path: checkModelPath(path, where) };
+}
+
+/** The ids models/index.json lists, for a message saying which there are. */
+export function indexIds(index: unknown): string {
+  const models = (index as { models?: unknown } | null)?.models;
+  const ids = Array.isArray(models) ? models.map((m) => String((m as { id?: unknown } | null)?.id)) : [];
+  return ids.join(', ') || 'none';
+}
+
 /** A model load's progress as the page shows it (protocol.ts LoadProgressView). */
 export type ProgressHook = (progress: LoadProgressView) => void;
 
@@ -32,7 +68,7 @@ export type ProgressHook = (progress: LoadProgressView) => void;
  * Turns the engine's per-file LoadProgress of `source` into LoadProgressView (overall bytes, cached
  * or not), at most one update per file every 50 ms (a file's last one always).
  */
-export function loadProgressReporter(source: CachedModelSource, report: ProgressHook): (p: LoadProgress) => void {
+export function loadProgressReporter(source: Pick<CachedModelSource, 'files' | 'fromCache'>, report: ProgressHook): (p: LoadProgress) => void {
   let last = 0;
   let lastKey = '';
   const done = new Map<string, number>();
@@ -128,21 +164,24 @@ export class BrowserDrafterEnvs {
     const caches = this.options.caches === undefined ? (globalThis as { caches?: { open(name: string): Promise<CacheLike> } }).caches : this.options.caches;
     if (caches && typeof caches.open === 'function') cache = await caches.open(MODEL_CACHE_NAME).catch(() => null);
     onProgress?.({ phase: 'manifest', file: 'index.json', loaded: 0, total: 0, overallLoaded: 0, overallTotal: 0, cached: false });
-    let index: { models?: { id?: unknown; path?: unknown }[] };
+    let index: unknown;
     try {
       let response: Response | undefined = await this.fetchFn(indexUrl, { cache: 'no-cache' }).catch(() => undefined);
       // offline: the copy the engine's model load kept
       if (!response?.ok) response = (await cache?.match(indexUrl).catch(() => undefined)) ?? response;
       if (!response?.ok) throw new Error(response ? `HTTP ${response.status}` : 'offline');
-      index = (await response.json()) as typeof index;
+      index = await response.json();
     } catch (error) {
       throw new DraftSpecError(`model: cannot read ${indexUrl} (${(error as Error).message})`);
     }
-    const entry = (index.models ?? []).find((m) => m.id === id);
-    if (!entry || typeof entry.path !== 'string') {
-      const known = (index.models ?? []).map((m) => String(m.id)).join(', ');
-      throw new DraftSpecError(`model: no model ${JSON.stringify(id)} in models/index.json (has ${known || 'none'})`);
+    let entry: IndexEntry | null;
+    try {
+      entry = indexEntry(index, id, 'the draft model');
+    } catch (error) {
+      if (error instanceof ModelError) throw new DraftSpecError(`model: ${error.message}`);
+      throw error;
     }
+    if (!entry) throw new DraftSpecError(`model: no model ${JSON.stringify(id)} in models/index.json (has ${indexIds(index)})`);
     const source = cachedModelSource(`${base}${entry.path}/`, cache, this.fetchFn);
     const load = this.options.loadModel ?? loadModel;
     try {

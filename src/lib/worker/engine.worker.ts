@@ -5,6 +5,8 @@
  */
 import * as ort from 'onnxruntime-web';
 import { loadModel } from '../../../engine/model/load.ts';
+import { uploadedModelSource } from '../models/source.ts';
+import { modelStore } from '../models/store.ts';
 import { EngineHost, HostError } from './host.ts';
 import type { Command, EngineEvent, LoadCommand } from './protocol.ts';
 
@@ -41,6 +43,8 @@ const host = new EngineHost(post, {
   caches: typeof self.caches === 'object' && self.caches ? self.caches : null,
   configureRuntime,
   checkRuntime,
+  // models the user uploaded at /models: their files are in this origin's OPFS / IndexedDB
+  uploadedSource: (key) => uploadedModelSource(modelStore(), key),
 });
 
 self.onmessage = (event: MessageEvent<Command>) => host.handle(event.data);

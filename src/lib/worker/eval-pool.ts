@@ -7,6 +7,7 @@
  */
 import type { EvalWorker } from '../../../engine/eval/jobs.ts';
 import { remoteEvalWorker, type EvalWorkerReply, type EvalWorkerRequest } from '../../../engine/eval/remote.ts';
+import type { UploadedModelRef } from './protocol.ts';
 
 /** What an evaluation worker needs to load the engine worker's model (the first message it gets). */
 export interface EvalWorkerInit {
@@ -14,6 +15,8 @@ export interface EvalWorkerInit {
   /** models/ of the app (its index.json maps the id to a directory) */
   modelsUrl: string;
   modelId: string;
+  /** the engine worker's model was uploaded (src/lib/models/): read it from this browser's storage, not the index */
+  modelSource?: UploadedModelRef;
   /** onnxruntime-web's .wasm, served by the app */
   wasmUrl: string;
 }

@@ -1,14 +1,18 @@
 /// <reference lib="webworker" />
 /**
  * An evaluation worker of /bench (eval-pool.ts): gets EvalWorkerInit, loads that model once —
- * from the Cache API copy the engine worker made, else from the network — with a single-threaded
+ * from the Cache API copy the engine worker made, else from the network; an uploaded model from
+ * this browser's storage (src/lib/models/) — with a single-threaded
  * wasm runtime, then serves evaluation jobs (engine/eval/remote.ts) until terminated.
  */
 import * as ort from 'onnxruntime-web';
 import { serializeError, serveEvalJobs, type EvalWorkerReply, type EvalWorkerRequest } from '../../../engine/eval/remote.ts';
 import { ModelError } from '../../../engine/errors.ts';
-import { loadModel } from '../../../engine/model/load.ts';
+import { loadModel, type ModelSource } from '../../../engine/model/load.ts';
+import { uploadedModelSource } from '../models/source.ts';
+import { modelStore } from '../models/store.ts';
 import type { EvalWorkerInit } from './eval-pool.ts';
+import { indexEntry } from './drafter-env.ts';
 import { cachedModelSource, MODEL_CACHE_NAME, type CacheLike } from './model-cache.ts';
 import { yieldToEventLoop } from './yield.ts';
 
@@ -27,10 +31,17 @@ async function modelUrl(init: EvalWorkerInit, cache: CacheLike | null): Promise<
   let response = await fetch(indexUrl, { cache: 'no-cache' }).catch(() => undefined);
   if (!response?.ok) response = (await cache?.match(indexUrl).catch(() => undefined)) ?? response;
   if (!response?.ok) throw new ModelError(`${indexUrl}: cannot fetch (${response ? `HTTP ${response.status}` : 'offline'})`);
-  const index = (await response.json()) as { models?: { id: string; path: string }[] };
-  const entry = index.models?.find((m) => m.id === init.modelId);
+  // the id and the entry's path are checked before they become the model's URL
+  const entry = indexEntry(await response.json(), init.modelId);
   if (!entry) throw new ModelError(`${indexUrl}: no model ${JSON.stringify(init.modelId)}`);
   return `${modelsUrl}${entry.path}/`;
+}
+
+/** The uploaded model the engine worker loaded (this browser's storage), else the index's model through the Cache API. */
+async function modelSource(init: EvalWorkerInit): Promise<ModelSource> {
+  if (init.modelSource) return uploadedModelSource(modelStore(), init.modelSource.key);
+  const cache = await openCache();
+  return cachedModelSource(await modelUrl(init, cache), cache);
 }
 
 self.onmessage = async (event: MessageEvent<EvalWorkerInit>) => {
@@ -42,8 +53,7 @@ self.onmessage = async (event: MessageEvent<EvalWorkerInit>) => {
     ort.env.wasm.numThreads = 1;
     ort.env.wasm.proxy = false;
     ort.env.logLevel = 'error';
-    const cache = await openCache();
-    const model = await loadModel(cachedModelSource(await modelUrl(init, cache), cache), { numThreads: 1, calibration: true });
+    const model = await loadModel(await modelSource(init), { numThreads: 1, calibration: true });
     serveEvalJobs(
       model,
       {

@@ -11,6 +11,7 @@ import { yieldToEventLoop } from './yield.ts';
 import { DraftSpecError, ModelError, PolicySpecError, SessionError } from '../../../engine/errors.ts';
 import type { LoadOptions, LoadedModel, ModelSource } from '../../../engine/model/load.ts';
 import { modelSha256 } from '../../../engine/model/manifest.ts';
+import { checkModelPath } from '../../../engine/model/paths.ts';
 import { logSumExp, topK } from '../../../engine/metrics/softmax.ts';
 import { POLICIES } from '../../../engine/policies/index.ts';
 import { formatPolicyChain } from '../../../engine/policies/spec.ts';
@@ -42,7 +43,7 @@ import { quantTransferables, type QuantView } from './quant-protocol.ts';
 import { packSpecView } from './pack-spec.ts';
 import { drafterInfo, PLAIN_REPLAYS, SpeculativeHost } from './spec-host.ts';
 import type { SpecView } from './spec-protocol.ts';
-import { BrowserDrafterEnvs, indexesUrlOf, loadProgressReporter } from './drafter-env.ts';
+import { BrowserDrafterEnvs, indexEntry, indexesUrlOf, indexIds, loadProgressReporter, type IndexEntry } from './drafter-env.ts';
 import type { RoundResult } from '../../../engine/spec/decoder.ts';
 import {
   viewTransferables,
@@ -74,6 +75,11 @@ export interface HostDeps {
   checkRuntime?(command: LoadCommand): Promise<void>;
   /** the sequence of steps the trace keeps in full (default 64) */
   fullSteps?: number;
+  /**
+   * the files of a model the user uploaded (LoadCommand.modelSource; src/lib/models/source.ts);
+   * absent where there is no such storage (loading one is then refused)
+   */
+  uploadedSource?(key: string): Promise<ModelSource & { readonly files: readonly { path: string; bytes: number; sha256: string }[] }>;
 }
 
 export type Post = (event: EngineEvent, transfer?: Transferable[]) => void;
@@ -121,9 +127,10 @@ function policyInfo(): PolicyInfo[] {
 }
 
 
+/** models/index.json as written; indexEntry checks the entry a load uses, pruneCache each path it reads */
 interface IndexJson {
-  default?: string;
-  models?: { id: string; path: string }[];
+  default?: unknown;
+  models?: { id: unknown; path: unknown }[];
 }
 
 export class EngineHost {
@@ -255,7 +262,10 @@ export class EngineHost {
   private lab_: LabHost | null = null;
 
   private async runLab(command: LabCommand): Promise<void> {
-    this.lab_ ??= new LabHost(this.post, this.deps.fetch);
+    if (!this.lab_) {
+      this.lab_ = new LabHost(this.post, this.deps.fetch);
+      this.lab_.useModelSource(this.loadCommand?.modelSource ?? null);
+    }
     try {
       await this.lab_.run(command, this.requireModel());
     } catch (error) {
@@ -314,10 +324,20 @@ export class EngineHost {
     this.deps.configureRuntime?.(command);
     await this.deps.checkRuntime?.(command);
 
-    const { model, source, cache, index, modelsUrl, entry } = await this.loadFromIndex(command);
-    const stats: CacheStats = { hits: source.stats.hits, misses: source.stats.misses, removed: 0, available: cache !== null };
-    if (cache) stats.removed = await this.pruneCache(cache, modelsUrl, index, entry.id, source).catch(() => 0);
+    let model: LoadedModel;
+    let stats: CacheStats;
+    if (command.modelSource) {
+      model = await this.loadUploaded(command, command.modelSource.key);
+      // every file came from this browser's storage, none over the network
+      stats = { hits: model.manifest.files.length, misses: 0, removed: 0, available: true };
+    } else {
+      const { source, cache, index, modelsUrl, entry, ...loaded } = await this.loadFromIndex(command);
+      model = loaded.model;
+      stats = { hits: source.stats.hits, misses: source.stats.misses, removed: 0, available: cache !== null };
+      if (cache) stats.removed = await this.pruneCache(cache, modelsUrl, index, entry.id, source).catch(() => 0);
+    }
     this.loadCommand = command;
+    this.lab_?.useModelSource(command.modelSource ?? null);
     this.drafterEnvs = new BrowserDrafterEnvs(this.deps.fetch, {
       loadModel: (source, options) => this.deps.loadModel(source, options),
       caches: command.cache !== false ? this.deps.caches : null,
@@ -342,6 +362,7 @@ export class EngineHost {
       sha256: await modelSha256(m),
       calibration: Boolean(model.calibration),
       ...(model.calibrationError ? { calibrationError: model.calibrationError } : {}),
+      ...(command.modelSource ? { uploaded: true as const } : {}),
     };
     this.post({
       type: 'ready',
@@ -370,9 +391,11 @@ export class EngineHost {
     const modelsUrl = command.modelsUrl.endsWith('/') ? command.modelsUrl : `${command.modelsUrl}/`;
     this.progress(progressId, { phase: 'manifest', file: 'index.json' });
     const index = (await this.readJson(`${modelsUrl}index.json`, cache)) as IndexJson;
-    const wanted = command.modelId ?? index.default;
-    const entry = index.models?.find((m) => m.id === wanted);
-    if (!entry) throw new HostError('model', `models/index.json: no model ${JSON.stringify(wanted)} (has ${(index.models ?? []).map((m) => m.id).join(', ') || 'none'})`);
+    const wanted: unknown = command.modelId ?? index.default;
+    if (typeof wanted !== 'string') throw new HostError('model', 'models/index.json: default must name a model (no model id was asked for)');
+    // the id and the entry's path become the model's URL: both are checked first (a bad one: ModelError)
+    const entry: IndexEntry | null = indexEntry(index, wanted, command.modelId === undefined ? 'models/index.json: default' : 'model id');
+    if (!entry) throw new HostError('model', `models/index.json: no model ${JSON.stringify(wanted)} (has ${indexIds(index)})`);
 
     const tryLoad = async (): Promise<{ model: LoadedModel; source: CachedModelSource }> => {
       const source = cachedModelSource(`${modelsUrl}${entry.path}/`, cache, this.deps.fetch);
@@ -394,12 +417,23 @@ export class EngineHost {
     return { ...loaded, cache, index, modelsUrl, entry };
   }
 
+  /** Loads a model the user uploaded (src/lib/models/), from this browser's storage: nothing is fetched or cached. */
+  private async loadUploaded(command: LoadCommand, key: string): Promise<LoadedModel> {
+    if (!this.deps.uploadedSource) throw new HostError('model', 'uploaded models cannot be loaded here (this worker has no model storage)');
+    this.progress(command.id, { phase: 'manifest', file: 'manifest.json' });
+    const source = await this.deps.uploadedSource(key);
+    const onProgress = loadProgressReporter({ files: source.files, fromCache: () => true }, (progress) => this.post({ type: 'progress', id: command.id, progress }));
+    return this.deps.loadModel(source, { onProgress, numThreads: command.threads, calibration: true });
+  }
+
   /** Deletes cached files that no current manifest lists; keeps everything if a manifest is unreachable. */
   private async pruneCache(cache: CacheLike, modelsUrl: string, index: IndexJson, loadedId: string, source: CachedModelSource): Promise<number> {
     const keep = new Set(source.files.map((f) => f.sha256));
-    for (const other of index.models ?? []) {
+    for (const [at, other] of (index.models ?? []).entries()) {
       if (other.id === loadedId) continue;
-      const manifest = (await this.readJson(`${modelsUrl}${other.path}/manifest.json`, null)) as { files?: { sha256?: string }[] };
+      // a bad path throws: nothing is pruned (the caller keeps every file)
+      const path = checkModelPath(String(other.path), `models/index.json: models[${at}].path`);
+      const manifest = (await this.readJson(`${modelsUrl}${path}/manifest.json`, null)) as { files?: { sha256?: string }[] };
       for (const f of manifest.files ?? []) if (typeof f.sha256 === 'string') keep.add(f.sha256);
     }
     return pruneModelCache(cache, keep);

@@ -19,9 +19,9 @@ import { heldoutDocuments, type HeldoutDocument } from '../../../engine/spec/ngr
 import { formatPolicyChain } from '../../../engine/policies/spec.ts';
 import { parseDrafter } from '../../../engine/spec/index.ts';
 import { BrowserDrafterEnvs } from './drafter-env.ts';
-import { createEvalWebWorker, EvalWorkerPool, type WorkerLike } from './eval-pool.ts';
+import { createEvalWebWorker, EvalWorkerPool, type EvalWorkerInit, type WorkerLike } from './eval-pool.ts';
 import type { LabCommand, LabEvent } from './lab-protocol.ts';
-import { policyMembers, type EngineEvent, type PolicyComposition, type SamplerSettings, type StopReason } from './protocol.ts';
+import { policyMembers, type EngineEvent, type PolicyComposition, type SamplerSettings, type StopReason, type UploadedModelRef } from './protocol.ts';
 import { yieldToEventLoop } from './yield.ts';
 
 export type LabPost = (event: LabEvent | EngineEvent) => void;
@@ -51,6 +51,14 @@ export class LabHost {
     private readonly createEvalWorker: (() => WorkerLike) | null = typeof Worker === 'function' ? createEvalWebWorker : null,
   ) {
     this.drafterEnvs = new BrowserDrafterEnvs(fetchFn);
+  }
+
+  /** the engine worker's model when it was uploaded (its evaluation workers read it from storage too) */
+  private modelSource: UploadedModelRef | null = null;
+
+  /** Says where the engine worker's model came from (EngineHost calls this after every load). */
+  useModelSource(source: UploadedModelRef | null): void {
+    this.modelSource = source;
   }
 
   /** Stops a running compare or evaluation between steps. */
@@ -269,7 +277,13 @@ export class LabHost {
     // runEval plans again; a plan that fails fails the same way there
     const count = Math.min(parallel.workers, planEval(model, command.config).runs.length);
     if (count < 2) return undefined;
-    const init = { type: 'init' as const, modelsUrl: parallel.modelsUrl, modelId: model.manifest.id, wasmUrl: parallel.wasmUrl };
+    const init: EvalWorkerInit = {
+      type: 'init',
+      modelsUrl: parallel.modelsUrl,
+      modelId: model.manifest.id,
+      ...(this.modelSource ? { modelSource: this.modelSource } : {}),
+      wasmUrl: parallel.wasmUrl,
+    };
     if (this.evalPool && JSON.stringify(this.evalPool.init) !== JSON.stringify(init)) this.closeEvalPool();
     this.evalPool ??= new EvalWorkerPool(init, this.createEvalWorker);
     return [inThreadWorker(model, { yield: yieldToEventLoop }), ...this.evalPool.take(count - 1)];

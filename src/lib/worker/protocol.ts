@@ -63,6 +63,12 @@ export interface LoadCommand {
   modelsUrl: string;
   /** model id from index.json; default: its "default" */
   modelId?: string;
+  /**
+   * load a model the user uploaded (src/lib/models/, stored in this browser's OPFS or IndexedDB)
+   * instead of one from index.json; `modelId` is then ignored. modelsUrl still names the index that
+   * drafters load draft models from.
+   */
+  modelSource?: UploadedModelRef;
   /** absolute URL of ort-wasm-simd-threaded.wasm as the app serves it */
   wasmUrl: string;
   /** absolute URL of ort-wasm-simd-threaded.mjs (only used with threads > 1) */
@@ -71,6 +77,12 @@ export interface LoadCommand {
   threads: number;
   /** keep model files in the Cache API, keyed by sha256 (default true) */
   cache?: boolean;
+}
+
+/** An uploaded model by its storage key (its sha256: src/lib/models/store.ts). */
+export interface UploadedModelRef {
+  kind: 'uploaded';
+  key: string;
 }
 
 export type Command =
@@ -331,6 +343,8 @@ export interface ModelInfo extends TraceModel {
   calibration: boolean;
   /** why a calibration.json next to the model was not used, if one was found */
   calibrationError?: string;
+  /** the model was uploaded by the user (LoadCommand.modelSource), not shipped with the app */
+  uploaded?: true;
 }
 
 export interface PolicyInfo {

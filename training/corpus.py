@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import lzma
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,11 @@ PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 
 
 def read_docs(corpus: Path, split: str) -> list[dict]:
-    with gzip.open(Path(corpus) / f"{split}.jsonl.gz", "rt", encoding="utf-8") as f:
+    """{split}.jsonl.gz, or {split}.jsonl.xz (smaller, to carry the corpus to a GPU machine)."""
+    xz = Path(corpus) / f"{split}.jsonl.xz"
+    opener = (lambda: lzma.open(xz, "rt", encoding="utf-8")) if xz.exists() else \
+        (lambda: gzip.open(Path(corpus) / f"{split}.jsonl.gz", "rt", encoding="utf-8"))
+    with opener() as f:
         return [json.loads(line) for line in f]
 
 

@@ -61,6 +61,32 @@ def greedy(model, ids: list[int], n: int) -> list[int]:
     return out[len(ids):]
 
 
+def family_accuracy(model, tok: Tokenizer, family: dict, context: int, per_cell: int = 6) -> dict:
+    """The held-out needle family (needle_family.py), greedy and full cache, per wording: a quick
+    look on the GPU; `kvscope inspect` measures it through the engine."""
+    rng = random.Random(7)
+    out = {}
+    for w in family["wordings"]:
+        hits = total = 0
+        for src in family["filler"]:
+            sentences = [s for d in src["documents"] for s in re.split(r"(?<=[.!?])\s+", d.replace("\n", " ")) if 20 <= len(s) <= 200]
+            for trial in range(per_cell):
+                key = "".join(str(rng.randint(0, 9)) if ch == "D" else chr(65 + rng.randint(0, 25)) if ch == "L" else ch
+                              for ch in w["key"])
+                target = rng.choice([256, 512, min(1000, context - 24)])
+                filler: list[str] = []
+                while len(tok.encode(" ".join(filler)).ids) < target - 40:
+                    filler.append(rng.choice(sentences))
+                at = round(trial / max(1, per_cell - 1) * len(filler))
+                text = " ".join(filler[:at]) + "\n" + w["needle"].replace("{key}", key) + "\n" + " ".join(filler[at:]) + "\n" + w["question"]
+                ids = [BOS_ID] + tok.encode(text).ids
+                gen = greedy(model, ids, len(tok.encode(" " + key).ids) + 2)
+                hits += tok.decode(gen).strip().startswith(key)
+                total += 1
+        out[w["id"]] = round(hits / total, 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hf", required=True)
@@ -68,6 +94,7 @@ def main() -> None:
     ap.add_argument("--corpus", default="corpus")
     ap.add_argument("--trials", type=int, default=50)
     ap.add_argument("--out")
+    ap.add_argument("--family", default="static/data/needle-family.json", help="held-out needle family (needle_family.py)")
     args = ap.parse_args()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_hf(Path(args.hf)).to(dev).eval()
@@ -147,6 +174,9 @@ def main() -> None:
         retrieval /= hits
     report["retrieval_heads_over_0.1"] = int((retrieval > 0.1).sum())
     report["retrieval_top"] = sorted(((float(retrieval[l, h]), l, h) for l in range(c.n_layers) for h in range(c.n_heads)), reverse=True)[:6]
+
+    if args.family and Path(args.family).exists():
+        report["needle_family"] = family_accuracy(model, tok, json.loads(Path(args.family).read_text()), c.context_length)
 
     if args.draft:
         draft = load_hf(Path(args.draft)).to(dev).eval()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-import html.parser
+import io
 import json
 import os
 import random
@@ -26,149 +26,31 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGES = {
-    # package: licence as stated in its /usr/share/doc/<pkg>/copyright
-    "bible-kjv": "GPL-2+ (program); the KJV text itself is public domain",
-    "bible-kjv-text": "GPL-2+ packaging of the public-domain KJV text",
-    "fortunes": "BSD-4-Clause (Regents of the University of California); cookie files carry their own notes",
-    "fortunes-min": "BSD-4-Clause",
-    "dict-gcide": "GPL-3+ (GCIDE; derived from the public-domain Webster's 1913 and WordNet 1.5)",
-    "wordnet-base": "WordNet 3.0 licence (permissive, Princeton University)",
-    "python3.11-doc": "PSF-2.0 (Python documentation)",
-}
+from needle_family import write_family
+from sources import HELDOUT_FILLER_SOURCES, TRAINING_SOURCES
+
 HELDOUT_PERCENT = 1
 SEED = 1234
+ALL_SOURCES = {**TRAINING_SOURCES, **HELDOUT_FILLER_SOURCES}
+PACKAGES = sorted({pkg for pkgs, _, _ in ALL_SOURCES.values() for pkg in pkgs})
 
 
 def unpack(debs: Path) -> Path:
+    """Downloads what is missing and unpacks every package (again when a package was added)."""
     root = debs / "root"
-    if (root / "usr").exists():
-        return root
     debs.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["apt-get", "download", *PACKAGES], cwd=debs, check=True)
-    root.mkdir(exist_ok=True)
-    for deb in sorted(debs.glob("*.deb")):
-        subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+    have = {deb.name.split("_")[0] for deb in debs.glob("*.deb")}
+    missing = [pkg for pkg in PACKAGES if pkg not in have]
+    if missing:
+        subprocess.run(["apt-get", "download", *missing], cwd=debs, check=True)
+    stamp = root / ".unpacked"
+    wanted = "\n".join(sorted(deb.name for deb in debs.glob("*.deb")))
+    if not stamp.exists() or stamp.read_text() != wanted:
+        root.mkdir(exist_ok=True)
+        for deb in sorted(debs.glob("*.deb")):
+            subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+        stamp.write_text(wanted)
     return root
-
-
-def bible_docs(root: Path):
-    out = subprocess.run(
-        [str(root / "usr/bin/bible"), "-p", str(root / "usr/lib"), "-l100000", "Gen1:1-Rev22:21"],
-        check=True, capture_output=True, text=True).stdout
-    # One document per chapter; the program prints "Book N" headers followed by numbered verses.
-    chapter: list[str] = []
-    for line in out.splitlines():
-        if re.match(r"^[1-3]?\s?[A-Z][A-Za-z ]+ \d+$", line.strip()) and not line.startswith(" "):
-            if chapter:
-                yield "\n".join(chapter).strip()
-            chapter = [line.strip()]
-        elif line.strip():
-            chapter.append(re.sub(r"^\s*\d+\s+", "", line))
-    if chapter:
-        yield "\n".join(chapter).strip()
-
-
-def fortune_docs(root: Path):
-    base = root / "usr/share/games/fortunes"
-    for path in sorted(base.rglob("*")):
-        if path.is_symlink() or not path.is_file() or path.suffix in (".dat", ".u8"):
-            continue
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
-        for cookie in re.split(r"\n%\n", text):
-            cookie = cookie.strip("%\n ")
-            if len(cookie) > 20:
-                yield cookie
-
-
-def gcide_docs(root: Path):
-    text = gzip.open(root / "usr/share/dictd/gcide.dict.dz").read().decode("utf-8", "replace")
-    text = re.sub(r"\[[^\]\n]{0,40}(Webster|PJC|WordNet|Century|Johnson|Sh\.|R\. C\.)[^\]\n]{0,40}\]", "", text)
-    text = re.sub(r"\\[^\\\n]{1,60}\\", "", text)  # \pro*nun\ marks
-    text = text.replace("{", "").replace("}", "")
-    text = re.sub(r"[ \t]+", " ", text)
-    text = re.sub(r"\n +", "\n", text)
-    entries = [e.strip() for e in re.split(r"\n\s*\n", text) if len(e.strip()) > 3]
-    start = next(i for i, e in enumerate(entries) if e.startswith("A\n") or e.startswith("A "))
-    doc: list[str] = []
-    size = 0
-    for entry in entries[start:]:
-        doc.append(entry)
-        size += len(entry)
-        if size > 3000:
-            yield "\n\n".join(doc)
-            doc, size = [], 0
-    if doc:
-        yield "\n\n".join(doc)
-
-
-def wordnet_docs(root: Path):
-    for pos in ("noun", "verb", "adj", "adv"):
-        lines = []
-        for line in (root / f"usr/share/wordnet/data.{pos}").read_text("latin-1").splitlines():
-            if line.startswith("  ") or "|" not in line:
-                continue  # licence header
-            head, gloss = line.split("|", 1)
-            fields = head.split()
-            count = int(fields[3], 16)
-            words = [fields[4 + 2 * i].replace("_", " ") for i in range(count)]
-            words = [re.sub(r"\(.*\)$", "", w) for w in words]
-            lines.append(f"{', '.join(words)} ({pos}): {gloss.strip()}")
-            if len(lines) == 40:
-                yield "\n".join(lines)
-                lines = []
-        if lines:
-            yield "\n".join(lines)
-
-
-class _HtmlText(html.parser.HTMLParser):
-    SKIP = {"script", "style", "head", "nav"}
-    BLOCK = {"p", "div", "pre", "li", "h1", "h2", "h3", "h4", "dt", "dd", "tr", "br", "section", "table"}
-
-    def __init__(self):
-        super().__init__()
-        self.parts: list[str] = []
-        self.skip = 0
-
-    def handle_starttag(self, tag, attrs):
-        if tag in self.SKIP:
-            self.skip += 1
-        elif tag in self.BLOCK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag):
-        if tag in self.SKIP:
-            self.skip = max(0, self.skip - 1)
-        elif tag in self.BLOCK:
-            self.parts.append("\n")
-
-    def handle_data(self, data):
-        if not self.skip:
-            self.parts.append(data)
-
-
-NAV_LINE = re.compile(r"^(\|?|index|modules \||next \||previous \||Navigation|Theme|Auto|Light|Dark|.*»)$")
-
-
-def python_doc_docs(root: Path):
-    base = root / "usr/share/doc/python3.11/html"
-    for path in sorted(base.rglob("*.html")):
-        if path.name.startswith(("genindex", "modindex", "search", "py-modindex")):
-            continue
-        parser = _HtmlText()
-        parser.feed(path.read_text("utf-8", "replace"))
-        lines = [line.strip() for line in "".join(parser.parts).replace("¶", "").splitlines()]
-        # Drop the navigation boilerplate (breadcrumbs, next/previous links) around every page.
-        lines = [line for line in lines if not NAV_LINE.match(line)]
-        text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-        for i in range(0, len(text), 6000):
-            chunk = text[i:i + 6000].strip()
-            if len(chunk) > 200:
-                yield chunk
 
 
 # ---------------------------------------------------------------- synthetic retrieval tasks
@@ -235,24 +117,25 @@ def write_heldout_sample(held_docs: list[dict], path: Path) -> None:
     path.write_text(json.dumps({"about": about, "documents": chosen}, ensure_ascii=False, indent=0))
 
 
+def _gzip_text(path: Path):
+    """gzip with a zero timestamp, so the same corpus is the same bytes."""
+    return io.TextIOWrapper(gzip.GzipFile(path, "wb", mtime=0), encoding="utf-8")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="corpus")
     ap.add_argument("--debs", default="/tmp/kvscope-debs")
-    ap.add_argument("--synthetic-share", type=float, default=0.06, help="share of characters in synthetic tasks")
+    ap.add_argument("--synthetic-share", type=float, default=0.02, help="share of characters in static synthetic tasks (train.py adds fresh ones every step)")
     ap.add_argument("--heldout-sample", default="static/data/heldout.json", help="where to write the shipped held-out sample")
+    ap.add_argument("--needle-family", default="static/data/needle-family.json",
+                    help="where to write the held-out needle family (never-trained wordings and filler)")
     args = ap.parse_args()
     root = unpack(Path(args.debs))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    sources = {
-        "bible-kjv": list(bible_docs(root)),
-        "fortunes": list(fortune_docs(root)),
-        "gcide": list(gcide_docs(root)),
-        "wordnet": list(wordnet_docs(root)),
-        "python-doc": list(python_doc_docs(root)),
-    }
+    sources = {name: list(extract(root)) for name, (_, extract, _) in TRAINING_SOURCES.items()}
     natural_chars = sum(len(d) for docs in sources.values() for d in docs)
     rng = random.Random(SEED)
     prose = sources["bible-kjv"] + sources["fortunes"] + sources["python-doc"]
@@ -261,10 +144,11 @@ def main() -> None:
     share = args.synthetic_share
     sources["synthetic"] = list(synthetic_docs(rng, sentences, paragraphs, int(natural_chars * share / (1 - share))))
 
-    stats = {"sources": {}, "licences": PACKAGES, "heldout_percent": HELDOUT_PERCENT, "seed": SEED}
+    licences = {name: {"packages": list(pkgs), "licence": licence} for name, (pkgs, _, licence) in ALL_SOURCES.items()}
+    stats = {"sources": {}, "licences": licences, "heldout_percent": HELDOUT_PERCENT, "seed": SEED,
+             "heldout_filler_sources": sorted(HELDOUT_FILLER_SOURCES)}
     held_docs: list[dict] = []
-    with gzip.open(out / "train.jsonl.gz", "wt", encoding="utf-8") as train, \
-            gzip.open(out / "heldout.jsonl.gz", "wt", encoding="utf-8") as held:
+    with _gzip_text(out / "train.jsonl.gz") as train, _gzip_text(out / "heldout.jsonl.gz") as held:
         for src, docs in sources.items():
             n_train = n_held = c_train = c_held = 0
             for text in docs:
@@ -284,6 +168,8 @@ def main() -> None:
                   file=sys.stderr)
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     write_heldout_sample(held_docs, Path(args.heldout_sample))
+    filler = {name: (licence, list(extract(root))) for name, (_, extract, licence) in HELDOUT_FILLER_SOURCES.items()}
+    write_family(filler, Path(args.needle_family))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ Presets (see MODEL_CARD.md of each shipped model):
   draft   d 128, 2 layers, 4 query / 1 KV head, head dim 32, SwiGLU 320 (≤ 1/8 of the target's MACs/token)
   tiny    test fixture only: random seeded weights, no training (d 32, 2 layers)
 
-Batches: windows of context+1 tokens that start at a document's BOS (so attention sinks form on
-position 0, TRAINING_NOTES.md), plus ~10% rows of repeated random-token sequences
-(BOS + r copies of a random sequence + EOS) so induction / retrieval heads form.
+Batches: windows of context+1 tokens that open with BOS (so attention sinks form on position 0,
+TRAINING_NOTES.md), plus rows built fresh every step: repeated random-token sequences (induction),
+passkeys in the engine's needle wording, and open-vocabulary associative recall (retrieval.py).
+The draft preset can learn from the target's distribution (--teacher): greedy acceptance is
+agreement with the target, so that is what it is trained for.
 Usage: python training/train.py --preset target --steps 5000 --out runs/target
 """
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import queue
+import threading
 import time
 from pathlib import Path
 
@@ -23,8 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from corpus import BOS_ID, EOS_ID, load_or_tokenize
-from hf_io import save_hf
+from hf_io import load_hf, save_hf
 from model import Llama, LlamaConfig
+from needle_family import check_disjoint
+from retrieval import RetrievalRows
 
 PRESETS = {
     "target": dict(config=LlamaConfig(), lr=2e-3, batch=128),
@@ -50,11 +56,8 @@ class PasskeyRows:
     prepare_corpus.py (and of the engine's needle evaluation), over filler drawn from the corpus.
     Static passkey documents alone get memorised over the epochs instead of teaching retrieval."""
 
-    def __init__(self, tokenizer_path: Path, tokens: np.ndarray, width: int, rng: np.random.Generator):
-        from tokenizers import Tokenizer
-
+    def __init__(self, tok, tokens: np.ndarray, width: int, rng: np.random.Generator):
         from prepare_corpus import PASSKEY_INTRO, PASSKEY_NEEDLE, PASSKEY_QUESTION
-        tok = Tokenizer.from_file(str(tokenizer_path))
         enc = lambda text: np.array(tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
         self.digits = np.array([enc(str(d))[0] for d in range(10)])
         assert all(len(enc(str(d))) == 1 for d in range(10)), "digits must be single tokens"
@@ -104,6 +107,22 @@ def heldout_loss(model: Llama, tokens: torch.Tensor, starts: torch.Tensor, width
     return torch.cat(losses).mean().item()
 
 
+class RowFeeder:
+    """Builds the CPU-made rows (passkeys, associative recall) on a thread, a few batches ahead of
+    the GPU, so the training step never waits for Python."""
+
+    def __init__(self, make, depth: int = 4):
+        self.make, self.queue = make, queue.Queue(maxsize=depth)
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            self.queue.put(torch.from_numpy(self.make()).pin_memory())
+
+    def next(self) -> torch.Tensor:
+        return self.queue.get()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", choices=PRESETS, required=True)
@@ -112,8 +131,15 @@ def main() -> None:
     ap.add_argument("--cache", default="runs/cache")
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--seconds", type=float, help="train for this long instead: --steps is set from the speed of steps 10-60")
     ap.add_argument("--repeat-rows", type=float, default=0.08, help="share of rows of repeated random tokens")
-    ap.add_argument("--passkey-rows", type=float, default=0.08, help="share of rows of fresh passkey documents")
+    ap.add_argument("--passkey-rows", type=float, default=0.06, help="share of rows of fresh passkey documents")
+    ap.add_argument("--retrieval-rows", type=float, default=0.14, help="share of rows of open-vocabulary associative recall")
+    ap.add_argument("--recall-variety", type=int, default=1, choices=(1, 2), help="associative-recall generator version (retrieval.py)")
+    ap.add_argument("--init", help="start from this checkpoint's weights (a second training stage)")
+    ap.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    ap.add_argument("--teacher", help="checkpoint whose distribution the model learns (knowledge distillation; draft preset)")
+    ap.add_argument("--teacher-weight", type=float, default=0.9, help="share of the loss that is KL to the teacher")
     ap.add_argument("--dropout", type=float, default=0.1, help="residual dropout (the corpus is seen ~25 times)")
     ap.add_argument("--doc-start-share", type=float, default=0.3, help="share of windows that start at a document's BOS")
     ap.add_argument("--seed", type=int, default=0)
@@ -127,6 +153,10 @@ def main() -> None:
     gen = torch.Generator().manual_seed(args.seed)
     model = Llama(config)
     model.init_gpt2_style(gen)
+    if args.init:
+        model.load_state_dict(load_hf(Path(args.init)).state_dict())
+    if args.lr is not None:
+        preset = {**preset, "lr": args.lr}
     out = Path(args.out)
     log: dict = {"preset": args.preset, "config": config.to_dict(), "parameters": model.parameter_count(),
                  "macs_per_token": model.macs_per_token(), "seed": args.seed}
@@ -152,7 +182,11 @@ def main() -> None:
     held = torch.from_numpy(held_np.astype(np.int32)).to(device)
     held_starts = torch.from_numpy(held_starts_np[held_starts_np < len(held_np) - width - 1]).to(device)
     rng = np.random.default_rng(args.seed)
-    passkeys = PasskeyRows(Path(args.tokenizer), tokens_np, width, rng)
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(str(args.tokenizer))
+    passkeys = PasskeyRows(tok, tokens_np, width, rng)
+    recall = RetrievalRows(tok, tokens_np, width, np.random.default_rng(args.seed + 1), variety=args.recall_variety)
+    check_disjoint(*recall.examples())
     print(f"corpus: {len(tokens_np) / 1e6:.1f}M train tokens, {len(held_np) / 1e6:.2f}M held-out; "
           f"tokenized in {time.time() - t_start:.0f}s", flush=True)
 
@@ -165,6 +199,12 @@ def main() -> None:
     batch = preset["batch"]
     n_repeat = int(round(batch * args.repeat_rows))
     n_passkey = int(round(batch * args.passkey_rows))
+    n_recall = int(round(batch * args.retrieval_rows))
+    feeder = RowFeeder(lambda: np.concatenate([passkeys.rows(n_passkey), recall.rows(n_recall)]))
+    teacher = None
+    if args.teacher:
+        teacher = load_hf(Path(args.teacher)).to(device).eval()
+        teacher_forward = torch.compile(teacher.forward_train) if not args.no_compile else teacher.forward_train
     offsets = torch.arange(width + 1, device=device)
     tgen = torch.Generator(device=device).manual_seed(args.seed)
 
@@ -190,15 +230,28 @@ def main() -> None:
 
     t_train = time.time()
     history = []
-    for step in range(args.steps):
-        rows = torch.cat([sample_windows(batch - n_repeat - n_passkey),
+    step = 0
+    while step < args.steps:
+        if args.seconds and step == 10:
+            t_mark = time.time()
+        if args.seconds and step == 60:
+            per_step = (time.time() - t_mark) / 50
+            args.steps = 60 + int((args.seconds - (time.time() - t_train)) / per_step)
+            print(f"{per_step * 1000:.1f} ms/step: {args.steps} steps fit in {args.seconds:.0f}s", flush=True)
+        rows = torch.cat([sample_windows(batch - n_repeat - n_passkey - n_recall),
                           repeated_random_rows(n_repeat, width + 1, config.vocab_size, device, tgen),
-                          torch.from_numpy(passkeys.rows(n_passkey)).to(device, non_blocking=True)])
+                          feeder.next().to(device, non_blocking=True)])
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             logits = forward(rows[:, :-1], args.dropout)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), rows[:, 1:].reshape(-1))
+        flat = logits.float().reshape(-1, logits.shape[-1])
+        loss = F.cross_entropy(flat, rows[:, 1:].reshape(-1))
+        if teacher is not None:
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                teacher_logp = F.log_softmax(teacher_forward(rows[:, :-1]).float(), dim=-1).reshape(flat.shape)
+            kl = F.kl_div(F.log_softmax(flat, dim=-1), teacher_logp, log_target=True, reduction="batchmean")
+            loss = (1 - args.teacher_weight) * loss + args.teacher_weight * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -212,10 +265,13 @@ def main() -> None:
                 entry["heldout_loss"] = round(heldout_loss(model, held, held_starts, width), 4)
             print(f"step {step:5d}  loss {loss.item():.3f}  held-out {entry.get('heldout_loss', float('nan')):.3f}  "
                   f"lr {lr_at(step):.2e}  {tok_s / 1e6:.2f}M tok/s  {elapsed:.0f}s", flush=True)
+        step += 1
     train_seconds = time.time() - t_train
     hl = heldout_loss(model, held, held_starts, width)
     log.update({"steps": args.steps, "batch": batch, "window": width, "repeat_row_share": n_repeat / batch,
-                "passkey_row_share": n_passkey / batch, "dropout": args.dropout,
+                "passkey_row_share": n_passkey / batch, "retrieval_row_share": n_recall / batch,
+                "init": args.init, "lr": preset["lr"], "recall_variety": args.recall_variety, "teacher": args.teacher, "teacher_weight": args.teacher_weight if args.teacher else None,
+                "dropout": args.dropout,
                 "doc_start_share": args.doc_start_share,
                 "training_tokens": args.steps * batch * width, "train_seconds": round(train_seconds, 1),
                 "heldout_loss": round(hl, 4), "heldout_ppl": round(math.exp(hl), 3), "history": history,

@@ -77,7 +77,7 @@ describe('computeCalibration on the tiny fixture', () => {
 });
 
 describe('the real model (kvscope-llama-8l)', () => {
-  it('recomputing the probe reproduces the shipped calibration; its retrieval heads are in layer 7', async () => {
+  it('recomputing the probe reproduces the shipped calibration; its induction and retrieval heads are in layer 6', async () => {
     const dir = new URL('../../static/models/kvscope-llama-8l/', import.meta.url);
     const model = await loadModelFromDirectory(dir.pathname);
     const shipped = readCalibration(await readFile(new URL('calibration.json', dir), 'utf8'), model.manifest);
@@ -93,12 +93,12 @@ describe('the real model (kvscope-llama-8l)', () => {
         expect(razor.induction[l][h]).toBeCloseTo(shipped.razor!.induction[l][h], 4);
       }
     }
-    // strong induction heads live in the last layer only
+    // strong induction heads live in layer 6 only (v2 of the model; v1 had them in layer 7)
     const strong = razor.induction.flatMap((row, l) => row.flatMap((x, h) => (x > 0.5 ? [`${l}.${h}`] : [])));
     expect(strong.length).toBeGreaterThan(0);
-    expect(strong.every((s) => s.startsWith('7.'))).toBe(true);
+    expect(strong.every((s) => s.startsWith('6.'))).toBe(true);
     const wuHeads = shipped.retrieval!.wu.flatMap((row, l) => row.flatMap((x, h) => (x > 0.1 ? [l] : [])));
-    expect(new Set(wuHeads)).toEqual(new Set([7]));
+    expect(new Set(wuHeads)).toEqual(new Set([6]));
     await model.release();
   });
 });

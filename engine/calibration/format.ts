@@ -11,6 +11,7 @@
  * file, `parseCalibration(JSON.parse(text))` reads it back. Browser-safe (no Node imports).
  */
 import { KvscopeError } from '../errors.ts';
+import { isObject, type JsonObject } from '../json.ts';
 import type { Manifest } from '../model/manifest.ts';
 import { parseProjections, type ProjectionCalibration } from './projections.ts';
 
@@ -181,14 +182,9 @@ export function requireCalibration(
 // ---------------------------------------------------------------------------------------------
 // Parsing (untrusted JSON → Calibration)
 
-type JsonObject = Record<string, unknown>;
 
 function fail(where: string, path: string, problem: string): never {
   throw new CalibrationError(`${where}: ${path} ${problem}`);
-}
-
-function isObject(value: unknown): value is JsonObject {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function objectAt(obj: JsonObject, key: string, where: string, path: string): JsonObject {

@@ -10,6 +10,7 @@
  * on load a basis must be orthonormal within ORTHONORMAL_TOLERANCE, and `basisOf` re-orthonormalizes
  * it (Gram–Schmidt in component order) so that full rank reconstructs exactly to float rounding.
  */
+import { isObject, type JsonObject } from '../json.ts';
 import { orthonormalityError, orthonormalize, type PcaBasis } from '../quant/pca.ts';
 
 /** Largest |U Uᵀ − I| a stored basis may show (6 significant digits leave ≈ 2e−6 in the shipped file). */
@@ -76,11 +77,6 @@ export function singularValues(json: PcaBasisJson): number[] {
 // Validation (untrusted JSON → ProjectionCalibration)
 
 type Fail = (path: string, problem: string) => never;
-type JsonObject = Record<string, unknown>;
-
-function isObject(value: unknown): value is JsonObject {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 function integerAt(obj: JsonObject, key: string, path: string, fail: Fail): number {
   const value = obj[key];

@@ -214,6 +214,7 @@ function formatSinkAblation(report: PhenomenaReport, lines: string[]): void {
       `  ${String(row.budget).padStart(6)}   ${row.withSinks.latePerplexity.toFixed(2).padStart(18)}   ${row.withoutSinks.latePerplexity.toFixed(2).padStart(13)}   ${row.ratio.toFixed(3).padStart(14)}`,
     );
   }
+  if (a.leftOut.length > 0) lines.push(`  left out: ${a.leftOut.map((b) => `B = ${b.budget} (${b.reason})`).join('; ')}`);
 }
 
 function formatFamily(report: PhenomenaReport, lines: string[]): void {

@@ -15,6 +15,7 @@
  * and succeeds when the decoded text, trimmed, starts with the key.
  */
 import { KvscopeError } from '../errors.ts';
+import { isObject } from '../json.ts';
 import { Xoshiro128 } from '../sampling.ts';
 import { Session, type EngineModel } from '../session.ts';
 import { encodeBare, fillerSentences, randomIndex, type TokenEncoder } from './heldout.ts';
@@ -45,8 +46,6 @@ export interface NeedleFamily {
 
 /** A needle-family file that does not match the schema; the message names the field. */
 export class NeedleFamilyError extends KvscopeError {}
-
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
  * Checks a parsed needle-family file against the schema (header) and returns it typed. `where`

@@ -10,7 +10,7 @@ import { fillerSentences, heldoutWindows } from './heldout.ts';
 import { inductionHeads, type InductionReport } from './induction.ts';
 import { runNeedleEval, type NeedleReport, type NeedleTrial } from './needle.ts';
 import { runNeedleFamily, type FamilySettings, type NeedleFamily, type NeedleFamilyReport } from './needle-family.ts';
-import { sinkAblation, type SinkAblationReport } from './sink-window.ts';
+import { sinkAblation, sinkAblationPlan, type SinkAblationPlan, type SinkAblationReport } from './sink-window.ts';
 import { attentionSinks, type SinkReport } from './sinks.ts';
 
 export interface PhenomenaOptions {
@@ -34,8 +34,8 @@ export interface PhenomenaSettings {
   quick: boolean;
   sinks: { windows: number; tokens: number; minQueryPosition: number };
   needle: { trials: number; targetTokens: number; decodeTokens: number };
-  /** perplexity windows (the full cache's is the held-out perplexity), late positions ≥ lateFrom */
-  sinkAblation: { windows: number; tokens: number; prefix: number; lateFrom: number; budgets: number[] };
+  /** perplexity windows (the full cache's is the held-out perplexity), late positions ≥ lateFrom; budgets that do not fit the window are left out */
+  sinkAblation: { windows: number; tokens: number } & SinkAblationPlan;
   /** trials per wording × filler source */
   family: FamilySettings;
   induction: { sequences: number; repeatLength: number; threshold: number };
@@ -89,13 +89,7 @@ export function phenomenaSettings(context: number, options: PhenomenaOptions = {
       targetTokens: options.needleTokens ?? Math.min(1000, context - decodeTokens),
       decodeTokens,
     },
-    sinkAblation: {
-      windows: quick ? 1 : 2,
-      tokens: pplTokens,
-      prefix: Math.min(32, pplTokens - 1),
-      lateFrom: Math.floor(pplTokens / 2),
-      budgets: [64, 128].filter((b) => b < pplTokens),
-    },
+    sinkAblation: { windows: quick ? 1 : 2, tokens: pplTokens, ...sinkAblationPlan(pplTokens) },
     // ≥ 20 prompts per wording in the full report, whatever the number of filler sources
     family: { trials: quick ? 3 : Math.ceil(20 / familySources), lengths: { min: Math.min(256, Math.floor(familyMax / 2)), max: familyMax }, seed: options.seed ?? 0 },
     induction: { sequences: quick ? 1 : 4, repeatLength: Math.min(quick ? 64 : 256, Math.floor((context - 1) / 2)), threshold: 0.3 },
@@ -131,10 +125,9 @@ export async function runPhenomena(
   t0 = globalThis.performance.now();
   const ablation = settings.sinkAblation;
   const pplWindows = heldoutWindows(tokenizer, documents, { windows: ablation.windows, tokens: ablation.tokens, seed });
+  // the default plan for this window length: settings.sinkAblation, left-out budgets included
   const sinkWindow = await sinkAblation(target, pplWindows, {
-    budgets: ablation.budgets,
     prefix: ablation.prefix,
-    lateFrom: ablation.lateFrom,
     onProgress: (spec, done, total) => {
       if (done % 128 === 0 || done === total) say(`sink ablation: ${spec} token ${done}/${total}`);
     },

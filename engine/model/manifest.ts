@@ -5,6 +5,7 @@
  * message names the exact field, e.g. `manifest.json: architecture.n_kv_heads is missing`.
  */
 import { ModelError } from '../errors.ts';
+import { isObject, type JsonObject } from '../json.ts';
 import {
   ARCHITECTURE_LIMITS,
   MAX_FILES,
@@ -122,23 +123,17 @@ export function expectedGraphOutputs(nLayers: number): string[] {
 // ---------------------------------------------------------------------------------------------
 // Validation helpers: each reads one field at a dotted path and throws with that path.
 
-type JsonObject = Record<string, unknown>;
-
 function fail(path: string, problem: string): never {
   throw new ModelError(`manifest.json: ${path} ${problem}`);
 }
 
 /** A value as a message shows it; long strings are cut (an uploaded manifest may hold megabytes). */
-function describe(value: unknown): string {
+export function describeValue(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'string') return quote(value);
   if (typeof value === 'object') return 'an object';
   return String(value);
-}
-
-function isObject(value: unknown): value is JsonObject {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function field(obj: JsonObject, key: string, path: string): unknown {
@@ -153,14 +148,14 @@ function optional(obj: JsonObject, key: string): unknown {
 
 function objectAt(obj: JsonObject, key: string, path: string): JsonObject {
   const value = field(obj, key, path);
-  if (!isObject(value)) fail(path, `must be an object, got ${describe(value)}`);
+  if (!isObject(value)) fail(path, `must be an object, got ${describeValue(value)}`);
   return value;
 }
 
 function stringAt(obj: JsonObject, key: string, path: string, maxLength = MAX_NAME_LENGTH): string {
   const value = field(obj, key, path);
   if (typeof value !== 'string' || value.length === 0 || value.length > maxLength) {
-    fail(path, `must be a non-empty string of at most ${maxLength} characters, got ${describe(value)}`);
+    fail(path, `must be a non-empty string of at most ${maxLength} characters, got ${describeValue(value)}`);
   }
   return value;
 }
@@ -168,7 +163,7 @@ function stringAt(obj: JsonObject, key: string, path: string, maxLength = MAX_NA
 function intAt(obj: JsonObject, key: string, path: string, range: { min: number; max: number }): number {
   const value = field(obj, key, path);
   if (typeof value !== 'number' || !Number.isInteger(value) || value < range.min || value > range.max) {
-    fail(path, `must be an integer from ${range.min} to ${range.max}, got ${describe(value)}`);
+    fail(path, `must be an integer from ${range.min} to ${range.max}, got ${describeValue(value)}`);
   }
   return value;
 }
@@ -177,25 +172,25 @@ function intAt(obj: JsonObject, key: string, path: string, range: { min: number;
 function positiveNumberAt(obj: JsonObject, key: string, path: string, max: number, inclusive: boolean): number {
   const value = field(obj, key, path);
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > max || (!inclusive && value === max)) {
-    fail(path, `must be a number above 0 and ${inclusive ? 'at most' : 'below'} ${max}, got ${describe(value)}`);
+    fail(path, `must be a number above 0 and ${inclusive ? 'at most' : 'below'} ${max}, got ${describeValue(value)}`);
   }
   return value;
 }
 
 function boolAt(obj: JsonObject, key: string, path: string): boolean {
   const value = field(obj, key, path);
-  if (typeof value !== 'boolean') fail(path, `must be true or false, got ${describe(value)}`);
+  if (typeof value !== 'boolean') fail(path, `must be true or false, got ${describeValue(value)}`);
   return value;
 }
 
 function stringListAt(obj: JsonObject, key: string, path: string, maxItems: number): string[] {
   const value = field(obj, key, path);
   if (!Array.isArray(value) || value.length === 0 || value.length > maxItems) {
-    fail(path, `must be a non-empty array of at most ${maxItems} strings, got ${Array.isArray(value) ? `${value.length} items` : describe(value)}`);
+    fail(path, `must be a non-empty array of at most ${maxItems} strings, got ${Array.isArray(value) ? `${value.length} items` : describeValue(value)}`);
   }
   value.forEach((item, i) => {
     if (typeof item !== 'string' || item.length === 0 || item.length > MAX_NAME_LENGTH) {
-      fail(`${path}[${i}]`, `must be a non-empty string of at most ${MAX_NAME_LENGTH} characters, got ${describe(item)}`);
+      fail(`${path}[${i}]`, `must be a non-empty string of at most ${MAX_NAME_LENGTH} characters, got ${describeValue(item)}`);
     }
   });
   return value as string[];
@@ -275,9 +270,9 @@ function validateRope(root: JsonObject, arch: Architecture): RopeConfig {
   if (dim % 2 !== 0) fail('rope.dim', `must be even, got ${dim}`);
   if (dim > arch.head_dim) fail('rope.dim', `(${dim}) must not exceed architecture.head_dim (${arch.head_dim})`);
   const style = field(r, 'style', 'rope.style');
-  if (style !== 'half') fail('rope.style', `must be "half" (rotate-half RoPE), got ${describe(style)}`);
+  if (style !== 'half') fail('rope.style', `must be "half" (rotate-half RoPE), got ${describeValue(style)}`);
   if (optional(r, 'scaling') !== undefined) {
-    fail('rope.scaling', `must be null (RoPE scaling is not supported yet), got ${describe(r.scaling)}`);
+    fail('rope.scaling', `must be null (RoPE scaling is not supported yet), got ${describeValue(r.scaling)}`);
   }
   return { theta, dim, style: 'half', scaling: null };
 }
@@ -317,18 +312,18 @@ function validateGraph(root: JsonObject, arch: Architecture): GraphConfig {
 function validateFiles(root: JsonObject): ManifestFile[] {
   const value = field(root, 'files', 'files');
   if (!Array.isArray(value) || value.length === 0 || value.length > MAX_FILES) {
-    fail('files', `must be a non-empty array of at most ${MAX_FILES} entries, got ${Array.isArray(value) ? `${value.length} entries` : describe(value)}`);
+    fail('files', `must be a non-empty array of at most ${MAX_FILES} entries, got ${Array.isArray(value) ? `${value.length} entries` : describeValue(value)}`);
   }
   const seen = new Set<string>();
   return value.map((item, i): ManifestFile => {
     const where = `files[${i}]`;
-    if (!isObject(item)) fail(where, `must be an object, got ${describe(item)}`);
+    if (!isObject(item)) fail(where, `must be an object, got ${describeValue(item)}`);
     const path = stringAt(item, 'path', `${where}.path`, 1024);
     checkRelativePath(path, `${where}.path`);
     if (seen.has(path)) fail(`${where}.path`, `lists ${path} a second time`);
     seen.add(path);
     const sha256 = stringAt(item, 'sha256', `${where}.sha256`, 64).toLowerCase();
-    if (!/^[0-9a-f]{64}$/.test(sha256)) fail(`${where}.sha256`, `must be 64 hex digits, got ${describe(item.sha256)}`);
+    if (!/^[0-9a-f]{64}$/.test(sha256)) fail(`${where}.sha256`, `must be 64 hex digits, got ${describeValue(item.sha256)}`);
     const bytes = intAt(item, 'bytes', `${where}.bytes`, { min: 0, max: MAX_MODEL_FILES_BYTES });
     return { path, sha256, bytes };
   });
@@ -354,17 +349,17 @@ function checkFileSizes(files: ManifestFile[], graph: GraphConfig, tokenizer: To
 
 /** Parses and checks a manifest.json value; throws ModelError naming the first problem found. */
 export function validateManifest(json: unknown): Manifest {
-  if (!isObject(json)) throw new ModelError(`manifest.json: must be a JSON object, got ${describe(json)}`);
+  if (!isObject(json)) throw new ModelError(`manifest.json: must be a JSON object, got ${describeValue(json)}`);
   const format = field(json, 'format', 'format');
-  if (format !== MANIFEST_FORMAT) fail('format', `must be "${MANIFEST_FORMAT}", got ${describe(format)}`);
+  if (format !== MANIFEST_FORMAT) fail('format', `must be "${MANIFEST_FORMAT}", got ${describeValue(format)}`);
   const version = field(json, 'format_version', 'format_version');
   if (version !== MANIFEST_FORMAT_VERSION) {
-    fail('format_version', `must be ${MANIFEST_FORMAT_VERSION} (the version this kvscope reads), got ${describe(version)}`);
+    fail('format_version', `must be ${MANIFEST_FORMAT_VERSION} (the version this kvscope reads), got ${describeValue(version)}`);
   }
   const id = checkModelId(stringAt(json, 'id', 'id'), 'manifest.json: id');
   const name = stringAt(json, 'name', 'name');
   const role = field(json, 'role', 'role');
-  if (role !== 'target' && role !== 'draft') fail('role', `must be "target" or "draft", got ${describe(role)}`);
+  if (role !== 'target' && role !== 'draft') fail('role', `must be "target" or "draft", got ${describeValue(role)}`);
 
   const architecture = validateArchitecture(json);
   const rope = validateRope(json, architecture);

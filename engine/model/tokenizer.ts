@@ -9,6 +9,7 @@
  */
 import { Tokenizer } from '@huggingface/tokenizers';
 import { ModelError } from '../errors.ts';
+import { isObject } from '../json.ts';
 import type { TokenizerConfig } from './manifest.ts';
 
 /** GPT-2's byte ↔ printable-unicode table used by byte-level BPE. */
@@ -61,10 +62,6 @@ export function renderBytes(bytes: Uint8Array): string {
     i += 1;
   }
   return out;
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /** True when tokenizer.json decodes with a ByteLevel decoder (directly or inside a Sequence). */

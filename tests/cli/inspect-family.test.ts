@@ -24,7 +24,7 @@ describe('kvscope inspect: needle family, sink ablation, induction (tiny fixture
       family: string | null;
       phenomena: {
         family: { overall: { trials: number }; byWording: { id: string; trials: number }[]; bySource: { src: string; trials: number }[]; cells: unknown[]; promptTokens: { max: number } };
-        sinkAblation: { windowTokens: number; lateFrom: number; full: { perplexity: number; latePerplexity: number }; budgets: { budget: number; ratio: number; withSinks: { latePerplexity: number }; withoutSinks: { latePerplexity: number } }[] };
+        sinkAblation: { windowTokens: number; lateFrom: number; leftOut: unknown[]; full: { perplexity: number; latePerplexity: number }; budgets: { budget: number; ratio: number; withSinks: { latePerplexity: number }; withoutSinks: { latePerplexity: number } }[] };
         heldoutPerplexity: { perplexity: number; scored: number; tokens: number };
         induction: { scores: number[][]; threshold: number; firstCopyLoss: number; secondCopyLoss: number };
         retrievalLayers: number[];
@@ -46,7 +46,8 @@ describe('kvscope inspect: needle family, sink ablation, induction (tiny fixture
     ]);
     expect(p.family.cells).toHaveLength(4);
     expect(p.family.promptTokens.max).toBeLessThanOrEqual(256);
-    expect(p.sinkAblation).toMatchObject({ windowTokens: 256, lateFrom: 128 });
+    // budget 128 first drops a token at position 130, so the late positions start there, not at 256 / 2
+    expect(p.sinkAblation).toMatchObject({ windowTokens: 256, lateFrom: 130, leftOut: [] });
     expect(p.sinkAblation.budgets.map((b) => b.budget)).toEqual([64, 128]);
     for (const b of p.sinkAblation.budgets) expect(b.ratio).toBeCloseTo(b.withoutSinks.latePerplexity / b.withSinks.latePerplexity, 12);
     expect(p.heldoutPerplexity).toMatchObject({ tokens: 256, scored: 256 - 32 });
@@ -63,7 +64,7 @@ describe('kvscope inspect: needle family, sink ablation, induction (tiny fixture
   it('prints the new sections in the text report', async () => {
     const run = await inspect(['--quick', '--trials', '1', '--family', FAMILY]);
     expect(run.code).toBe(0);
-    expect(run.stdout).toMatch(/\nSink ablation — teacher-forced perplexity of 1 held-out window of 256 tokens after a 32-token prefill, late = positions ≥ 128;/);
+    expect(run.stdout).toMatch(/\nSink ablation — teacher-forced perplexity of 1 held-out window of 256 tokens after a 32-token prefill, late = positions ≥ 130;/);
     expect(run.stdout).toMatch(/\n {2}held-out perplexity, full cache {2}\d+\.\d\d \(224 tokens, /);
     expect(run.stdout).toMatch(/\n {6}64 +\d+\.\d\d +\d+\.\d\d +\d\.\d{3}\n/);
     expect(run.stdout).toContain('\n  in 0 distinct layers\n');

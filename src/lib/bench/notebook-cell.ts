@@ -48,12 +48,14 @@ export function resultTable(app: BenchState): DataTable | null {
 export async function evaluationCell(app: BenchState, figure: FigureSnapshot): Promise<NewCell> {
   const table = resultTable(app);
   const report = app.task === 'spec' ? app.specReport : app.report;
-  if (!table || !report || !app.model) throw new Error('run an evaluation first');
+  // the model the report ran on, not the one loaded now (the page keeps a report across a model switch)
+  const ranOn = (app.task === 'spec' ? app.reportModels.spec : app.reportModels.eval)?.info ?? app.model;
+  if (!table || !report || !ranOn) throw new Error('run an evaluation first');
   const task = { ppl: 'perplexity', needle: 'passkey retrieval', spec: 'speculative decoding' }[report.task];
   const cell: Omit<EvaluationCell, 'id'> = {
     kind: 'evaluation',
     link: `/bench?${app.reportQuery()}`,
-    summary: `${app.model.name} · ${task} · ${table.rows.length} row${table.rows.length === 1 ? '' : 's'}${report.cancelled ? ' (cancelled)' : ''} · ${report.seconds.toFixed(1)} s`,
+    summary: `${ranOn.name} · ${task} · ${table.rows.length} row${table.rows.length === 1 ? '' : 's'}${report.cancelled ? ' (cancelled)' : ''} · ${report.seconds.toFixed(1)} s`,
     table,
     figure,
   };

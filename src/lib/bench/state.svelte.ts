@@ -28,6 +28,12 @@ import type { EngineUrls, ShownError } from '../explorer/state.svelte.ts';
 
 export type BenchStatus = 'idle' | 'loading' | 'ready' | 'error' | 'crashed';
 
+/** The model a report ran on: its info (id, sha256: what links name) and the choice that loaded it (where its tokenizer is). */
+export interface ReportModel {
+  info: ModelInfo;
+  choice: ModelChoice | null;
+}
+
 /** One colour (and dash) per policy id, stable across charts: Okabe–Ito, dashed past eight. */
 export const POLICY_STYLE: Record<string, { color: string; dash: string }> = {
   full: { color: '#000000', dash: '6 3' },
@@ -103,6 +109,8 @@ export class BenchState {
   report = $state.raw<EvalReport | null>(null);
   /** the spec task's last report */
   specReport = $state.raw<SpecReport | null>(null);
+  /** the model each task's last report ran on: its cells' links name it, whatever is loaded since */
+  reportModels = $state.raw<{ eval: ReportModel | null; spec: ReportModel | null }>({ eval: null, spec: null });
   /** the link of the setup each task's last report ran with (a notebook cell links the run, not later edits) */
   private ranQueries: { eval: string | null; spec: string | null } = { eval: null, spec: null };
 
@@ -177,6 +185,8 @@ export class BenchState {
   async load(): Promise<void> {
     this.status = 'loading';
     this.error = null;
+    // until the new model is ready nothing may name the old one (links, the cells' inputs)
+    this.model = null;
     try {
       const ready = await loadChosenModel(this.client, this.urls, this.threads, this.modelChoice, (progress) => (this.progressLoad = progress));
       this.model = ready.model;
@@ -234,6 +244,7 @@ export class BenchState {
     this.report = null;
     this.rows = [];
     this.ranQueries.eval = this.query();
+    this.reportModels = { ...this.reportModels, eval: this.ranOn() };
     await this.evaluate({ done: 0, total: 1, run: 0, runs: plan.runs.length, spec: '', message: 'starting…' }, async () => {
       const parallel = this.evalWorkers > 1 ? { workers: this.evalWorkers, modelsUrl: this.urls.models, wasmUrl: this.urls.wasm } : undefined;
       const command = { type: 'eval' as const, config: plan.config, heldoutUrl: this.urls.heldout, parallel };
@@ -253,6 +264,7 @@ export class BenchState {
     if (this.status !== 'ready' || this.running || 'problem' in plan) return;
     this.specReport = null;
     this.ranQueries.spec = this.query();
+    this.reportModels = { ...this.reportModels, spec: this.ranOn() };
     await this.evaluate({ done: 0, total: 1, message: 'starting…' }, async () => {
       const command = { type: 'eval-spec' as const, config: plan.config, heldoutUrl: this.urls.heldout, modelsUrl: this.urls.models, indexesUrl: indexesUrlOf(this.urls.models) };
       const done = await this.client.request<Extract<EngineEvent, { type: 'eval-spec-done' }>>(command, (event) => {
@@ -261,6 +273,11 @@ export class BenchState {
       this.specReport = done.report;
       return done.report.cancelled;
     });
+  }
+
+  /** The model an evaluation starting now runs on (status 'ready': one is loaded). */
+  private ranOn(): ReportModel | null {
+    return this.model ? { info: this.model, choice: this.modelChoice } : null;
   }
 
   /** One evaluation of either task: the running flags, the error shown, the closing progress line. `work` says whether it was cancelled. */

@@ -118,8 +118,10 @@ export class CompareState {
   modelChoice = $state.raw<ModelChoice | null>(null);
   /** the model the opened link was made with (its `model=`), if it names one */
   linkedModel: LinkedModel | null = null;
+  /** the opened address carried a link's setup (then without `model=` it was made on the default model) */
+  fromLink = false;
 
-  /** the model links name (`model=`): only once one was chosen (a page on the default model writes its links as before) */
+  /** the model links name (`model=`): only once one was chosen (a page on the default model writes its links as before, and they open on the default) */
   private linkModel(): LinkedModel | null {
     return this.modelChoice && this.model ? { id: this.model.id, sha256: this.model.sha256 } : null;
   }
@@ -279,6 +281,7 @@ export class CompareState {
     if (setup.steps !== undefined) this.opening = { steps: setup.steps, at: setup.at ?? null };
     this.linkProblems = problems.length ? problems.join('; ') : null;
     this.linkedModel = readModelParam(search);
+    this.fromLink = [...new URLSearchParams(search.startsWith('?') ? search.slice(1) : search).keys()].some((key) => key !== 'v');
     if (this.policies.length) this.resolveLanes();
     return problems;
   }
@@ -338,6 +341,8 @@ export class CompareState {
   async load(): Promise<void> {
     this.status = 'loading';
     this.error = null;
+    // until the new model is ready nothing may name the old one (links, the header)
+    this.model = null;
     try {
       const ready = await loadChosenModel(this.client, this.urls, this.threads, this.modelChoice, (progress) => (this.progress = progress));
       this.model = ready.model;

@@ -484,6 +484,8 @@ export class ExplorerState {
     this.status = 'loading';
     this.error = null;
     this.progress = null;
+    // until the new model is ready nothing may name the old one (links, the header)
+    this.model = null;
     try {
       const ready = await loadChosenModel(this.client, this.urls, this.threads, this.modelChoice, (progress) => (this.progress = progress));
       this.model = ready.model;

@@ -2,11 +2,17 @@
  * The models a page can load: those shipped with the app (models/index.json) and those uploaded in
  * this browser (store.ts, kept live: an upload or a deletion in another tab shows at once). The
  * pickers of the explorer, /compare and /bench read it; `initialChoice` says what a page opens with.
+ * The two lists are read apart: the shipped one offline from the worker's cached copy
+ * (catalog.ts readShipped), and a page on the default model never waits for IndexedDB.
  */
 import type { StoredModel } from './db.ts';
 import { choiceValue, savedChoice, type ModelChoice } from './choice.ts';
-import { modelOptions, readShipped, type ModelOption, type ShippedModel } from './catalog.ts';
+import { modelOptions, pickInitialChoice, readShipped, type ModelOption, type ShippedModel } from './catalog.ts';
+import type { LinkedModel } from './link-param.ts';
 import { modelStore, type ModelStore } from './store.ts';
+
+/** how long a page waits for IndexedDB's list of uploads before opening without it (it may never answer) */
+const UPLOADS_WAIT_MS = 3000;
 
 export class ModelCatalog {
   shipped = $state.raw<ShippedModel[]>([]);
@@ -17,13 +23,17 @@ export class ModelCatalog {
   readonly options = $derived(modelOptions(this.shipped, this.defaultId, this.uploaded));
   /** resolves once both lists were read (or failed) the first time */
   readonly ready: Promise<void>;
+  private readonly shippedRead: Promise<void>;
+  private readonly uploadsRead: Promise<void>;
   private subscription: { unsubscribe(): void } | null = null;
 
   constructor(
     modelsUrl: string,
     private readonly store: () => ModelStore = modelStore,
+    readIndex: typeof readShipped = readShipped,
+    private readonly uploadsWaitMs = UPLOADS_WAIT_MS,
   ) {
-    const shipped = readShipped(modelsUrl)
+    const shipped = readIndex(modelsUrl)
       .then((s) => {
         this.shipped = s.models;
         this.defaultId = s.defaultId;
@@ -49,6 +59,8 @@ export class ModelCatalog {
         resolve();
       }
     });
+    this.shippedRead = shipped;
+    this.uploadsRead = uploads;
     this.ready = Promise.all([shipped, uploads]).then(() => undefined);
   }
 
@@ -60,19 +72,32 @@ export class ModelCatalog {
   }
 
   /**
-   * What a page opens with: the model a link names when this browser has it (an upload with its
-   * sha256, else a shipped model with its id: a different version is then reported by the page),
-   * else the choice saved by the last page, if its model is still there; null = the default.
+   * What a page opens with (catalog.ts pickInitialChoice): the model its link names when this
+   * browser has it, the default for a link without one, the saved choice for a bare address.
+   * `fromLink`: the address carries a link's setup (true whenever a model is linked).
    */
-  async initialChoice(linked?: { id: string; sha256: string }): Promise<ModelChoice | null> {
-    await this.ready;
-    if (linked) {
-      const upload = this.uploaded.find((m) => m.sha256 === linked.sha256 && m.id === linked.id);
-      if (upload) return { kind: 'uploaded', key: upload.key };
-      if (this.shipped.some((m) => m.id === linked.id)) return { kind: 'shipped', id: linked.id };
-    }
-    const saved = savedChoice();
-    return saved && this.find(saved) ? saved : null;
+  async initialChoice(linked?: LinkedModel | null, fromLink = linked != null): Promise<ModelChoice | null> {
+    return pickInitialChoice(
+      { linked: linked ?? null, fromLink },
+      savedChoice(),
+      async () => {
+        await this.shippedRead;
+        return this.shipped;
+      },
+      async () => {
+        await this.uploadsOrTimeout();
+        return this.uploaded;
+      },
+    );
+  }
+
+  /** The uploads' first reading, or a note that IndexedDB did not answer in time (the list fills in if it does later). */
+  private async uploadsOrTimeout(): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), this.uploadsWaitMs)));
+    const answer = await Promise.race([this.uploadsRead, late]);
+    clearTimeout(timer);
+    if (answer === 'late') this.uploadError = `this browser's storage (IndexedDB) did not answer within ${this.uploadsWaitMs / 1000} s: uploaded models are not listed`;
   }
 
   dispose(): void {

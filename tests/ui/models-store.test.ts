@@ -10,11 +10,11 @@ import { validateManifest, type Manifest } from '../../engine/model/manifest.ts'
 import { modelOptions } from '../../src/lib/models/catalog.ts';
 import { choiceValue, loadFields, parseChoice } from '../../src/lib/models/choice.ts';
 import { openModelDb, type ModelDb } from '../../src/lib/models/db.ts';
-import { idbFiles, type ModelFiles } from '../../src/lib/models/files.ts';
+import { idbFiles, opfsFiles, type DirectoryLike, type ModelFiles, type WritableLike } from '../../src/lib/models/files.ts';
 import { folderFromFiles } from '../../src/lib/models/folder.ts';
 import { readModelParam, withModelParam } from '../../src/lib/models/link-param.ts';
 import { storedModelSource, uploadedModelSource } from '../../src/lib/models/source.ts';
-import { ModelStore, ModelStoreError, QUOTA_MESSAGE } from '../../src/lib/models/store.ts';
+import { ModelStore, ModelStoreError, QUOTA_MESSAGE, STALE_UPLOAD_MS } from '../../src/lib/models/store.ts';
 
 const SHA = (c: string) => c.repeat(64);
 
@@ -39,7 +39,7 @@ function manifest(id = 'my-model'): Manifest {
   });
 }
 
-function upload(sha256 = SHA('1'), id = 'my-model') {
+function upload(sha256 = SHA('1'), id = 'my-model', extra: { path: string; blob: Blob }[] = []) {
   const m = manifest(id);
   return {
     manifest: m,
@@ -49,14 +49,77 @@ function upload(sha256 = SHA('1'), id = 'my-model') {
       { path: 'model.onnx', blob: new Blob([new Uint8Array([1, 2, 3, 4, 5])]) },
       { path: 'tokenizer.json', blob: new Blob(['{}\n']) },
       { path: 'MODEL_CARD.md', blob: new Blob(['# card']) },
+      ...extra,
     ],
   };
 }
 
-function fresh(backend?: (db: ModelDb) => ModelFiles): { db: ModelDb; store: ModelStore } {
-  const db = openModelDb({ name: `models-test-${crypto.randomUUID()}`, indexedDB, IDBKeyRange });
+function fresh(backend?: (db: ModelDb) => ModelFiles, name = `models-test-${crypto.randomUUID()}`): { db: ModelDb; store: ModelStore } {
+  const db = openModelDb({ name, indexedDB, IDBKeyRange });
   const files = backend ? backend(db) : idbFiles(db);
   return { db, store: new ModelStore(db, async () => files) };
+}
+
+/** A Blob whose bytes must not be read (its size is all a bounded read may look at). */
+function unreadable(size: number): Blob {
+  const refuse = () => {
+    throw new Error('read in full before its size was checked');
+  };
+  return { size, type: '', arrayBuffer: refuse, stream: refuse, text: refuse, slice: refuse, bytes: refuse } as unknown as Blob;
+}
+
+/** An in-memory OPFS directory (happy-dom and Node have none); `state.failWrite` makes writes fail like a full disk. */
+class MemoryDirectory implements DirectoryLike {
+  readonly dirs = new Map<string, MemoryDirectory>();
+  readonly files = new Map<string, Blob>();
+  /** names with a writable still open (OPFS refuses to remove those) */
+  readonly locked = new Set<string>();
+
+  constructor(readonly state = { failWrite: false, aborted: 0 }) {}
+
+  async getDirectoryHandle(name: string, options?: { create?: boolean }): Promise<MemoryDirectory> {
+    let dir = this.dirs.get(name);
+    if (!dir && !options?.create) throw Object.assign(new Error(name), { name: 'NotFoundError' });
+    if (!dir) this.dirs.set(name, (dir = new MemoryDirectory(this.state)));
+    return dir;
+  }
+
+  async getFileHandle(name: string, options?: { create?: boolean }) {
+    if (!this.files.has(name) && !options?.create) throw Object.assign(new Error(name), { name: 'NotFoundError' });
+    return {
+      getFile: async () => this.files.get(name) ?? new Blob([]),
+      createWritable: async (): Promise<WritableLike> => {
+        this.locked.add(name);
+        return {
+          write: async (data: Blob) => {
+            if (this.state.failWrite) throw Object.assign(new Error('quota'), { name: 'QuotaExceededError' });
+            this.files.set(name, data);
+          },
+          close: async () => void this.locked.delete(name),
+          abort: async () => {
+            this.locked.delete(name);
+            this.state.aborted++;
+          },
+        };
+      },
+    };
+  }
+
+  private isLocked(): boolean {
+    return this.locked.size > 0 || [...this.dirs.values()].some((d) => d.isLocked());
+  }
+
+  async removeEntry(name: string): Promise<void> {
+    const dir = this.dirs.get(name);
+    if (!dir && !this.files.has(name)) throw Object.assign(new Error(name), { name: 'NotFoundError' });
+    if (dir?.isLocked() || this.locked.has(name)) throw Object.assign(new Error(`${name} is locked`), { name: 'NoModificationAllowedError' });
+    this.dirs.delete(name);
+    this.files.delete(name);
+  }
+
+  async *keys(): AsyncIterable<string> {
+    yield* [...this.dirs.keys(), ...this.files.keys()];
+  }
 }
 
 describe('ModelStore', () => {
@@ -116,17 +179,103 @@ describe('ModelStore', () => {
     expect(await db.blobs.count()).toBe(0);
   });
 
+  it('two uploads of one model at once (two tabs): one stores it, the other says so and removes none of its files', async () => {
+    const name = `models-test-${crypto.randomUUID()}`;
+    // both tabs pass their get() before either row is written: each write waits until both are writing
+    let arrived = 0;
+    let release = () => {};
+    const bothWriting = new Promise<void>((resolve) => (release = resolve));
+    const gated = (d: ModelDb): ModelFiles => {
+      const real = idbFiles(d);
+      let first = true;
+      return {
+        ...real,
+        async write(key, path, blob) {
+          if (first) {
+            first = false;
+            if (++arrived === 2) release();
+            await bothWriting;
+          }
+          return real.write(key, path, blob);
+        },
+      };
+    };
+    const a = fresh(gated, name);
+    const b = fresh(gated, name);
+    const results = await Promise.all([a.store.add(upload()), b.store.add(upload())]);
+    expect(results.map((r) => r.duplicate).sort()).toEqual([false, true]);
+    expect(await a.db.models.count()).toBe(1);
+    const [row] = await a.store.list();
+    expect(await a.db.blobs.count()).toBe(4);
+    for (const f of row.files) expect(await a.store.read(row, f.path), f.path).not.toBeNull();
+    expect([...(await storedModelSource(a.store, row).read('model.onnx'))]).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('sweeps the files no row lists once their upload is older than any still being written', async () => {
+    const { db, store } = fresh();
+    const { model } = await store.add(upload(SHA('1')));
+    const files = idbFiles(db);
+    const now = Date.now();
+    const closedTab = `${SHA('2')}.${now - STALE_UPLOAD_MS - 1}.deadbeef`;
+    const writing = `${SHA('3')}.${now - 1000}.cafef00d`;
+    const legacy = SHA('4');
+    for (const key of [closedTab, writing, legacy]) await files.write(key, 'model.onnx', new Blob(['x']));
+    expect((await store.sweep(now)).sort()).toEqual([closedTab, legacy].sort());
+    expect((await files.keys()).sort()).toEqual([model.storageKey, writing].sort());
+    expect(await store.read(model, 'model.onnx')).not.toBeNull();
+  });
+
+  it('an upload of a stored model with a corrected calibration.json replaces that file and nothing else', async () => {
+    const { db, store } = fresh();
+    const first = await store.add(upload(SHA('1'), 'my-model', [{ path: 'calibration.json', blob: new Blob(['{"old":1}']) }]));
+    expect(first.updated).toEqual([]);
+    // the same files again: nothing written
+    const same = await store.add(upload(SHA('1'), 'my-model', [{ path: 'calibration.json', blob: new Blob(['{"old":1}']) }]));
+    expect(same).toMatchObject({ duplicate: true, updated: [] });
+    const fixed = await store.add(upload(SHA('1'), 'my-model', [{ path: 'calibration.json', blob: new Blob(['{"new":22}']) }]));
+    expect(fixed).toMatchObject({ duplicate: true, updated: ['calibration.json'] });
+    const [row] = await store.list();
+    expect(await (await store.read(row, 'calibration.json'))!.text()).toBe('{"new":22}');
+    expect(row.files.find((f) => f.path === 'calibration.json')?.bytes).toBe(10);
+    expect(row.bytes).toBe(first.model.bytes + 1);
+    expect(row.added).toBe(first.model.added);
+    expect(await db.blobs.count()).toBe(5);
+    // an optional file the stored model lacks is added
+    const card = await store.add({ ...upload(SHA('1')), files: [...upload(SHA('1')).files, { path: 'reference.json', blob: new Blob(['[]']) }] });
+    expect(card.updated).toEqual(['reference.json']);
+    expect((await store.list())[0].files.map((f) => f.path)).toContain('reference.json');
+  });
+
+  it('a stored file is not read in full when it is larger than the loader asks for', async () => {
+    const { store } = fresh((d) => ({ ...idbFiles(d), read: async () => unreadable(3e9) }));
+    const { model } = await store.add(upload());
+    await expect(storedModelSource(store, model).read('tokenizer.json', undefined, 3)).rejects.toThrow(/^tokenizer\.json: file is too large \(3000000000 bytes; at most 3 expected\)$/);
+  });
+
   it('deletes a model and its files; a deleted model names where to get it again', async () => {
     const { db, store } = fresh();
-    await store.add(upload(SHA('1')));
-    await store.add(upload(SHA('2')));
+    const one = (await store.add(upload(SHA('1')))).model;
+    const two = (await store.add(upload(SHA('2')))).model;
     await store.remove(SHA('1'));
     expect((await store.list()).map((m) => m.key)).toEqual([SHA('2')]);
-    expect(await db.blobs.where('key').equals(SHA('1')).count()).toBe(0);
-    expect(await db.blobs.where('key').equals(SHA('2')).count()).toBe(4);
+    expect(await db.blobs.where('key').equals(one.storageKey!).count()).toBe(0);
+    expect(await db.blobs.where('key').equals(two.storageKey!).count()).toBe(4);
     await expect(uploadedModelSource(store, SHA('1'))).rejects.toThrow(/is not stored in this browser .*upload it again at \/models/);
     const source = await uploadedModelSource(store, SHA('2'));
     expect(source.files.map((f) => f.path)).toEqual(['model.onnx', 'tokenizer.json']);
+  });
+});
+
+describe('OPFS files', () => {
+  it('a failed write (quota full) aborts its writable, so the model folder can be removed', async () => {
+    const root = new MemoryDirectory();
+    const files = opfsFiles(root);
+    await files.write('k', 'a.json', new Blob(['{}']));
+    root.state.failWrite = true;
+    await expect(files.write('k', 'b.json', new Blob(['{}']))).rejects.toThrow('quota');
+    expect(root.state.aborted).toBe(1);
+    await files.remove('k');
+    expect(await files.keys()).toEqual([]);
   });
 });
 

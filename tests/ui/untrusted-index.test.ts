@@ -2,8 +2,11 @@
  * What the browser side takes from outside and turns into URLs or file lookups: the entries of
  * models/index.json (the explorer's load, its cache pruning, a draft model's load, /bench's cell
  * inputs) and the paths of an uploaded folder's files. A bad one is refused with one message naming
- * the field or the file, before anything is fetched from the path it names.
+ * the field or the file, before anything is fetched from the path it names; a folder's file that no
+ * manifest field names is ignored, whatever its name.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DraftSpecError, ModelError } from '../../engine/errors.ts';
 import { loadModel, type LoadedModel } from '../../engine/model/load.ts';
@@ -16,6 +19,7 @@ import type { EngineEvent } from '../../src/lib/worker/protocol.ts';
 import { EventLog, fakeServer, MemoryCache, MODELS_URL, type FakeServer } from './helpers.ts';
 
 const TINY = { id: 'tiny-fixture', path: 'tiny' };
+const DRAFT = join(process.cwd(), 'static/models/kvscope-draft-2l');
 
 /** The fixture server with models/index.json listing `models`. */
 function serverWith(models: unknown[], extra: Record<string, unknown> = {}): FakeServer {
@@ -95,16 +99,34 @@ describe("/bench's cell inputs", () => {
 describe('uploaded folders', () => {
   const blob = new Blob(['{}']);
 
-  it('refuse a folder holding a file whose path is not plain, naming the file', () => {
-    for (const path of ['../secret.json', 'sub/../../x', 'a//b', '%2e%2e/x', 'Icon\r', 'c:\\x']) {
+  const ODD = ['../secret.json', 'sub/../../x', 'a//b', '%2e%2e/x', 'Icon\r', 'notes #1.md', 'c:\\x'];
+
+  it('ignore a file the manifest does not list, whatever its name (it is never read)', async () => {
+    for (const path of ODD) {
       const files = new Map([
         ['manifest.json', blob],
         [path, blob],
       ]);
-      expect(() => folderSource(files, 'copy'), JSON.stringify(path)).toThrow(ModelError);
-      expect(() => folderSource(files, 'copy'), JSON.stringify(path)).toThrow(new RegExp(`^${escape(JSON.stringify(path))}: not a plain file path inside the folder copy \\(`));
+      const source = folderSource(files, 'copy');
+      await expect(source.read('manifest.json').then((b) => b.length), JSON.stringify(path)).resolves.toBe(2);
+      // asked for by that name, it is still refused before any lookup
+      await expect(source.read(path), JSON.stringify(path)).rejects.toThrow(new RegExp(`^${escape(JSON.stringify(path))} must be a plain relative path inside the model directory`));
     }
-    expect(() => folderSource(new Map([['sub/notes.md', blob]]), 'copy')).not.toThrow();
+  });
+
+  it('refuse a manifest that lists a path that is not plain, naming the field', async () => {
+    for (const path of ODD) {
+      const manifest = { ...JSON.parse(readFileSync(join(DRAFT, 'manifest.json'), 'utf8')) };
+      manifest.files = [...manifest.files, { path, sha256: 'a'.repeat(64), bytes: 2 }];
+      const files = new Map([
+        ['manifest.json', new Blob([JSON.stringify(manifest)])],
+        [path, blob],
+      ]);
+      const at = manifest.files.length - 1;
+      await expect(loadModel(folderSource(files, 'copy'), { numThreads: 1 }), JSON.stringify(path)).rejects.toThrow(
+        new RegExp(`^manifest\\.json: files\\[${at}\\]\\.path must be a plain relative path inside the model directory, got ${escape(JSON.stringify(path))}`),
+      );
+    }
   });
 
   it('read only plain paths (a name the folder does not hold cannot reach outside it)', async () => {
@@ -113,12 +135,12 @@ describe('uploaded folders', () => {
     await expect(source.read('manifest.json').then((b) => b.length)).resolves.toBe(2);
   });
 
-  it('keep a picked path as the browser gave it: a leading "/" is refused, not re-rooted', () => {
+  it('keep a picked path as the browser gave it: a leading "/" is not re-rooted (manifest.json is then missing)', async () => {
     const file = (relative: string) => Object.assign(new File(['{}'], relative.split('/').pop()!), { webkitRelativePath: relative });
     const picked = folderFromFiles([file('/copy/manifest.json')]);
     expect(picked.files.map((f) => f.path)).toEqual(['/copy/manifest.json']);
     const files = new Map(picked.files.map((f) => [f.path, f.file as Blob]));
-    expect(() => folderSource(files, picked.name || 'picked')).toThrow(/^"\/copy\/manifest\.json": not a plain file path inside the folder picked \(it is absolute\)/);
+    await expect(folderSource(files, picked.name || 'picked').read('manifest.json')).rejects.toThrow(/^manifest\.json: file is missing \(not in the folder picked\)/);
   });
 });
 

@@ -30,7 +30,8 @@ export interface CheckProgress {
 
 export type CheckReply =
   | { type: 'progress'; progress: CheckProgress }
-  | { type: 'stored'; model: StoredModel; duplicate: boolean }
+  /** updated: the optional files of a model stored already that this upload replaced (store.ts AddResult) */
+  | { type: 'stored'; model: StoredModel; duplicate: boolean; updated: string[] }
   | { type: 'failed'; message: string };
 
 /** Files of a model folder kept besides those the manifest lists (docs/model-format.md; docs/calibration.md). */

@@ -9,7 +9,8 @@
  */
 import * as ort from 'onnxruntime-web';
 import { ModelError } from '../../../engine/errors.ts';
-import { loadModel, type LoadProgress } from '../../../engine/model/load.ts';
+import { MAX_MANIFEST_BYTES } from '../../../engine/model/bounds.ts';
+import { loadModel, type LoadProgress, type ModelSource } from '../../../engine/model/load.ts';
 import { modelSha256, validateManifest, type Manifest } from '../../../engine/model/manifest.ts';
 import { OPTIONAL_FILES, type CheckPhase, type CheckReply, type CheckRequest } from './check-protocol.ts';
 import { folderSource } from './source.ts';
@@ -19,12 +20,15 @@ declare const self: DedicatedWorkerGlobalScope;
 
 const post = (reply: CheckReply) => self.postMessage(reply);
 
-async function readManifest(files: ReadonlyMap<string, Blob>, folder: string): Promise<Manifest> {
-  const blob = files.get('manifest.json');
-  if (!blob) throw new ModelError(`manifest.json: file is missing (not in the folder ${folder}; pick the model's own folder)`);
+/**
+ * The manifest, read first only for the progress total (loadModel reads and checks it again, with
+ * everything else): bounded like the loader's own read, and checked by the same validateManifest.
+ */
+async function readManifest(source: ModelSource): Promise<Manifest> {
+  const bytes = await source.read('manifest.json', undefined, MAX_MANIFEST_BYTES);
   let json: unknown;
   try {
-    json = JSON.parse(await blob.text());
+    json = JSON.parse(new TextDecoder().decode(bytes));
   } catch (error) {
     throw new ModelError(`manifest.json: not valid JSON (${(error as Error).message})`);
   }
@@ -54,16 +58,17 @@ async function check(request: CheckRequest): Promise<void> {
   const folder = request.folder || 'picked';
   const files = new Map(request.files.map((f) => [f.path, f.file as Blob]));
   post({ type: 'progress', progress: { phase: 'manifest', file: 'manifest.json', fraction: 0, done: 0, total: 0 } });
-  const manifest = await readManifest(files, folder);
-  const total = manifest.files.reduce((sum, f) => sum + f.bytes, 0);
+  const source = folderSource(files, folder);
+  const total = (await readManifest(source)).files.reduce((sum, f) => sum + f.bytes, 0);
   const report = tracker(total);
 
-  const model = await loadModel(folderSource(files, folder), {
+  const model = await loadModel(source, {
     numThreads: 1,
     calibration: true,
     onProgress: (p) => report(p.phase === 'session' ? 'session' : p.phase === 'verify' ? 'verify' : 'read', p.file, p),
   });
   await model.release();
+  const { manifest } = model;
   if (model.calibrationError) {
     const message = model.calibrationError;
     throw new ModelError(message.startsWith('calibration.json') ? message : `calibration.json: ${message}`);
@@ -76,7 +81,7 @@ async function check(request: CheckRequest): Promise<void> {
   report('store', '', undefined, 0);
   const result = await modelStore().add({ manifest, sha256, files: stored });
   report('store', '', undefined, 1);
-  post({ type: 'stored', model: result.model, duplicate: result.duplicate });
+  post({ type: 'stored', model: result.model, duplicate: result.duplicate, updated: result.updated });
 }
 
 self.onmessage = (event: MessageEvent<CheckRequest>) => {

@@ -5,7 +5,7 @@
  * (files.ts). A model's row is written last, after every file: a row means the files are there.
  *
  * version 1: `models` keyed by `key` (the model's sha256: the same model uploaded twice is one
- * row), indexed by `id` and `sha256`; `blobs` keyed by [key+path].
+ * row), indexed by `id` and `sha256`; `blobs` keyed by [key+path] (`key`: the row's storageKey).
  */
 import { Dexie, type Table } from 'dexie';
 
@@ -37,6 +37,12 @@ export interface StoredModel {
   /** Date.now() when it was stored */
   added: number;
   storage: FileStorage;
+  /**
+   * the key its files are stored under (files.ts): one of its own per upload attempt
+   * (`<sha256>.<start ms>.<random>`, store.ts), so that two uploads of one model never share files;
+   * absent in rows written before there was one, whose files are under `key`
+   */
+  storageKey?: string;
 }
 
 /** A `blobs` row: one file of a model stored in IndexedDB (no OPFS). */

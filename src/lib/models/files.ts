@@ -13,6 +13,8 @@ export interface ModelFiles {
   read(key: string, path: string): Promise<Blob | null>;
   /** every file of the model (nothing when there are none) */
   remove(key: string): Promise<void>;
+  /** the keys that have files here (store.ts sweeps those no row lists) */
+  keys(): Promise<string[]>;
 }
 
 const OPFS_ROOT = 'kvscope-models';
@@ -23,8 +25,16 @@ const fileName = (path: string) => encodeURIComponent(path);
 /** The part of the OPFS API used here (FileSystemDirectoryHandle). */
 export interface DirectoryLike {
   getDirectoryHandle(name: string, options?: { create?: boolean }): Promise<DirectoryLike>;
-  getFileHandle(name: string, options?: { create?: boolean }): Promise<{ getFile(): Promise<Blob>; createWritable(): Promise<{ write(data: Blob): Promise<void>; close(): Promise<void> }> }>;
+  getFileHandle(name: string, options?: { create?: boolean }): Promise<{ getFile(): Promise<Blob>; createWritable(): Promise<WritableLike> }>;
   removeEntry(name: string, options?: { recursive?: boolean }): Promise<void>;
+  keys(): AsyncIterable<string>;
+}
+
+/** The part of FileSystemWritableFileStream used here. */
+export interface WritableLike {
+  write(data: Blob): Promise<void>;
+  close(): Promise<void>;
+  abort(reason?: unknown): Promise<void>;
 }
 
 function isNotFound(error: unknown): boolean {
@@ -38,8 +48,14 @@ export function opfsFiles(root: DirectoryLike): ModelFiles {
     async write(key, path, blob) {
       const dir = await (await models()).getDirectoryHandle(key, { create: true });
       const writable = await (await dir.getFileHandle(fileName(path), { create: true })).createWritable();
-      await writable.write(blob);
-      await writable.close();
+      try {
+        await writable.write(blob);
+        await writable.close();
+      } catch (error) {
+        // an open writable keeps the file locked (removeEntry would fail): discard what was written
+        await writable.abort(error).catch(() => undefined);
+        throw error;
+      }
     },
     async read(key, path) {
       try {
@@ -57,6 +73,11 @@ export function opfsFiles(root: DirectoryLike): ModelFiles {
         if (!isNotFound(error)) throw error;
       }
     },
+    async keys() {
+      const keys: string[] = [];
+      for await (const key of (await models()).keys()) keys.push(key);
+      return keys;
+    },
   };
 }
 
@@ -71,6 +92,9 @@ export function idbFiles(db: ModelDb): ModelFiles {
     },
     async remove(key) {
       await db.blobs.where('key').equals(key).delete();
+    },
+    async keys() {
+      return (await db.blobs.orderBy('key').uniqueKeys()) as string[];
     },
   };
 }

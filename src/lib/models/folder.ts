@@ -19,8 +19,8 @@ export interface PickedFolder {
 
 /**
  * Splits `top/rest` into the folder name and the path inside it; a bare name has no folder. Nothing
- * else is rewritten (a leading "/" stays): the check (source.ts folderSource) refuses a path that is
- * not plain and names it as the browser gave it.
+ * else is rewritten (a leading "/" stays): the check (source.ts folderSource) looks files up only by
+ * the plain paths the manifest lists, so a path that is not plain is never read or stored.
  */
 function splitTop(relative: string): { top: string; path: string } {
   const at = relative.indexOf('/');

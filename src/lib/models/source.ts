@@ -5,12 +5,17 @@
  * Blob so that a large graph part reports its progress.
  */
 import { ModelError } from '../../../engine/errors.ts';
-import type { ModelSource } from '../../../engine/model/load.ts';
-import { checkModelPath, modelPathProblem, quote } from '../../../engine/model/paths.ts';
+import { concatBytes, fileTooLarge, type ModelSource } from '../../../engine/model/load.ts';
+import { checkModelPath } from '../../../engine/model/paths.ts';
 import type { StoredModel } from './db.ts';
 import type { ModelStore } from './store.ts';
 
-async function blobBytes(blob: Blob, onBytes?: (loaded: number, total: number) => void): Promise<Uint8Array> {
+/**
+ * A Blob's bytes; refused before anything is read when it is larger than the loader's `maxBytes`
+ * (Blob.size costs nothing, reading a 3 GB file listed at 3 bytes costs 3 GB).
+ */
+async function blobBytes(path: string, blob: Blob, onBytes?: (loaded: number, total: number) => void, maxBytes?: number): Promise<Uint8Array> {
+  if (maxBytes !== undefined && blob.size > maxBytes) throw fileTooLarge(path, blob.size, maxBytes);
   if (!onBytes || typeof blob.stream !== 'function') {
     const bytes = new Uint8Array(await blob.arrayBuffer());
     onBytes?.(bytes.length, blob.size);
@@ -26,34 +31,23 @@ async function blobBytes(blob: Blob, onBytes?: (loaded: number, total: number) =
     loaded += value.length;
     onBytes(loaded, blob.size);
   }
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(loaded);
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.length;
-  }
-  return out;
+  return concatBytes(chunks);
 }
 
 /**
- * The files of a picked or dropped folder, by path relative to it. Every path must be a plain
- * relative path inside the folder (engine/model/paths.ts), as the manifest's are: a folder holding
- * one that is not (`../x`, `a//b`, `%2e%2e`, a control character) is refused here, the message
- * naming the file, before any file is read.
+ * The files of a picked or dropped folder, by path relative to it. Only the files the loader asks
+ * for are looked up, and only by a plain relative path (engine/model/paths.ts; the manifest's paths
+ * are checked by validateManifest): other files of the folder, whatever their names (macOS
+ * `Icon\r`, `notes #1.md`), are never read, and check.worker.ts does not store them.
  */
 export function folderSource(files: ReadonlyMap<string, Blob>, folder: string): ModelSource {
-  for (const path of files.keys()) {
-    const problem = modelPathProblem(path);
-    if (problem) throw new ModelError(`${quote(path)}: not a plain file path inside the folder ${folder} (${problem}); remove or rename that file`);
-  }
   return {
     location: folder,
-    async read(path, onBytes) {
+    async read(path, onBytes, maxBytes) {
       checkModelPath(path);
       const blob = files.get(path);
       if (!blob) throw new ModelError(`${path}: file is missing (not in the folder ${folder})`);
-      return blobBytes(blob, onBytes);
+      return blobBytes(path, blob, onBytes, maxBytes);
     },
   };
 }
@@ -62,10 +56,10 @@ export function folderSource(files: ReadonlyMap<string, Blob>, folder: string): 
 export function storedModelSource(store: ModelStore, model: StoredModel): ModelSource {
   return {
     location: `uploaded model ${model.id} (sha256 ${model.sha256.slice(0, 12)}…)`,
-    async read(path, onBytes) {
+    async read(path, onBytes, maxBytes) {
       const blob = await store.read(model, path);
       if (!blob) throw new ModelError(`${path}: file is missing (not stored with the uploaded model ${model.id})`);
-      return blobBytes(blob, onBytes);
+      return blobBytes(path, blob, onBytes, maxBytes);
     },
   };
 }

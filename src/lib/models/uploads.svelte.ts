@@ -2,14 +2,14 @@
  * The /models page's state: the uploaded models (live), one upload at a time (checked, then
  * stored: check.ts), its progress and its outcome, and deleting a model.
  */
-import { checkFolder, type WorkerLike } from './check.ts';
+import { CANCELLED_MESSAGE, checkFolder, type WorkerLike } from './check.ts';
 import type { CheckProgress } from './check-protocol.ts';
 import type { StoredModel } from './db.ts';
 import type { PickedFolder } from './folder.ts';
 import type { ModelStore } from './store.ts';
 
 export interface UploadOutcome {
-  kind: 'stored' | 'duplicate' | 'failed';
+  kind: 'stored' | 'duplicate' | 'cancelled' | 'failed';
   message: string;
 }
 
@@ -35,6 +35,7 @@ export class UploadsState {
   checking = $state<string | null>(null);
   outcome = $state.raw<UploadOutcome | null>(null);
   private subscription: { unsubscribe(): void } | null = null;
+  private controller: AbortController | null = null;
 
   constructor(
     private readonly store: ModelStore,
@@ -44,7 +45,9 @@ export class UploadsState {
     private readonly createWorker?: () => WorkerLike,
   ) {}
 
+  /** Lists the stored models (live), and removes the files an interrupted upload left behind (store.ts sweep). */
   start(): void {
+    void this.store.sweep().catch(() => undefined);
     this.subscription = this.store.live().subscribe({
       next: (rows) => {
         this.models = rows;
@@ -56,6 +59,12 @@ export class UploadsState {
 
   dispose(): void {
     this.subscription?.unsubscribe();
+    this.cancel();
+  }
+
+  /** Ends the running check (its worker is terminated); busy is false once upload() has settled. */
+  cancel(): void {
+    this.controller?.abort();
   }
 
   get busy(): boolean {
@@ -68,10 +77,13 @@ export class UploadsState {
     this.checking = name;
     this.outcome = null;
     this.progress = null;
+    const controller = (this.controller = new AbortController());
     try {
-      const { model, duplicate } = await checkFolder(folder, this.wasmUrl, (p) => (this.progress = p), this.createWorker);
+      const { model, duplicate, updated } = await checkFolder(folder, this.wasmUrl, (p) => (this.progress = p), this.createWorker, controller.signal);
       const sha = `sha256 ${model.sha256.slice(0, 12)}…`;
-      if (duplicate) this.outcome = { kind: 'duplicate', message: `${model.name} (${model.id}, ${sha}) is stored already: nothing was added.` };
+      if (duplicate && updated.length > 0) {
+        this.outcome = { kind: 'stored', message: `${model.name} (${model.id}, ${sha}) is stored already: updated ${updated.join(', ')}; nothing else changed.` };
+      } else if (duplicate) this.outcome = { kind: 'duplicate', message: `${model.name} (${model.id}, ${sha}) is stored already: nothing was added.` };
       else {
         const shipped = this.shippedIds().includes(model.id)
           ? ` Its id is also a shipped model's: the model pickers list this one apart, as “${model.id} · uploaded · ${model.sha256.slice(0, 8)}”, and links made with it name its own sha256.`
@@ -79,8 +91,12 @@ export class UploadsState {
         this.outcome = { kind: 'stored', message: `Checked and stored ${model.name} (${model.id}, ${sha}): pick it in the explorer, /compare or /bench.${shipped}` };
       }
     } catch (error) {
-      this.outcome = { kind: 'failed', message: `${name} was not stored: ${error instanceof Error ? error.message : String(error)}` };
+      const message = error instanceof Error ? error.message : String(error);
+      // a check cancelled while storing may have stored the model: the list shows what is there
+      if (message === CANCELLED_MESSAGE) this.outcome = { kind: 'cancelled', message: `The check of ${name} was cancelled.` };
+      else this.outcome = { kind: 'failed', message: `${name} was not stored: ${message}` };
     } finally {
+      this.controller = null;
       this.checking = null;
       this.progress = null;
     }

@@ -67,10 +67,13 @@ export const MODEL_TESTS: TestCase[] = [
         await waitTokens(page, i);
         await waitIdle(page);
       }
-      // its link reopens with the upload selected, by the link alone
-      await page.waitForFunction(() => location.search.includes('x='));
+      // its link reopens with the upload selected, by the link alone (Copy link: the address
+      // follows the session debounced, so it may still hold an earlier step)
+      await page.click('[data-testid="share-link"]');
+      await page.waitForSelector('[data-testid="share-url"]');
+      const link = await page.inputValue('[data-testid="share-url"]');
       await page.evaluate(() => localStorage.removeItem('kvscope:model'));
-      await page.reload();
+      await page.goto(link);
       await waitReady(page);
       await waitTokens(page, 3, 90_000);
       assertEqual(await loaded(page), { id: DRAFT_ID, kind: 'uploaded' }, 'a link made with the upload opens with it');

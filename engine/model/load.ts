@@ -157,7 +157,8 @@ export function checkSessionIO(manifest: Manifest, inputNames: readonly string[]
   if (outputs) throw new ModelError(`${graphFile}: graph outputs do not match manifest.json graph.outputs (${outputs})`);
 }
 
-async function readManifest(source: ModelSource): Promise<Manifest> {
+/** manifest.json of `source`, bounded (MAX_MANIFEST_BYTES), parsed and validated. */
+export async function readManifest(source: ModelSource): Promise<Manifest> {
   const bytes = await source.read('manifest.json', undefined, MAX_MANIFEST_BYTES);
   if (bytes.length > MAX_MANIFEST_BYTES) throw fileTooLarge('manifest.json', bytes.length, MAX_MANIFEST_BYTES);
   let json: unknown;

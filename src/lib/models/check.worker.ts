@@ -9,9 +9,8 @@
  */
 import * as ort from 'onnxruntime-web';
 import { ModelError } from '../../../engine/errors.ts';
-import { MAX_MANIFEST_BYTES } from '../../../engine/model/bounds.ts';
-import { loadModel, type LoadProgress, type ModelSource } from '../../../engine/model/load.ts';
-import { modelSha256, validateManifest, type Manifest } from '../../../engine/model/manifest.ts';
+import { loadModel, readManifest, type LoadProgress } from '../../../engine/model/load.ts';
+import { modelSha256 } from '../../../engine/model/manifest.ts';
 import { OPTIONAL_FILES, type CheckPhase, type CheckReply, type CheckRequest } from './check-protocol.ts';
 import { folderSource } from './source.ts';
 import { modelStore } from './store.ts';
@@ -19,21 +18,6 @@ import { modelStore } from './store.ts';
 declare const self: DedicatedWorkerGlobalScope;
 
 const post = (reply: CheckReply) => self.postMessage(reply);
-
-/**
- * The manifest, read first only for the progress total (loadModel reads and checks it again, with
- * everything else): bounded like the loader's own read, and checked by the same validateManifest.
- */
-async function readManifest(source: ModelSource): Promise<Manifest> {
-  const bytes = await source.read('manifest.json', undefined, MAX_MANIFEST_BYTES);
-  let json: unknown;
-  try {
-    json = JSON.parse(new TextDecoder().decode(bytes));
-  } catch (error) {
-    throw new ModelError(`manifest.json: not valid JSON (${(error as Error).message})`);
-  }
-  return validateManifest(json);
-}
 
 /** Progress over the whole check: reading and hashing the listed files, then the session, then storing. */
 function tracker(total: number) {
@@ -59,6 +43,7 @@ async function check(request: CheckRequest): Promise<void> {
   const files = new Map(request.files.map((f) => [f.path, f.file as Blob]));
   post({ type: 'progress', progress: { phase: 'manifest', file: 'manifest.json', fraction: 0, done: 0, total: 0 } });
   const source = folderSource(files, folder);
+  // the manifest first, only for the progress total (loadModel reads and checks it again)
   const total = (await readManifest(source)).files.reduce((sum, f) => sum + f.bytes, 0);
   const report = tracker(total);
 

@@ -103,23 +103,37 @@ export function fetchSource(baseUrl: string, fetchImpl: typeof fetch = globalThi
         onBytes?.(bytes.length, total || bytes.length);
         return bytes;
       }
-      const reader = response.body.getReader();
-      const chunks: Uint8Array[] = [];
-      let loaded = 0;
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        chunks.push(value);
-        loaded += value.length;
-        if (maxBytes !== undefined && loaded > maxBytes) {
-          await reader.cancel().catch(() => undefined);
-          throw fileTooLarge(path, `more than ${maxBytes}`, maxBytes);
-        }
-        onBytes?.(loaded, total);
-      }
-      return concatBytes(chunks);
+      return readStream(path, response.body, total, onBytes, maxBytes);
     },
   };
+}
+
+/**
+ * A file's bytes from a stream (a fetch body, a Blob's stream), reporting progress against `total`
+ * and stopping with fileTooLarge as soon as more than `maxBytes` arrived.
+ */
+export async function readStream(
+  path: string,
+  stream: ReadableStream<Uint8Array>,
+  total: number,
+  onBytes?: (loaded: number, total: number) => void,
+  maxBytes?: number,
+): Promise<Uint8Array> {
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  let loaded = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    if (maxBytes !== undefined && loaded > maxBytes) {
+      await reader.cancel().catch(() => undefined);
+      throw fileTooLarge(path, `more than ${maxBytes}`, maxBytes);
+    }
+    onBytes?.(loaded, total);
+  }
+  return concatBytes(chunks);
 }
 
 export function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {

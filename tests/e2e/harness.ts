@@ -184,6 +184,16 @@ export async function waitIdle(page: Page, timeout = 30_000): Promise<void> {
   await page.waitForFunction(() => !(document.querySelector('[data-testid="step"]') as HTMLButtonElement | null)?.disabled, null, { timeout });
 }
 
+/** Clicks the explorer's Step `n` times, each time waiting for its token and for the page to be idle. */
+export async function stepTimes(page: Page, n: number): Promise<void> {
+  const start = await page.locator('[data-testid="token"]').count();
+  for (let i = 1; i <= n; i++) {
+    await page.click('[data-testid="step"]');
+    await waitTokens(page, start + i);
+    await waitIdle(page);
+  }
+}
+
 /** Non-white pixels and distinct colours of a canvas (proves something was drawn). */
 export async function canvasStats(page: Page, testid: string): Promise<{ width: number; height: number; inked: number; colours: number }> {
   return page.$eval(`[data-testid="${testid}"]`, (element) => {

@@ -3,7 +3,7 @@
  * open it in a fresh browser profile: the same 8 tokens and the same step view. A broken link shows
  * its error and the app stays usable; a reload keeps the edited prompt.
  */
-import { assert, assertEqual, persistentContext, removeDir, waitIdle, waitReady, waitTokens, type TestCase } from './harness.ts';
+import { assert, assertEqual, persistentContext, removeDir, stepTimes, type TestCase, waitIdle, waitReady, waitTokens } from './harness.ts';
 import type { Page } from 'playwright-core';
 
 async function pieces(page: Page): Promise<string[]> {
@@ -28,11 +28,7 @@ export const LINK_TESTS: TestCase[] = [
       await page.goto(`${server.url}/`);
       await waitReady(page);
       const entries = await page.evaluate(() => history.length);
-      for (let i = 1; i <= 8; i++) {
-        await page.click('[data-testid="step"]');
-        await waitTokens(page, i);
-        await waitIdle(page);
-      }
+      await stepTimes(page, 8);
       const tokens = await pieces(page);
       await page.locator('[data-testid="token"]').nth(4).click();
       await page.selectOption('[data-testid="layer-select"]', '5');

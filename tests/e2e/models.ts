@@ -8,7 +8,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeF
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
-import { assert, assertEqual, removeDir, waitIdle, waitReady, waitTokens, type TestCase } from './harness.ts';
+import { assert, assertEqual, removeDir, stepTimes, type TestCase, waitIdle, waitReady, waitTokens } from './harness.ts';
 
 const MODELS = join(process.cwd(), 'static/models');
 const DRAFT_DIR = join(MODELS, 'kvscope-draft-2l');
@@ -62,11 +62,7 @@ export const MODEL_TESTS: TestCase[] = [
       await waitReady(page);
       await pick(page, /kvscope-draft-2l .*· uploaded · [0-9a-f]{8}/, DRAFT_ID);
       assertEqual((await loaded(page)).kind, 'uploaded', 'the explorer runs the uploaded model');
-      for (let i = 1; i <= 3; i++) {
-        await page.click('[data-testid="step"]');
-        await waitTokens(page, i);
-        await waitIdle(page);
-      }
+      await stepTimes(page, 3);
       // its link reopens with the upload selected, by the link alone (Copy link: the address
       // follows the session debounced, so it may still hold an earlier step)
       await page.click('[data-testid="share-link"]');

@@ -7,7 +7,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
-import { assert, assertEqual, persistentContext, removeDir, RESULTS_DIR, waitIdle, waitReady, waitTokens, type TestCase } from './harness.ts';
+import { assert, assertEqual, persistentContext, removeDir, RESULTS_DIR, stepTimes, type TestCase, waitReady, waitTokens } from './harness.ts';
 
 const TITLE = 'H2O findings';
 const CELLS = ['# Findings\n\nH2O keeps *heavy hitters*.', 'The window policy forgets the **start** of the prompt.', '- sinks help\n- recent tokens help'];
@@ -145,11 +145,7 @@ export const NOTEBOOK_TESTS: TestCase[] = [
     async fn({ page, server }) {
       await page.goto(`${server.url}/`);
       await waitReady(page);
-      for (let i = 1; i <= 4; i++) {
-        await page.click('[data-testid="step"]');
-        await waitTokens(page, i);
-        await waitIdle(page);
-      }
+      await stepTimes(page, 4);
       const tokens = await page.$$eval('[data-testid="token"]', (els) => els.map((e) => e.querySelector('.piece')?.textContent ?? ''));
       await page.click('[data-testid="add-to-notebook-cache-map"]');
       await page.click('[data-testid="add-to-notebook-new"]');

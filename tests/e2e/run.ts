@@ -4,18 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  assert,
-  assertEqual,
-  canvasStats,
-  RESULTS_DIR,
-  runTests,
-  tokenCount,
-  waitIdle,
-  waitReady,
-  waitTokens,
-  type TestCase,
-} from './harness.ts';
+import { assert, assertEqual, canvasStats, RESULTS_DIR, runTests, stepTimes, type TestCase, tokenCount, waitIdle, waitReady, waitTokens } from './harness.ts';
 import { LAB_TESTS } from './lab.ts';
 import { SPEC_TESTS } from './spec.ts';
 import { LINK_TESTS } from './links.ts';
@@ -42,11 +31,7 @@ const tests: TestCase[] = [
       assert(!streamText.includes('\uFFFD'), 'no replacement characters in the token stream');
 
       // step 10 tokens
-      for (let i = 1; i <= 10; i++) {
-        await page.click('[data-testid="step"]');
-        await waitTokens(page, i);
-        await waitIdle(page);
-      }
+      await stepTimes(page, 10);
       const ten = await page.$$eval('[data-testid="token"]', (els) => els.map((e) => e.querySelector('.piece')?.textContent ?? ''));
       assertEqual(ten.length, 10, 'tokens after 10 steps');
       const probs = await page.$$eval('[data-testid="token"] .p', (els) => els.map((e) => Number(e.textContent)));
@@ -175,11 +160,7 @@ const tests: TestCase[] = [
       await page.check('[data-testid="reference-toggle"]');
       await page.waitForFunction(() => (document.querySelector('[data-testid="reference-toggle"]') as HTMLInputElement).checked);
       await waitIdle(page);
-      for (let i = 1; i <= 6; i++) {
-        await page.click('[data-testid="step"]');
-        await waitTokens(page, i);
-        await waitIdle(page);
-      }
+      await stepTimes(page, 6);
 
       // reference lane: values of the current step and a drawn chart
       const values = async () => (await page.textContent('[data-testid="reference-values"]')) ?? '';
@@ -356,11 +337,7 @@ const tests: TestCase[] = [
       await page.fill('[data-testid="policy-param-size"]', '24');
       await page.click('[data-testid="reset"]');
       await waitIdle(page);
-      for (let i = 1; i <= 6; i++) {
-        await page.click('[data-testid="step"]');
-        await waitTokens(page, i);
-        await waitIdle(page);
-      }
+      await stepTimes(page, 6);
       await page.selectOption('[data-testid="policy-select"]', 'streaming');
       await page.fill('[data-testid="policy-param-sinks"]', '4');
       await page.fill('[data-testid="policy-param-recent"]', '12');
@@ -455,11 +432,7 @@ const tests: TestCase[] = [
         });
       await page.goto(`${server.url}/`);
       await waitReady(page);
-      for (let i = 1; i <= 4; i++) {
-        await page.click('[data-testid="step"]');
-        await waitTokens(page, i);
-        await waitIdle(page);
-      }
+      await stepTimes(page, 4);
       const spec = page.locator('[data-testid="policy-spec"]');
       assertEqual(await spec.inputValue(), 'full', 'the spec field shows the picked policy');
       const full = await held();
@@ -539,11 +512,7 @@ const tests: TestCase[] = [
       await page.keyboard.press('Enter');
       await page.waitForSelector('[data-testid="switch-marker"]');
       await waitIdle(page);
-      for (let i = 1; i <= 3; i++) {
-        await page.click('[data-testid="step"]');
-        await waitTokens(page, i);
-        await waitIdle(page);
-      }
+      await stepTimes(page, 3);
       await page.waitForSelector('[data-testid="merge-entry"]');
       const entries = page.locator('[data-testid="merge-entry"]');
       const n = await entries.count();
@@ -631,11 +600,7 @@ const tests: TestCase[] = [
       await page.keyboard.press('Enter');
       await page.waitForSelector('[data-testid="switch-marker"]');
       await waitIdle(page);
-      for (let i = 1; i <= 2; i++) {
-        await page.click('[data-testid="step"]');
-        await waitTokens(page, i);
-        await waitIdle(page);
-      }
+      await stepTimes(page, 2);
       await page.waitForFunction(() => /step 1/.test(document.querySelector('[data-testid="quant-summary"]')?.textContent ?? ''));
       await page.waitForSelector('[data-testid="quant-heatmap-k"]');
       await page.waitForTimeout(200);

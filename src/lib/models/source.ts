@@ -5,7 +5,7 @@
  * Blob so that a large graph part reports its progress.
  */
 import { ModelError } from '../../../engine/errors.ts';
-import { concatBytes, fileTooLarge, type ModelSource } from '../../../engine/model/load.ts';
+import { fileTooLarge, readStream, type ModelSource } from '../../../engine/model/load.ts';
 import { checkModelPath } from '../../../engine/model/paths.ts';
 import type { StoredModel } from './db.ts';
 import type { ModelStore } from './store.ts';
@@ -21,17 +21,7 @@ async function blobBytes(path: string, blob: Blob, onBytes?: (loaded: number, to
     onBytes?.(bytes.length, blob.size);
     return bytes;
   }
-  const chunks: Uint8Array[] = [];
-  const reader = blob.stream().getReader();
-  let loaded = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    onBytes(loaded, blob.size);
-  }
-  return concatBytes(chunks);
+  return readStream(path, blob.stream(), blob.size, onBytes);
 }
 
 /**

@@ -7,7 +7,8 @@ import * as ort from 'onnxruntime-web';
 import { loadModel } from '../../../engine/model/load.ts';
 import { uploadedModelSource } from '../models/source.ts';
 import { modelStore } from '../models/store.ts';
-import { EngineHost, HostError } from './host.ts';
+import { HostError } from './host-error.ts';
+import { EngineHost } from './host.ts';
 import type { Command, EngineEvent, LoadCommand } from './protocol.ts';
 
 declare const self: DedicatedWorkerGlobalScope;

@@ -11,7 +11,6 @@ import { yieldToEventLoop } from './yield.ts';
 import { DraftSpecError, ModelError, PolicySpecError, SessionError } from '../../../engine/errors.ts';
 import type { LoadOptions, LoadedModel, ModelSource } from '../../../engine/model/load.ts';
 import { modelSha256 } from '../../../engine/model/manifest.ts';
-import { checkModelPath } from '../../../engine/model/paths.ts';
 import { logSumExp, topK } from '../../../engine/metrics/softmax.ts';
 import { POLICIES } from '../../../engine/policies/index.ts';
 import { formatPolicyChain } from '../../../engine/policies/spec.ts';
@@ -22,9 +21,11 @@ import type { HeldMerges } from '../../../engine/trace/replay.ts';
 import { ReplayTimeline } from '../../../engine/trace/replay-timeline.ts';
 import { exportTraceJson, traceToJson, type ReferenceTrace, type StepTrace, type TokenProb, type TraceEvent, type TraceExtras } from '../../../engine/trace/schema.ts';
 import { Checkpoints } from './checkpoints.ts';
+import { HostError } from './host-error.ts';
+import { loadModelFiles, postProgress } from './host-load.ts';
 import { LabError, LabHost } from './lab.ts';
 import { LAB_COMMANDS, type LabCommand } from './lab-protocol.ts';
-import { cachedModelSource, pruneModelCache, MODEL_CACHE_NAME, type CacheLike, type CachedModelSource } from './model-cache.ts';
+import type { CacheLike } from './model-cache.ts';
 import {
   calibrationView,
   importedTransferables,
@@ -43,16 +44,14 @@ import { quantTransferables, type QuantView } from './quant-protocol.ts';
 import { packSpecView } from './pack-spec.ts';
 import { drafterInfo, PLAIN_REPLAYS, SpeculativeHost } from './spec-host.ts';
 import type { SpecView } from './spec-protocol.ts';
-import { BrowserDrafterEnvs, indexEntry, indexesUrlOf, indexIds, loadProgressReporter, type IndexEntry } from './drafter-env.ts';
+import { BrowserDrafterEnvs, indexesUrlOf } from './drafter-env.ts';
 import type { RoundResult } from '../../../engine/spec/decoder.ts';
 import {
   viewTransferables,
-  type CacheStats,
   type Command,
   type EngineEvent,
   type ErrorKind,
   type LoadCommand,
-  type LoadProgressView,
   type MergeView,
   policyMembers,
   type ModelInfo,
@@ -83,16 +82,6 @@ export interface HostDeps {
 }
 
 export type Post = (event: EngineEvent, transfer?: Transferable[]) => void;
-
-/** A failure with the kind the page shows it under. */
-export class HostError extends Error {
-  constructor(
-    readonly kind: ErrorKind,
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 const TOP_TOKENS = 10;
 
@@ -126,12 +115,6 @@ function policyInfo(): PolicyInfo[] {
   }));
 }
 
-
-/** models/index.json as written; indexEntry checks the entry a load uses, pruneCache each path it reads */
-interface IndexJson {
-  default?: unknown;
-  models?: { id: unknown; path: unknown }[];
-}
 
 export class EngineHost {
   private model: LoadedModel | null = null;
@@ -274,29 +257,7 @@ export class EngineHost {
     }
   }
 
-  // ---- loading --------------------------------------------------------------------------------
-
-  private async readJson(url: string, cache: CacheLike | null): Promise<unknown> {
-    let text: string;
-    try {
-      const response = await this.deps.fetch(url, { cache: 'no-cache' });
-      if (!response.ok) throw new HostError('model', `${url}: HTTP ${response.status}`);
-      text = await response.text();
-      await cache?.put(url, new Response(text)).catch(() => undefined);
-    } catch (error) {
-      const copy = error instanceof HostError ? undefined : await cache?.match(url).catch(() => undefined);
-      if (!copy) {
-        if (error instanceof HostError) throw error;
-        throw new HostError('model', `${url}: cannot fetch (${(error as Error).message})`);
-      }
-      text = await copy.text();
-    }
-    try {
-      return JSON.parse(text);
-    } catch (error) {
-      throw new HostError('model', `${url}: not valid JSON (${(error as Error).message})`);
-    }
-  }
+  // ---- loading (the files: host-load.ts) -----------------------------------------------------
 
   /** A drafter host whose decoders capture rows for the reference lane while one exists. */
   private speculativeHost(): SpeculativeHost {
@@ -317,25 +278,14 @@ export class EngineHost {
     this.laneSnapshots.clear();
     this.loadCommand = null;
 
-    this.progress(command.id, { phase: 'runtime', file: 'ort-wasm-simd-threaded.wasm' });
+    postProgress(this.post, command.id, { phase: 'runtime', file: 'ort-wasm-simd-threaded.wasm' });
     if (typeof WebAssembly !== 'object') {
       throw new HostError('wasm', 'This browser cannot run WebAssembly, which the in-browser model needs. Use a current Chrome, Edge, Firefox or Safari.');
     }
     this.deps.configureRuntime?.(command);
     await this.deps.checkRuntime?.(command);
 
-    let model: LoadedModel;
-    let stats: CacheStats;
-    if (command.modelSource) {
-      model = await this.loadUploaded(command, command.modelSource.key);
-      // every file came from this browser's storage, none over the network
-      stats = { hits: model.manifest.files.length, misses: 0, removed: 0, available: true };
-    } else {
-      const { source, cache, index, modelsUrl, entry, ...loaded } = await this.loadFromIndex(command);
-      model = loaded.model;
-      stats = { hits: source.stats.hits, misses: source.stats.misses, removed: 0, available: cache !== null };
-      if (cache) stats.removed = await this.pruneCache(cache, modelsUrl, index, entry.id, source).catch(() => 0);
-    }
+    const { model, stats } = await loadModelFiles(command, this.deps, this.post);
     this.loadCommand = command;
     this.lab_?.useModelSource(command.modelSource ?? null);
     this.drafterEnvs = new BrowserDrafterEnvs(this.deps.fetch, {
@@ -375,68 +325,6 @@ export class EngineHost {
       loadMs: performance.now() - started,
       calibration: calibrationView(model.calibration),
     });
-  }
-
-  private progress(id: number, p: Partial<LoadProgressView> & Pick<LoadProgressView, 'phase'>): void {
-    this.post({ type: 'progress', id, progress: { file: '', loaded: 0, total: 0, overallLoaded: 0, overallTotal: 0, cached: false, ...p } });
-  }
-
-  /** Loads the model the command names (default: the index's default) through the Cache API, posting progress under the command. */
-  private async loadFromIndex(command: LoadCommand) {
-    const progressId = command.id;
-    let cache: CacheLike | null = null;
-    if (command.cache !== false && this.deps.caches) {
-      cache = await this.deps.caches.open(MODEL_CACHE_NAME).catch(() => null);
-    }
-    const modelsUrl = command.modelsUrl.endsWith('/') ? command.modelsUrl : `${command.modelsUrl}/`;
-    this.progress(progressId, { phase: 'manifest', file: 'index.json' });
-    const index = (await this.readJson(`${modelsUrl}index.json`, cache)) as IndexJson;
-    const wanted: unknown = command.modelId ?? index.default;
-    if (typeof wanted !== 'string') throw new HostError('model', 'models/index.json: default must name a model (no model id was asked for)');
-    // the id and the entry's path become the model's URL: both are checked first (a bad one: ModelError)
-    const entry: IndexEntry | null = indexEntry(index, wanted, command.modelId === undefined ? 'models/index.json: default' : 'model id');
-    if (!entry) throw new HostError('model', `models/index.json: no model ${JSON.stringify(wanted)} (has ${indexIds(index)})`);
-
-    const tryLoad = async (): Promise<{ model: LoadedModel; source: CachedModelSource }> => {
-      const source = cachedModelSource(`${modelsUrl}${entry.path}/`, cache, this.deps.fetch);
-      const onProgress = loadProgressReporter(source, (progress) => this.post({ type: 'progress', id: progressId, progress }));
-      const model = await this.deps.loadModel(source, { onProgress, numThreads: command.threads, calibration: true });
-      return { model, source };
-    };
-
-    let loaded: { model: LoadedModel; source: CachedModelSource };
-    try {
-      loaded = await tryLoad();
-    } catch (error) {
-      // A damaged cached copy fails its sha256/size check: drop every cached file and refetch once.
-      const damaged = error instanceof ModelError && /(sha256|size) mismatch/.test(error.message);
-      if (!damaged || !cache) throw error;
-      await cache.keys().then((keys) => Promise.all(keys.map((k) => cache!.delete(k.url)))).catch(() => undefined);
-      loaded = await tryLoad();
-    }
-    return { ...loaded, cache, index, modelsUrl, entry };
-  }
-
-  /** Loads a model the user uploaded (src/lib/models/), from this browser's storage: nothing is fetched or cached. */
-  private async loadUploaded(command: LoadCommand, key: string): Promise<LoadedModel> {
-    if (!this.deps.uploadedSource) throw new HostError('model', 'uploaded models cannot be loaded here (this worker has no model storage)');
-    this.progress(command.id, { phase: 'manifest', file: 'manifest.json' });
-    const source = await this.deps.uploadedSource(key);
-    const onProgress = loadProgressReporter({ files: source.files, fromCache: () => true }, (progress) => this.post({ type: 'progress', id: command.id, progress }));
-    return this.deps.loadModel(source, { onProgress, numThreads: command.threads, calibration: true });
-  }
-
-  /** Deletes cached files that no current manifest lists; keeps everything if a manifest is unreachable. */
-  private async pruneCache(cache: CacheLike, modelsUrl: string, index: IndexJson, loadedId: string, source: CachedModelSource): Promise<number> {
-    const keep = new Set(source.files.map((f) => f.sha256));
-    for (const [at, other] of (index.models ?? []).entries()) {
-      if (other.id === loadedId) continue;
-      // a bad path throws: nothing is pruned (the caller keeps every file)
-      const path = checkModelPath(String(other.path), `models/index.json: models[${at}].path`);
-      const manifest = (await this.readJson(`${modelsUrl}${path}/manifest.json`, null)) as { files?: { sha256?: string }[] };
-      for (const f of manifest.files ?? []) if (typeof f.sha256 === 'string') keep.add(f.sha256);
-    }
-    return pruneModelCache(cache, keep);
   }
 
   private requireModel(): LoadedModel {

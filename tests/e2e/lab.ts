@@ -88,6 +88,8 @@ export const LAB_TESTS: TestCase[] = [
       await compareIdle(page);
       await page.click('[data-testid="compare-step"]');
       await page.waitForFunction(() => (document.querySelector('[data-testid="compare-position"]')?.textContent ?? '').startsWith('1 steps'));
+      // the address is written at most every 250 ms (address-sync.ts): wait for it, then check
+      await page.waitForFunction(() => location.search.includes('lane=h2o'), null, { timeout: 5_000 }).catch(() => undefined);
       assert(page.url().includes('lane=h2o'), `URL follows the new lanes (${page.url()})`);
 
       // chart export
